@@ -1,0 +1,3 @@
+from chertcast.cli import main
+
+main()

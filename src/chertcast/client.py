@@ -1,0 +1,203 @@
+"""Chert API client: one request in, one typed ``Outcome`` out. Never raises for HTTP trouble.
+
+The transport is the seam (as in httpx itself): ``ChertClient`` takes an ``httpx.AsyncClient``,
+so tests run this exact code against the sandbox in-process or over loopback.
+The secret lives in ``Secret``, whose repr is masked, and is only ever put in a header.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import httpx
+
+from chertcast.signing import sign
+
+OutcomeKind = Literal["sent", "duplicate", "error", "network"]
+
+
+class Secret:
+    """The API signing secret. ``str()`` and ``repr()`` never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt achieved, whatever the server or the network did."""
+
+    kind: OutcomeKind
+    http_status: int | None = None
+    code: int | None = None
+    message: str = ""
+    retryable: bool = False
+    retry_after: float | None = None
+    message_id: str | None = None
+    lead_id: str | None = None
+    lead_created: bool | None = None
+    convo_id: str | None = None
+    phone_line_id: str | None = None
+    trace_id: str | None = None
+    extra: Mapping[str, Any] | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.kind in ("sent", "duplicate")
+
+
+def _parse_retry_after(body_value: Any, header: str | None) -> float | None:
+    for value in (body_value, header):
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except (TypeError, ValueError):
+            pass
+        if isinstance(value, str):
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    return None
+
+
+def parse_response(response: httpx.Response) -> Outcome:
+    """Turn any answer into an Outcome: success, flat error, envelope error, or junk."""
+    trace = response.headers.get("x-trace-id")
+    try:
+        data = response.json()
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        return _non_json(response, trace)
+    status = data.get("status")
+    if response.is_success and status in ("sent", "duplicate"):
+        return Outcome(
+            kind=status,
+            http_status=response.status_code,
+            message_id=_opt_str(data.get("message_id")),
+            lead_id=_opt_str(data.get("lead_id")),
+            lead_created=data.get("lead_created") if isinstance(data.get("lead_created"), bool) else None,
+            convo_id=_opt_str(data.get("convo_id")),
+            phone_line_id=_opt_str(data.get("phone_line_id")),
+            trace_id=trace,
+        )
+    error = data["error"] if isinstance(data.get("error"), dict) else data
+    code = error.get("code")
+    retryable = error.get("retryable")
+    if not isinstance(retryable, bool):
+        retryable = response.status_code >= 500 or response.status_code == 429
+    extra = {k: v for k, v in error.items() if k in ("attachment_index", "allowed_effects")}
+    return Outcome(
+        kind="error",
+        http_status=response.status_code,
+        code=code if isinstance(code, int) else None,
+        message=str(error.get("message") or f"HTTP {response.status_code}")[:500],
+        retryable=retryable,
+        retry_after=_parse_retry_after(error.get("retry_after"), response.headers.get("retry-after")),
+        trace_id=_opt_str(data.get("trace_id")) or trace,
+        extra=extra or None,
+    )
+
+
+def _non_json(response: httpx.Response, trace: str | None) -> Outcome:
+    """A proxy's HTML page, an empty 502, a success without the fields we need."""
+    retryable = response.status_code >= 500 or response.status_code == 429 or response.is_success
+    return Outcome(
+        kind="error",
+        http_status=response.status_code,
+        message=f"HTTP {response.status_code} with an unexpected body",
+        retryable=retryable,
+        retry_after=_parse_retry_after(None, response.headers.get("retry-after")),
+        trace_id=trace,
+    )
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class ChertClient:
+    """Speaks to ``{base_url}/send`` and friends with bearer or HMAC auth."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        secret: Secret,
+        *,
+        auth: Literal["bearer", "hmac"] = "bearer",
+        tenant: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._secret = secret
+        self._auth = auth
+        self._tenant = tenant
+        self._clock = clock
+
+    def _headers(self, raw_body: bytes) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if self._tenant:
+            headers["x-chert-tenant"] = self._tenant
+        if self._auth == "hmac":
+            # Re-signed on every attempt: a signature is never reused.
+            headers["x-chert-signature"] = sign(
+                self._secret.reveal(), int(self._clock()), raw_body
+            )
+        else:
+            headers["authorization"] = f"Bearer {self._secret.reveal()}"
+        return headers
+
+    async def send(self, payload: Mapping[str, Any]) -> Outcome:
+        raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            response = await self._http.post(
+                f"{self._base}/send", content=raw, headers=self._headers(raw)
+            )
+        except httpx.TransportError as exc:
+            return Outcome(kind="network", message=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
+        return parse_response(response)
+
+    async def get_json(self, path: str) -> tuple[int, Any]:
+        response = await self._http.get(f"{self._base}{path}", headers=self._headers(b""))
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, None
+
+    async def post_json(self, path: str, payload: Mapping[str, Any]) -> tuple[int, Any]:
+        raw = json.dumps(payload, separators=(",", ":")).encode()
+        response = await self._http.post(
+            f"{self._base}{path}", content=raw, headers=self._headers(raw)
+        )
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, None
+
+    async def put_bytes(self, url: str, data: bytes, content_type: str) -> int:
+        """The attachment upload: bearer only, whatever the run's auth mode."""
+        headers = {
+            "authorization": f"Bearer {self._secret.reveal()}",
+            "content-type": content_type,
+        }
+        response = await self._http.put(url, content=data, headers=headers)
+        return response.status_code

@@ -1,0 +1,28 @@
+"""A local stand-in for Chert's Messaging API, for rehearsals and tests.
+
+``SandboxModel`` holds the behaviour (plain Python), ``create_app`` wraps it in starlette,
+and ``SandboxServer`` serves it with uvicorn on a loopback port in a background thread.
+"""
+
+from chertcast.sandbox.model import (
+    DEFAULT_LINES,
+    DEFAULT_SECRET,
+    Delivery,
+    Faults,
+    SandboxConfig,
+    SandboxModel,
+)
+from chertcast.sandbox.app import create_app, sandbox_transport
+from chertcast.sandbox.server import SandboxServer
+
+__all__ = [
+    "DEFAULT_LINES",
+    "DEFAULT_SECRET",
+    "Delivery",
+    "Faults",
+    "SandboxConfig",
+    "SandboxModel",
+    "SandboxServer",
+    "create_app",
+    "sandbox_transport",
+]

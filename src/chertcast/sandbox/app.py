@@ -1,0 +1,120 @@
+"""The starlette adapter over ``SandboxModel``: HTTP in, model call, HTTP out."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from chertcast.sandbox.model import Reply, SandboxModel
+
+API = "/api/v1"
+
+
+class ConnectionDropped(Exception):
+    """Raised by the app to make the server close the connection without a full response."""
+
+
+def _respond(reply: Reply) -> Response:
+    headers = {"X-Trace-ID": str(reply.body.get("trace_id") or secrets.token_hex(8))}
+    headers.update(reply.headers)
+    return JSONResponse(reply.body, status_code=reply.status, headers=headers)
+
+
+class _DroppingResponse(Response):
+    """Starts a response, then fails: uvicorn closes the socket mid-response."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"64")]})  # fmt: skip
+        raise ConnectionDropped("sandbox fault: connection dropped")
+
+
+def create_app(model: SandboxModel) -> Starlette:
+    """The sandbox as an ASGI app (for uvicorn, or for httpx in-process)."""
+
+    async def send(request: Request) -> Response:
+        model.enter()
+        try:
+            latency = model.latency_s()
+            if latency:
+                await anyio.sleep(latency)
+            raw = await request.body()
+            reply = model.send(raw, request.headers)
+            if reply.drop is not None:
+                return _DroppingResponse()
+            return _respond(reply)
+        finally:
+            model.leave()
+
+    async def attachments(request: Request) -> Response:
+        raw = await request.body()
+        refused = model.authenticate(request.headers, raw)
+        if refused is not None:
+            return _respond(refused)
+        base = str(request.base_url).rstrip("/") + API
+        return _respond(model.create_attachment(raw, base))
+
+    async def upload(request: Request) -> Response:
+        raw = await request.body()
+        refused = model.authenticate(request.headers, b"")
+        if refused is not None:
+            return _respond(refused)
+        return _respond(model.upload(request.path_params["attachment_id"], request.headers, raw))
+
+    async def message(request: Request) -> Response:
+        refused = model.authenticate(request.headers, b"")
+        return _respond(refused or model.message(request.path_params["message_id"]))
+
+    async def phone_numbers(request: Request) -> Response:
+        refused = model.authenticate(request.headers, b"")
+        return _respond(refused or model.phone_numbers())
+
+    async def deliveries(request: Request) -> Response:
+        return JSONResponse({"deliveries": [d.as_json() for d in model.deliveries()]})
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(model.stats())
+
+    async def reset(request: Request) -> Response:
+        model.reset()
+        return JSONResponse({"ok": True})
+
+    routes = [
+        Route(f"{API}/send", send, methods=["POST"]),
+        Route(f"{API}/attachments", attachments, methods=["POST"]),
+        Route(f"{API}/attachments/{{attachment_id}}/upload", upload, methods=["PUT"]),
+        Route(f"{API}/messages/{{message_id}}", message, methods=["GET"]),
+        Route(f"{API}/phone-numbers", phone_numbers, methods=["GET"]),
+        Route("/_sandbox/deliveries", deliveries, methods=["GET"]),
+        Route("/_sandbox/stats", stats, methods=["GET"]),
+        Route("/_sandbox/reset", reset, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+class _DroppingASGITransport(httpx.ASGITransport):
+    """In-process transport that turns a sandbox drop into the error a socket would give."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except ConnectionDropped as exc:
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a complete response", request=request
+            ) from exc
+
+
+def sandbox_transport(model: SandboxModel, **kwargs: Any) -> httpx.AsyncBaseTransport:
+    """An httpx transport that talks to the sandbox in-process (no socket)."""
+    return _DroppingASGITransport(app=create_app(model), **kwargs)

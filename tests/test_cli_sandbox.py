@@ -1,0 +1,63 @@
+"""`chertcast sandbox` starts, prints its URL and secret, and answers /send."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from chertcast.sandbox import DEFAULT_SECRET
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_sandbox_command_serves_until_terminated() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chertcast", "sandbox", "--port", str(port), "--latency-ms", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.strip() == f"chertcast sandbox listening on http://127.0.0.1:{port}/api/v1"
+        assert DEFAULT_SECRET in proc.stdout.readline()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/api/v1/send",
+                    json={"phone": "+14155552671", "body": "hello"},
+                    headers={"authorization": f"Bearer {DEFAULT_SECRET}"},
+                )
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "sandbox never answered"
+                time.sleep(0.05)
+        assert response.status_code == 200 and response.json()["status"] == "sent"
+        ledger = httpx.get(f"http://127.0.0.1:{port}/_sandbox/deliveries").json()["deliveries"]
+        assert [d["body"] for d in ledger] == ["hello"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_sandbox_port_in_use_is_one_line() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "chertcast", "sandbox", "--port", str(port)],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"chertcast: error: cannot listen on 127.0.0.1:{port}")
+    assert "Traceback" not in result.stderr
