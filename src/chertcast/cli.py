@@ -7,10 +7,17 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+import json
+from pathlib import Path
+
 import click
 
 from chertcast import __version__
-from chertcast.errors import ChertcastError
+from chertcast import present
+from chertcast.campaign import load_campaign
+from chertcast.errors import ChertcastError, InputError
+from chertcast.export import write_table
+from chertcast.preflight import build_plan
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +79,68 @@ def sandbox(host: str, port: int, secret: str | None, latency_ms: float, jitter_
         serve_forever(SandboxModel(config), host, port)
     except OSError as exc:
         raise ChertcastError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+CAMPAIGN = click.argument("campaign", type=click.Path(path_type=Path))
+ENCODING = click.option("--encoding", default=None, help="CSV text encoding (default: detected).")
+
+
+@cli.command()
+@CAMPAIGN
+@ENCODING
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@friendly
+def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
+    """Check every row of the contact sheet; send nothing.
+
+    Exit 0: every row can be sent. 1: some rows have problems, the rest can go.
+    2: the campaign cannot run (missing file, bad config, unknown template variable...).
+    """
+    plan = build_plan(load_campaign(campaign), encoding=encoding)
+    if as_json:
+        click.echo(json.dumps(present.check_json(plan), ensure_ascii=False))
+    else:
+        for line in present.plan_summary(plan):
+            click.echo(line)
+        if plan.issues:
+            click.echo("")
+            click.echo("To do: " + present.fix_list(plan.issues))
+            for line in present.issue_table(plan.issues):
+                click.echo(line)
+        click.echo("")
+        click.echo(f"Next: chertcast preview {campaign}   then   chertcast send {campaign}")
+    sys.exit(plan.exit_code())
+
+
+@cli.command()
+@CAMPAIGN
+@ENCODING
+@click.option("--rows", "count", default=3, show_default=True, help="How many messages to show.")
+@click.option("--row", "row", default=None, type=int, help="Show the message for this sheet row.")
+@click.option("--out", default=None, type=click.Path(path_type=Path),
+              help="Write every row with its message, status and key to FILE.csv or FILE.xlsx.")
+@friendly
+def preview(campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None) -> None:
+    """Show exactly what recipients will see (blank lines split bubbles); send nothing."""
+    plan = build_plan(load_campaign(campaign), encoding=encoding)
+    if out is not None:
+        headers = ["row", *plan.sheet.headers, *present.PREVIEW_HEADERS]
+        written = write_table(out, headers, present.preview_rows(plan))
+        click.echo(f"wrote {written:,} rows to {out}")
+        return
+    if row is not None:
+        chosen = [r for r in plan.recipients if r.row == row]
+        if not chosen:
+            raise InputError(f"{plan.sheet.path}: row {row} is not a data row (rows {plan.sheet.row_numbers[0]}"
+                             f"-{plan.sheet.row_numbers[-1]}, blank rows skipped)")
+    else:
+        chosen = plan.sendable[:count]
+    for recipient in chosen:
+        click.echo("\n".join(present.bubble_view(recipient)))
+        click.echo("")
+    remaining = len(plan.sendable) - len(chosen)
+    if row is None and remaining > 0:
+        click.echo(f"… {remaining:,} more sendable messages (--out FILE.csv writes them all)")
 
 
 def main() -> None:

@@ -1,0 +1,181 @@
+"""The campaign file: a TOML document validated with pydantic, paths resolved beside it."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from chertcast.errors import ConfigError
+
+PRODUCTION_BASE_URL = "https://console.trychert.com/api/v1"
+SECRET_ENV = "CHERT_SIGNING_SECRET"
+BASE_URL_ENV = "CHERT_BASE_URL"
+DEFAULT_MAX_BODY_CHARS = 2000
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Columns(_Strict):
+    """Which sheet header feeds each field (matched ignoring case, spaces, `_` and `-`)."""
+
+    phone: str | None = None
+    name: str | None = None
+    external_id: str | None = None
+    phone_line_id: str | None = None
+    effect: str | None = None
+    attachments: str | None = None
+
+
+class AttachmentSpec(_Strict):
+    """One campaign-wide attachment: a Chert id in any /send shape, or a local file."""
+
+    id: str | None = None
+    attachment_id: str | None = None
+    file: str | None = None
+    live_photo: bool = False
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AttachmentSpec:
+        if sum(v is not None for v in (self.id, self.attachment_id, self.file)) != 1:
+            raise ValueError("give exactly one of id, attachment_id or file")
+        return self
+
+
+class SendSettings(_Strict):
+    rate: float = Field(default=5.0, gt=0, le=10_000, description="messages per second")
+    burst: int = Field(default=5, ge=1, le=10_000)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    effect: str | None = None
+    attachments: list[str | AttachmentSpec] = Field(default_factory=list)
+    phone_line_id: str | None = None
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    max_backoff_s: float = Field(default=60.0, gt=0)
+    failure_threshold: float = Field(default=0.5, gt=0, le=1)
+    failure_window: int = Field(default=50, ge=5)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ApiSettings(_Strict):
+    base_url: str = PRODUCTION_BASE_URL
+    auth: Literal["bearer", "hmac"] = "bearer"
+    tenant: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        check_base_url(value)
+        return value.rstrip("/")
+
+
+class Campaign(_Strict):
+    id: Slug
+    contacts: Path
+    sheet: str | None = None
+    encoding: str | None = None
+    template: Path | None = None
+    body: str | None = None
+    default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    max_body_chars: int = Field(default=DEFAULT_MAX_BODY_CHARS, ge=1, le=10_000)
+    suppress: list[Path] = Field(default_factory=list)
+    columns: Columns = Field(default_factory=Columns)
+    send: SendSettings = Field(default_factory=SendSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    source: Path = Field(default=Path("campaign.toml"), exclude=True)
+
+    @model_validator(mode="after")
+    def _one_message_source(self) -> Campaign:
+        if (self.template is None) == (self.body is None):
+            raise ValueError("give exactly one of `template` (a Jinja file) or `body` (inline text)")
+        return self
+
+    @property
+    def default_journal(self) -> Path:
+        return self.source.with_name(f"{self.source.stem}.journal.sqlite")
+
+    def template_text(self) -> str:
+        if self.body is not None:
+            return self.body
+        assert self.template is not None
+        try:
+            return self.template.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{self.source}: template {self.template} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{self.source}: cannot read template {self.template}: {exc}") from None
+
+    def resolved_base_url(self) -> str:
+        override = os.environ.get(BASE_URL_ENV)
+        if override:
+            try:
+                check_base_url(override)
+            except ValueError as exc:
+                raise ConfigError(f"{BASE_URL_ENV}: {exc}") from None
+            return override.rstrip("/")
+        return self.api.base_url
+
+
+def check_base_url(value: str) -> None:
+    """https anywhere; plain http only to a loopback host (the sandbox)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL, got {value!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"base_url {value!r} uses plain http to a non-loopback host; use https "
+            "(plain http is allowed only for 127.0.0.1, ::1 and localhost)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_campaign(path: Path | str) -> Campaign:
+    """Read and validate a campaign file; every problem is listed with its key path."""
+    source = Path(path)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: campaign file does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read campaign file: {exc}") from None
+    base = source.resolve().parent
+    for key in ("contacts", "template"):
+        if isinstance(data.get(key), str):
+            data[key] = str((base / data[key]).resolve())
+    if isinstance(data.get("suppress"), list):
+        data["suppress"] = [str((base / p).resolve()) if isinstance(p, str) else p for p in data["suppress"]]
+    try:
+        return Campaign.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation(exc)}") from None
+
+
+def format_validation(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(file)"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{key}: {message}")
+    return "; ".join(problems)
+
+
+def fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,89 @@
+"""Phone numbers → E.164 with phonenumbers, or a reason a person can act on."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
+
+_DIGITS_ONLY = re.compile(r"^\d{8,15}$")
+_SCIENTIFIC = re.compile(r"^\d(\.\d+)?[eE]\+?\d+$")
+_FLOAT_OF_INTEGER = re.compile(r"^(\d{7,15})\.0+$")
+_NOT_IMESSAGE = {
+    PhoneNumberType.FIXED_LINE: "a landline",
+    PhoneNumberType.TOLL_FREE: "a toll-free number",
+    PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
+    PhoneNumberType.SHARED_COST: "a shared-cost number",
+    PhoneNumberType.PAGER: "a pager number",
+    PhoneNumberType.UAN: "a company (UAN) number",
+    PhoneNumberType.VOICEMAIL: "a voicemail number",
+}
+_LENGTH_REASONS = {
+    ValidationResult.TOO_SHORT: "too short",
+    ValidationResult.TOO_LONG: "too long",
+    ValidationResult.INVALID_LENGTH: "the wrong length",
+    ValidationResult.INVALID_COUNTRY_CODE: "an unknown country code",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneResult:
+    """E.164 (or None), an error code + reason, and a warning for numbers iMessage won't reach."""
+
+    e164: str | None
+    error: str | None = None
+    reason: str = ""
+    warning: str | None = None
+    region: str | None = None
+
+
+@lru_cache(maxsize=262_144)
+def normalise(raw: str, default_region: str) -> PhoneResult:
+    """Cached: sheets repeat numbers, and parsing is the slowest step of a check."""
+    text = raw.strip()
+    if not text:
+        return PhoneResult(None, "phone_empty", "the phone cell is empty")
+    if _SCIENTIFIC.match(text):
+        return PhoneResult(
+            None, "phone_scientific",
+            f"{text!r} is in scientific notation, so digits were lost; format the column as text",
+        )  # fmt: skip
+    if whole := _FLOAT_OF_INTEGER.match(text):
+        text = whole.group(1)  # "14155552671.0": a number cell printed as a float, lossless
+    number = _parse(text, default_region)
+    if number is None and _DIGITS_ONLY.match(text):
+        number = _parse("+" + text, None)  # an Excel number cell that lost its "+"
+    if number is None:
+        return _explain(text, default_region)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    region = phonenumbers.region_code_for_number(number)
+    kind = _NOT_IMESSAGE.get(phonenumbers.number_type(number))
+    warning = f"{e164} looks like {kind}, which cannot receive iMessage" if kind else None
+    return PhoneResult(e164, warning=warning, region=region)
+
+
+def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        number = phonenumbers.parse(text, region)
+    except NumberParseException:
+        return None
+    return number if phonenumbers.is_valid_number(number) else None
+
+
+def _explain(text: str, region: str) -> PhoneResult:
+    try:
+        number = phonenumbers.parse(text, region)
+    except NumberParseException as exc:
+        if exc.error_type == NumberParseException.INVALID_COUNTRY_CODE:
+            return PhoneResult(None, "phone_invalid", f"{text!r} has an unknown country code")
+        if exc.error_type == NumberParseException.TOO_LONG:
+            return PhoneResult(None, "phone_invalid", f"{text!r} is too long to be a phone number")
+        return PhoneResult(None, "phone_invalid", f"{text!r} is not a phone number")
+    length = phonenumbers.is_possible_number_with_reason(number)
+    if length in _LENGTH_REASONS:
+        return PhoneResult(None, "phone_invalid", f"{text!r} is {_LENGTH_REASONS[length]}")
+    where = phonenumbers.region_code_for_number(number) or region
+    return PhoneResult(None, "phone_invalid", f"{text!r} is not a valid number for {where}")

@@ -1,0 +1,346 @@
+"""Rows + template + lists → the Plan: who gets what, with which key, and every problem.
+
+Pure: reads its input files, touches no network and no clock. ``send`` executes exactly
+this plan; ``check`` and ``preview`` print it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from chertcast.campaign import Campaign
+from chertcast.contacts import Sheet, header_key, load_sheet
+from chertcast.errors import ConfigError, InputError
+from chertcast.phones import normalise
+from chertcast.render import MessageTemplate, TemplateProblem, variable_name
+
+Severity = Literal["error", "warning"]
+Status = Literal["sendable", "error", "duplicate", "suppressed"]
+PHONE_HEADERS = (
+    "phone", "mobile", "cell", "phonenumber", "mobilephone", "mobilenumber", "cellphone",
+    "cellnumber", "telephone", "tel", "phoneno", "contactnumber", "whatsapp", "number",
+)  # fmt: skip
+KEY_PREFIX = "cc1_"
+
+
+def idempotency_key(campaign_id: str, e164: str) -> str:
+    """Deterministic per recipient: ``cc1_`` + 40 hex of sha256("chertcast/v1" ␟ id ␟ e164).
+
+    It depends only on the campaign id and the number, so it survives re-sorting the sheet,
+    adding rows and reruns; 44 characters. Pinned by test vectors in tests/test_preflight.py.
+    """
+    digest = hashlib.sha256(f"chertcast/v1\x1f{campaign_id}\x1f{e164}".encode()).hexdigest()
+    return KEY_PREFIX + digest[:40]
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    row: int | None
+    column: str | None
+    severity: Severity
+    code: str
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"row": self.row, "column": self.column, "severity": self.severity,
+                "code": self.code, "message": self.message}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRef:
+    """An attachment as the campaign names it: a Chert id, or a local file to upload once."""
+
+    value: str
+    is_file: bool = False
+    shape: Literal["bare", "id", "attachment_id"] = "bare"
+    live_photo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    row: int
+    raw_phone: str
+    phone: str | None
+    body: str | None
+    key: str | None
+    status: Status
+    reason: str = ""
+    name: str | None = None
+    external_id: str | None = None
+    phone_line_id: str | None = None
+    effect: str | None = None
+    attachments: tuple[AttachmentRef, ...] = ()
+
+    def payload(self, attachment_ids: dict[str, str] | None = None) -> dict[str, Any]:
+        """The JSON body of ``/send`` for this recipient (local files replaced by their ids)."""
+        assert self.phone is not None and self.body is not None
+        data: dict[str, Any] = {"phone": self.phone, "body": self.body, "idempotency_key": self.key}
+        for name in ("name", "external_id", "phone_line_id", "effect"):
+            value = getattr(self, name)
+            if value:
+                data[name] = value
+        if self.attachments:
+            data["attachments"] = [_attachment_json(a, attachment_ids or {}) for a in self.attachments]
+        return data
+
+
+def _attachment_json(ref: AttachmentRef, uploaded: dict[str, str]) -> str | dict[str, Any]:
+    value = uploaded[ref.value] if ref.is_file else ref.value
+    if ref.live_photo:
+        return {"attachment_id": value, "live_photo": True}
+    if ref.shape == "id":
+        return {"id": value}
+    if ref.shape == "attachment_id" or ref.is_file:
+        return {"attachment_id": value}
+    return value
+
+
+@dataclass
+class Plan:
+    campaign: Campaign
+    sheet: Sheet
+    phone_column: str
+    phone_column_detected: bool
+    recipients: list[Recipient]
+    issues: list[Issue]
+    suppressed_numbers: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sendable(self) -> list[Recipient]:
+        return [r for r in self.recipients if r.status == "sendable"]
+
+    def counts(self) -> Counter[str]:
+        return Counter(r.status for r in self.recipients)
+
+    def estimated_seconds(self) -> float:
+        settings = self.campaign.send
+        return max(0.0, len(self.sendable) - settings.burst) / settings.rate
+
+    def exit_code(self) -> int:
+        """0: every row can go; 1: some rows have problems (errors or duplicates)."""
+        counts = self.counts()
+        return 1 if counts["error"] or counts["duplicate"] else 0
+
+
+def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
+    template = _compile(campaign)
+    sheet = load_sheet(campaign.contacts, sheet=campaign.sheet, encoding=encoding or campaign.encoding)
+    variables = _variables(sheet)
+    unknown = template.unknown_variables(set(variables))
+    if unknown:
+        available = ", ".join(sorted(variables)) or "(none)"
+        raise ConfigError(
+            f"{template.origin}: template variable {', '.join(unknown)} is not a column of "
+            f"{sheet.path.name} (available: {available})"
+        )
+    phone_index, detected = _phone_column(campaign, sheet)
+    mapped = {name: _mapped_column(campaign, sheet, name)
+              for name in ("name", "external_id", "phone_line_id", "effect", "attachments")}  # fmt: skip
+    suppressed = load_suppression(campaign)
+    builder = _RowBuilder(campaign, sheet, template, variables, phone_index, mapped, suppressed)
+    plan = Plan(campaign, sheet, sheet.headers[phone_index], detected, [], [], len(suppressed))
+    builder.build(plan)
+    if detected:
+        plan.notes.append(f"phone column: {sheet.headers[phone_index]!r} (detected; set [columns] phone to choose)")
+    return plan
+
+
+def _compile(campaign: Campaign) -> MessageTemplate:
+    origin = str(campaign.template) if campaign.template else f"{campaign.source}: body"
+    try:
+        return MessageTemplate(campaign.template_text(), origin)
+    except TemplateProblem as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _variables(sheet: Sheet) -> dict[str, int]:
+    names: dict[str, int] = {}
+    for index, header in enumerate(sheet.headers):
+        name = variable_name(header)
+        if name and name not in names:
+            names[name] = index
+    return names
+
+
+def _phone_column(campaign: Campaign, sheet: Sheet) -> tuple[int, bool]:
+    if campaign.columns.phone is not None:
+        index = _find_header(sheet, campaign.columns.phone)
+        if index is None:
+            raise ConfigError(_missing_column(campaign, sheet, "phone", campaign.columns.phone))
+        return index, False
+    keys = [header_key(h) for h in sheet.headers]
+    for candidate in PHONE_HEADERS:
+        if candidate in keys:
+            return keys.index(candidate), True
+    raise ConfigError(
+        f"{sheet.path}: no phone column found (looked for headers like Phone, Mobile, Cell, "
+        f"Phone Number); set [columns] phone in {campaign.source.name}. "
+        f"Headers: {', '.join(repr(h) for h in sheet.headers)}"
+    )
+
+
+def _mapped_column(campaign: Campaign, sheet: Sheet, name: str) -> int | None:
+    header = getattr(campaign.columns, name)
+    if header is None:
+        return None
+    index = _find_header(sheet, header)
+    if index is None:
+        raise ConfigError(_missing_column(campaign, sheet, name, header))
+    return index
+
+
+def _find_header(sheet: Sheet, wanted: str) -> int | None:
+    key = header_key(wanted)
+    return next((i for i, h in enumerate(sheet.headers) if header_key(h) == key), None)
+
+
+def _missing_column(campaign: Campaign, sheet: Sheet, name: str, header: str) -> str:
+    headers = ", ".join(repr(h) for h in sheet.headers)
+    return f"{campaign.source}: columns.{name}: no column {header!r} in {sheet.path.name} (headers: {headers})"
+
+
+def load_suppression(campaign: Campaign) -> set[str]:
+    numbers: set[str] = set()
+    for path in campaign.suppress:
+        if path.suffix.lower() == ".txt":
+            cells = _text_lines(path)
+        else:
+            sheet = load_sheet(path)
+            keys = [header_key(h) for h in sheet.headers]
+            index = next((keys.index(c) for c in PHONE_HEADERS if c in keys), 0)
+            cells = [sheet.headers[index], *sheet.column(index)]
+        for cell in cells:
+            result = normalise(cell, campaign.default_region)
+            if result.e164:
+                numbers.add(result.e164)
+    return numbers
+
+
+def _text_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"{path}: suppression list does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read suppression list: {exc}") from None
+
+
+class _RowBuilder:
+    """Walks the sheet once, turning each row into a Recipient and its Issues."""
+
+    def __init__(self, campaign: Campaign, sheet: Sheet, template: MessageTemplate,
+                 variables: dict[str, int], phone_index: int, mapped: dict[str, int | None],
+                 suppressed: set[str]) -> None:  # fmt: skip
+        self.campaign = campaign
+        self.template = template
+        self.phone_header = sheet.headers[phone_index]
+        self.used = {name: variables[name] for name in template.variables}
+        self.headers = sheet.headers
+        self.phone_index = phone_index
+        self.mapped = mapped
+        self.suppressed = suppressed
+        self.sheet = sheet
+        self.first_row_of: dict[str, int] = {}
+        self.shared_attachments = campaign_attachments(campaign)
+
+    def build(self, plan: Plan) -> None:
+        frame = self.sheet.frame
+        for row_number, cells in zip(self.sheet.row_numbers, frame.iter_rows(), strict=True):
+            plan.recipients.append(self._row(row_number, cells, plan.issues))
+
+    def _row(self, row: int, cells: tuple[str, ...], issues: list[Issue]) -> Recipient:
+        raw_phone = cells[self.phone_index]
+        phone = normalise(raw_phone, self.campaign.default_region)
+        problems: list[Issue] = []
+        if phone.error:
+            problems.append(Issue(row, self.phone_header, "error", phone.error, phone.reason))
+        elif phone.warning:
+            issues.append(Issue(row, self.phone_header, "warning", "not_imessage", phone.warning))
+        body = self._body(row, cells, problems)
+        extras = self._extras(cells)
+        attachments = self._attachments(row, cells, problems)
+        key = idempotency_key(self.campaign.id, phone.e164) if phone.e164 else None
+        base = dict(row=row, raw_phone=raw_phone, phone=phone.e164, body=body, key=key,
+                    attachments=attachments, **extras)  # fmt: skip
+        if problems:
+            issues.extend(problems)
+            return Recipient(status="error", reason=problems[0].message, **base)  # type: ignore[arg-type]
+        assert phone.e164 is not None
+        if phone.e164 in self.suppressed:
+            return Recipient(status="suppressed", reason="on a suppression list", **base)  # type: ignore[arg-type]
+        first = self.first_row_of.setdefault(phone.e164, row)
+        if first != row:
+            message = f"{phone.e164} repeats row {first}; only row {first} is sent"
+            issues.append(Issue(row, self.phone_header, "warning", "duplicate", message))
+            return Recipient(status="duplicate", reason=message, **base)  # type: ignore[arg-type]
+        return Recipient(status="sendable", **base)  # type: ignore[arg-type]
+
+    def _body(self, row: int, cells: tuple[str, ...], problems: list[Issue]) -> str | None:
+        context = {name: cells[index] for name, index in self.used.items() if cells[index]}
+        rendered = self.template.render(context)
+        if rendered.error:
+            column = self.headers[self.used[rendered.variable]] if rendered.variable in self.used else None
+            problems.append(Issue(row, column, "error", rendered.error, rendered.reason))
+            return None
+        body = rendered.body or ""
+        limit = self.campaign.max_body_chars
+        if not body.strip():
+            problems.append(Issue(row, None, "error", "body_empty", "the message is empty after rendering"))
+            return None
+        if len(body) > limit:
+            problems.append(Issue(row, None, "error", "body_too_long",
+                                  f"the message is {len(body):,} characters; the limit is {limit:,}"))  # fmt: skip
+        return body
+
+    def _extras(self, cells: tuple[str, ...]) -> dict[str, str | None]:
+        settings = self.campaign.send
+        defaults = {"name": None, "external_id": None,
+                    "phone_line_id": settings.phone_line_id, "effect": settings.effect}  # fmt: skip
+        out: dict[str, str | None] = {}
+        for name, default in defaults.items():
+            index = self.mapped.get(name)
+            out[name] = (cells[index] or default) if index is not None else default
+        return out
+
+    def _attachments(self, row: int, cells: tuple[str, ...], problems: list[Issue]) -> tuple[AttachmentRef, ...]:
+        refs = list(self.shared_attachments)
+        index = self.mapped.get("attachments")
+        if index is not None and cells[index]:
+            for item in cells[index].replace(";", ",").split(","):
+                ref = attachment_ref(item.strip(), self.campaign.source.resolve().parent)
+                if ref.is_file and not Path(ref.value).is_file():
+                    problems.append(Issue(row, self.headers[index], "error", "attachment_missing",
+                                          f"attachment file {item.strip()!r} does not exist"))  # fmt: skip
+                refs.append(ref)
+        return tuple(refs)
+
+
+def attachment_ref(text: str, base: Path) -> AttachmentRef:
+    """A string names a local file when it has a path separator or a file extension."""
+    if "/" in text or "\\" in text or Path(text).suffix:
+        return AttachmentRef(str((base / text).resolve()), is_file=True)
+    return AttachmentRef(text)
+
+
+def campaign_attachments(campaign: Campaign) -> tuple[AttachmentRef, ...]:
+    base = campaign.source.resolve().parent
+    refs = []
+    for spec in campaign.send.attachments:
+        if isinstance(spec, str):
+            refs.append(attachment_ref(spec, base))
+        elif spec.file is not None:
+            refs.append(AttachmentRef(str((base / spec.file).resolve()), True, live_photo=spec.live_photo))
+        elif spec.id is not None:
+            refs.append(AttachmentRef(spec.id, shape="id", live_photo=spec.live_photo))
+        else:
+            assert spec.attachment_id is not None
+            refs.append(AttachmentRef(spec.attachment_id, shape="attachment_id", live_photo=spec.live_photo))
+    for ref in refs:
+        if ref.is_file and not Path(ref.value).is_file():
+            raise ConfigError(f"{campaign.source}: send.attachments: file {ref.value} does not exist")
+    return tuple(refs)

@@ -1,0 +1,86 @@
+"""Regenerate the real-world input files under tests/data (deterministic). Run from anywhere."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from openpyxl import Workbook
+
+HERE = Path(__file__).parent
+BAD = HERE / "bad"
+
+
+def write(name: str, data: bytes) -> None:
+    (HERE / name).write_bytes(data)
+
+
+def main() -> None:
+    BAD.mkdir(exist_ok=True)
+    # UTF-8 with BOM, semicolons, CRLF, a quoted cell holding a line break and a semicolon.
+    write("bom_semicolon.csv", "\ufeffFirst Name;Phone;Note\r\n"
+          'Zoë;(415) 555-0100;"line one\r\nline two; still note"\r\n'
+          "Ana;415 555 0101;ok\r\n".encode("utf-8"))  # fmt: skip
+    write("cp1252.csv", "name,phone\r\nJosé Müller,4155550102\r\nFrançoise,+1 415 555 0103\r\n".encode("cp1252"))
+    write("utf16.csv", "name\tphone\nSøren\t4155550104\n".encode("utf-16"))
+    # Zero-width spaces, a BOM inside a cell, non-breaking spaces, a tab-wrapped number.
+    write("zero_width.csv", ("\ufeff Phone Number ,First_Name\n"
+          "\u200b+1\u00a0415\u00a0555\u00a00105\u200b,\u200bMaya\u2060\n"
+          "\t4155550106\t,Omar\n").encode("utf-8"))  # fmt: skip
+    # The same number written four ways, plus a blank row and a row of empty cells.
+    write("dup_formats.csv", ("phone,name\n(415) 555-0107,A\n+14155550107,B\n\n,\n"
+          "415.555.0107,C\n1-415-555-0107,D\n4155550108,E\n").encode())  # fmt: skip
+    write("empty_cells.csv", b"phone,first_name,city\n4155550109,,Austin\n4155550110,Bo,\n4155550111,Cy,Reno\n")
+    numbers_xlsx()
+    bad_inputs()
+
+
+def numbers_xlsx() -> None:
+    """Number cells for 160 rows, then a text cell and 'n/a' late; blank rows in between."""
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Phone", "Name"])
+    for i in range(160):
+        sheet.append([14155550000 + i, f"Lead {i}"])
+    sheet.append([])  # row 162: blank
+    sheet.append(["+44 7400 123456", "Late text"])  # row 163
+    sheet.append(["n/a", "Not a number"])  # row 164
+    sheet.append([447400123457, "UK number cell without plus"])  # row 165
+    book.save(HERE / "numbers.xlsx")
+
+
+def bad_inputs() -> None:
+    (BAD / "binary.csv").write_bytes(bytes(range(256)) * 8)
+    good = HERE / "numbers.xlsx"
+    data = good.read_bytes()
+    (BAD / "truncated.xlsx").write_bytes(data[: len(data) // 2])
+    with zipfile.ZipFile(BAD / "bomb.xlsx", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/worksheets/sheet1.xml", b"<" + b"a" * 600_000_000 + b">")
+    book = Workbook()
+    book.save(BAD / "no_rows.xlsx")
+    (BAD / "header_only.csv").write_text("phone,name\n")
+    (BAD / "no_phone_column.csv").write_text("email,name\na@example.com,Ann\n")
+    (BAD / "unknown_variable.j2").write_text("Hi {{ nickname }}")
+    (BAD / "python_internals.j2").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    (BAD / "invalid.toml").write_text('id = "x"\ncontacts = [unclosed\n')
+    (BAD / "spaces_id.toml").write_text('id = "my campaign"\ncontacts = "../cp1252.csv"\nbody = "Hi"\n')
+    (BAD / "huge_cell.csv").write_text("phone,note\n4155550112," + "x" * 10_000_000 + "\n")
+    (BAD / "utf32.csv").write_bytes("phone,name\n4155550113,Ann\n".encode("utf-32"))
+    (BAD / "dup_headers.csv").write_text("Phone,Name,phone\n4155550114,Ann,4155550115\n")
+    (BAD / "plain_http.toml").write_text('id = "x"\ncontacts = "../cp1252.csv"\nbody = "Hi"\n'
+                                         '[api]\nbase_url = "http://chert.example.com/api/v1"\n')  # fmt: skip
+    tricky = Workbook()
+    sheet = tricky.active
+    assert sheet is not None
+    sheet.append(["Phone", "Name", "Signed up"])
+    sheet.append(["=\"4155550116\"", "=1+1", "2026-01-02"])
+    sheet.append([4155550117, "Merged", None])
+    sheet.merge_cells("B3:C3")
+    sheet["C2"].number_format = "yyyy-mm-dd"
+    tricky.save(BAD / "formula_date_merged.xlsx")
+
+
+if __name__ == "__main__":
+    main()
