@@ -32,3 +32,21 @@ def run_cli(*args: Any, env: dict[str, str] | None = None) -> Result:
 def run_process(*args: Any, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "chertcast", *[str(a) for a in args]],
                           capture_output=True, text=True, env=env, timeout=timeout)  # fmt: skip
+
+
+AREAS = ("212", "415", "646", "312", "617", "206", "303", "512")
+
+
+def numbers(count: int) -> list[str]:
+    """Distinct valid US numbers in mixed national formats."""
+    out = []
+    for i in range(count):
+        area, rest = AREAS[i % len(AREAS)], i // len(AREAS)
+        out.append(f"({area}) {555 + rest // 10_000}-{rest % 10_000:04d}")
+    return out
+
+
+def write_contacts(path: Path, count: int, extra_rows: str = "") -> Path:
+    lines = ["phone,name"] + [f"{n},Lead {i}" for i, n in enumerate(numbers(count))]
+    path.write_text("\n".join(lines) + "\n" + extra_rows, encoding="utf-8")
+    return path

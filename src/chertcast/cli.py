@@ -13,11 +13,13 @@ from pathlib import Path
 import click
 
 from chertcast import __version__
-from chertcast import present
+from chertcast import present, runner
 from chertcast.campaign import load_campaign
 from chertcast.errors import ChertcastError, InputError
 from chertcast.export import write_table
+from chertcast.journal import Journal
 from chertcast.preflight import build_plan
+from chertcast.progress import BarProgress, LineProgress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -141,6 +143,101 @@ def preview(campaign: Path, encoding: str | None, count: int, row: int | None, o
     remaining = len(plan.sendable) - len(chosen)
     if row is None and remaining > 0:
         click.echo(f"… {remaining:,} more sendable messages (--out FILE.csv writes them all)")
+
+
+@cli.command()
+@CAMPAIGN
+@click.option("--dry-run", is_flag=True, help="Plan and report what would be sent; no HTTP at all.")
+@click.option("--sandbox", is_flag=True, help="Rehearse against a built-in sandbox on loopback (own journal).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Send at most N messages this run.")
+@click.option("--rate", type=click.FloatRange(min=0.01), default=None, help="Messages per second (default: campaign).")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None, help="Requests in flight (default: campaign).")
+@click.option("--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print a final JSON summary instead of text.")
+@click.option("--allow-changes", is_flag=True, help="Send rows whose message changed since they were attempted.")
+@click.option("--retry-failed", is_flag=True, help="Put rows that failed back in the queue.")
+@ENCODING
+@friendly
+def send(campaign: Path, dry_run: bool, sandbox: bool, limit: int | None, rate: float | None,
+         concurrency: int | None, journal: Path | None, yes: bool, as_json: bool, allow_changes: bool,
+         retry_failed: bool, encoding: str | None) -> None:  # fmt: skip
+    """Send the campaign: paced, retried, exactly once. Rerun the same command to resume."""
+    options = runner.SendOptions(dry_run=dry_run, sandbox=sandbox, limit=limit, rate=rate,
+                                 concurrency=concurrency, journal=journal, allow_changes=allow_changes,
+                                 retry_failed=retry_failed, encoding=encoding)  # fmt: skip
+    prepared = runner.prepare(campaign, options)
+    if not dry_run and not sandbox:
+        runner.read_secret()  # fail before asking anything
+    out = sys.stderr if as_json else sys.stdout
+    for line in present.send_header(prepared, options):
+        click.echo(line, file=out)
+    if dry_run or not prepared.to_send:
+        code = 0 if dry_run else present.final_exit_code(prepared, None)
+        _finish_send(present.send_json(prepared, None, options, code), as_json, [], code)
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ChertcastError(f"about to send {len(prepared.to_send):,} messages; "
+                                 "not on a terminal, so add --yes to confirm")  # fmt: skip
+        if not click.confirm(present.confirm_question(prepared), default=False):
+            click.echo("Nothing sent.")
+            return
+    total = len(prepared.to_send)
+    bar = None if as_json else (BarProgress(total) if sys.stderr.isatty() else LineProgress(total))
+    result = runner.execute(prepared, options, progress=bar)
+    code = present.final_exit_code(prepared, result.run)
+    lines = present.send_summary(result, options)
+    _finish_send(present.send_json(prepared, result, options, code), as_json, lines, code)
+
+
+def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code: int) -> None:
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        for line in lines:
+            click.echo(line)
+    sys.exit(code)
+
+
+@cli.command()
+@CAMPAIGN
+@click.option("--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign).")
+@click.option("--sandbox", is_flag=True, help="Show the sandbox rehearsal's journal.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -> None:
+    """Where the campaign stands: counts by state, common errors, last progress."""
+    loaded = load_campaign(campaign)
+    path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
+    with Journal.open_existing(path, loaded.id) as opened:
+        data = present.status_json(loaded.id, opened)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    for line in present.status_lines(data, path):
+        click.echo(line)
+
+
+@cli.command()
+@CAMPAIGN
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
+@click.option("--only", type=click.Choice(["pending", "sending", "sent", "duplicate", "failed", "skipped"]),
+              default=None, help="Only rows in this state (e.g. failed: a sheet to fix and rerun).")
+@click.option("--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign).")
+@click.option("--sandbox", is_flag=True, help="Report on the sandbox rehearsal's journal.")
+@ENCODING
+@friendly
+def report(campaign: Path, out: Path, only: str | None, journal: Path | None, sandbox: bool,
+           encoding: str | None) -> None:  # fmt: skip
+    """Write what happened, row by row, with the sheet's own columns, for your CRM."""
+    loaded = load_campaign(campaign)
+    plan = build_plan(loaded, encoding=encoding)
+    path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
+    with Journal.open_existing(path, loaded.id) as opened:
+        headers, rows = present.report_rows(plan, list(opened.rows()), only)
+    written = write_table(out, headers, rows)
+    click.echo(f"wrote {written:,} rows to {out}")
 
 
 def main() -> None:

@@ -19,7 +19,10 @@ from chertcast.errors import InputError
 _EXECUTABLE = ("=", "+", "-", "@", "\t", "\r")
 
 
-def neutralise(value: object) -> str:
+def neutralise(value: object) -> str | int | float:
+    """Numbers stay numbers (an XLSX sort works); text that would execute gets an apostrophe."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(_EXECUTABLE) else text
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 import textwrap
+from datetime import UTC, datetime
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from chertcast.engine import RunResult
+from chertcast.journal import STATES, Journal, JournalRow
 from chertcast.preflight import Issue, Plan, Recipient
 from chertcast.render import bubbles
+from chertcast.runner import Prepared, SendOptions, SendResult, journal_counts
 
 _FIX_WORDS = {
     "phone_empty": ("fill", "empty phone cell"),
@@ -125,3 +131,166 @@ def preview_rows(plan: Plan) -> Iterable[list[object]]:
     for recipient, cells in zip(plan.recipients, frame_rows, strict=True):
         yield [recipient.row, *cells, recipient.phone or "", recipient.status,
                recipient.reason, recipient.body or "", recipient.key or ""]  # fmt: skip
+
+
+# ------------------------------------------------------------------- send
+
+
+def resume_command() -> str:
+    return "chertcast " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "chertcast send CAMPAIGN"
+
+
+def send_header(prepared: Prepared, options: SendOptions) -> list[str]:
+    counts = prepared.plan.counts()
+    skipped = len(prepared.plan.recipients) - counts["sendable"]
+    mode = "DRY RUN: " if options.dry_run else ("SANDBOX: " if options.sandbox else "")
+    lines = [
+        f"{mode}campaign {prepared.campaign.id}: {len(prepared.to_send):,} to send now, "
+        f"{prepared.already_done:,} already done, {skipped:,} rows not sendable (see `chertcast check`)",
+        f"  rate {prepared.rate:g} msg/s, concurrency {prepared.concurrency}; "
+        f"estimated {duration(max(0, len(prepared.to_send) - prepared.campaign.send.burst) / prepared.rate)}",
+        f"  journal: {prepared.journal_path}",
+    ]
+    if options.dry_run:
+        lines.append("Nothing was sent (dry run). To send for real: "
+                     + resume_command().replace(" --dry-run", ""))  # fmt: skip
+    elif not prepared.to_send:
+        lines.append("Nothing left to send: every sendable row is already finished.")
+    return lines
+
+
+def confirm_question(prepared: Prepared) -> str:
+    recipients = len({r.phone for r in prepared.to_send})
+    eta = duration(max(0, len(prepared.to_send) - prepared.campaign.send.burst) / prepared.rate)
+    return (f"Send {len(prepared.to_send):,} messages to {recipients:,} recipients at "
+            f"{prepared.rate:g} msg/s (about {eta})?")  # fmt: skip
+
+
+def final_exit_code(prepared: Prepared, run: RunResult | None) -> int:
+    if run is None:
+        return 0
+    if run.stop_kind == "interrupted":
+        return 130
+    if run.stop_kind == "campaign":
+        return 3
+    return 1 if run.stats.failed else 0
+
+
+def send_summary(result: SendResult, options: SendOptions) -> list[str]:
+    run = result.run
+    assert run is not None
+    stats = run.stats
+    rate = (stats.sent + stats.duplicate + stats.failed) / result.elapsed_s if result.elapsed_s else 0.0
+    lines = [
+        f"This run: sent {stats.sent:,}, duplicate {stats.duplicate:,}, failed {stats.failed:,} "
+        f"in {duration(result.elapsed_s)} ({rate:,.1f} msg/s; {stats.requests:,} requests, {stats.retries:,} retries)",
+        "Journal: " + ", ".join(f"{s} {result.counts.get(s, 0):,}" for s in STATES),
+    ]
+    if result.sandbox_deliveries is not None:
+        lines.append(f"Sandbox ledger: {result.sandbox_deliveries:,} deliveries (a rehearsal; nothing reached a phone)")
+    if run.stop_reason:
+        lines.append(f"Stopped: {run.stop_reason}")
+    if run.stop_kind == "capacity" and run.next_possible_in_s is not None:
+        lines.append(f"Next send possible in about {duration(run.next_possible_in_s)}.")
+    remaining = result.counts.get("pending", 0) + result.counts.get("sending", 0)
+    if remaining:
+        lines.append(f"{remaining:,} rows remain. To resume, run: {resume_command()}")
+    if result.counts.get("failed"):
+        lines.append(f"{result.counts['failed']:,} rows failed: see them with "
+                     f"chertcast report {_campaign_arg()} --only failed --out failed.csv"
+                     f"{' --sandbox' if options.sandbox else ''}; retry with --retry-failed")  # fmt: skip
+    lines.append(f"Report: chertcast report {_campaign_arg()} --out results.csv{' --sandbox' if options.sandbox else ''}")
+    return lines
+
+
+def _campaign_arg() -> str:
+    args = [a for a in sys.argv[2:] if not a.startswith("-")]
+    return shlex.quote(args[0]) if args else "CAMPAIGN"
+
+
+def send_json(prepared: Prepared, result: SendResult | None, options: SendOptions, code: int) -> dict[str, Any]:
+    run = result.run if result else None
+    counts = result.counts if result and result.counts else journal_counts(prepared.journal_path, prepared.campaign.id)
+    stats = run.stats if run else None
+    return {
+        "campaign": prepared.campaign.id,
+        "journal": str(prepared.journal_path),
+        "dry_run": options.dry_run,
+        "sandbox": options.sandbox,
+        "to_send": len(prepared.to_send),
+        "sent": stats.sent if stats else 0,
+        "duplicate": stats.duplicate if stats else 0,
+        "failed": stats.failed if stats else 0,
+        "requests": stats.requests if stats else 0,
+        "retries": stats.retries if stats else 0,
+        "journal_counts": {s: counts.get(s, 0) for s in STATES},
+        "stop_kind": run.stop_kind if run else None,
+        "stop_reason": run.stop_reason if run else None,
+        "elapsed_s": round(result.elapsed_s, 3) if result else 0.0,
+        "sandbox_deliveries": result.sandbox_deliveries if result else None,
+        "resume_command": resume_command(),
+        "exit_code": code,
+    }
+
+
+# ----------------------------------------------------------------- status
+
+
+def status_json(campaign_id: str, journal: Journal) -> dict[str, Any]:
+    counts = journal.counts()
+    return {
+        "campaign": campaign_id,
+        "total": sum(counts.values()),
+        **{state: counts.get(state, 0) for state in STATES},
+        "top_errors": [{"code": c, "message": m, "count": n} for c, m, n in journal.top_errors()],
+        "created_at": _iso(journal.meta("created_at")),
+        "last_run_started_at": _iso(journal.meta("last_run_started_at")),
+        "last_progress_at": _iso(journal.meta("last_progress_at")),
+    }
+
+
+def _iso(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(float(value), tz=UTC).isoformat(timespec="seconds")
+
+
+def status_lines(data: dict[str, Any], path: Any) -> list[str]:
+    lines = [f"Campaign {data['campaign']} ({path})", f"  total        {data['total']:>7,}"]
+    lines += [f"  {state:<12} {data[state]:>7,}" for state in STATES]
+    lines.append(f"  started      {data['created_at'] or '-'}")
+    lines.append(f"  last run     {data['last_run_started_at'] or '-'}")
+    lines.append(f"  last progress {data['last_progress_at'] or '-'}")
+    if data["top_errors"]:
+        lines.append("Most common errors:")
+        lines += [f"  {e['count']:>6,} × {e['code'] if e['code'] is not None else 'network'}: {e['message']}"
+                  for e in data["top_errors"]]  # fmt: skip
+    return lines
+
+
+# ----------------------------------------------------------------- report
+
+REPORT_HEADERS = ["e164_phone", "state", "message_id", "error_code", "error_message"]
+
+
+def report_rows(plan: Plan, journal_rows: list[JournalRow], only: str | None) -> tuple[list[str], list[list[object]]]:
+    by_key = {row.key: row for row in journal_rows}
+    width = len(plan.sheet.headers)
+    rows: list[list[object]] = []
+    seen: set[str] = set()
+    for recipient, cells in zip(plan.recipients, plan.sheet.frame.iter_rows(), strict=True):
+        key = recipient.key if recipient.status == "sendable" else f"skip:{recipient.row}"
+        assert key is not None
+        seen.add(key)
+        entry = by_key.get(key)
+        state = entry.state if entry else ("pending" if recipient.status == "sendable" else "skipped")
+        message = entry.error_message if entry and entry.error_message else (entry.reason if entry else recipient.reason)
+        rows.append([recipient.row, *cells, recipient.phone or "", state, entry.message_id if entry else "",
+                     entry.error_code if entry and entry.error_code is not None else "", message or ""])  # fmt: skip
+    for entry in journal_rows:  # journaled, but no longer in the sheet
+        if entry.key not in seen:
+            rows.append([entry.row, *([""] * width), entry.phone or "", entry.state, entry.message_id or "",
+                         entry.error_code if entry.error_code is not None else "", entry.error_message or ""])  # fmt: skip
+    if only:
+        rows = [r for r in rows if r[width + 2] == only]
+    return ["row", *plan.sheet.headers, *REPORT_HEADERS], rows

@@ -1,0 +1,297 @@
+"""The run: an anyio task group that sends the plan's pending rows, paced, retried, journaled.
+
+Policy is data plus one pure function (``retry_delay``), as in hynek/stamina: tests check the
+policy without sleeping, and the engine runs on an injectable clock.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+
+from chertcast.client import ChertClient, Outcome
+from chertcast.journal import Journal
+from chertcast.pacing import Clock, TokenBucket
+from chertcast.preflight import Recipient
+
+STOP_CODES = {
+    2001: "the tenant is unknown (check [api] tenant / x-chert-tenant)",
+    2004: "authentication failed: CHERT_SIGNING_SECRET is wrong for this API",
+    2005: "the tenant is suspended or lacks permission",
+    2008: "the account limit is reached",
+    2012: "no credentials reached the API",
+    2013: "this machine's clock is more than 5 minutes off; fix it and rerun",
+    3003: "Chert's delivery provider is not configured for this tenant; contact Chert support",
+}
+CAPACITY_CODE = 4002
+RATE_LIMIT_CODE = 1007
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+
+def retry_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: random.Random) -> float | None:
+    """Seconds to wait before the next attempt, or None to give up on this row.
+
+    Network errors and ``retryable: true`` answers are retried; ``retry_after`` is honoured
+    exactly; otherwise exponential backoff 1 s, 2 s, 4 s… with full jitter in [½, 1]×.
+    """
+    if not (outcome.kind == "network" or outcome.retryable) or attempt >= policy.max_attempts:
+        return None
+    if outcome.retry_after is not None:
+        return outcome.retry_after
+    backoff = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+    return backoff * (0.5 + rng.random() / 2)
+
+
+@dataclass
+class EngineSettings:
+    rate: float
+    burst: int
+    concurrency: int
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    failure_threshold: float = 0.5
+    failure_window: int = 50
+    grace_s: float = 30.0
+    capacity_wait_s: float = 900.0  # a 4002 asking us to wait longer than this ends today's run
+    campaign_effect: str | None = None
+    campaign_line: str | None = None
+    handle_signals: bool = True
+
+
+@dataclass
+class RunStats:
+    attempted_rows: int = 0
+    requests: int = 0
+    sent: int = 0
+    duplicate: int = 0
+    failed: int = 0
+    retries: int = 0
+    retrying_now: int = 0
+    capacity_waits: int = 0
+    unresolved: int = 0
+
+
+class Progress(Protocol):
+    def update(self, stats: RunStats) -> None: ...
+
+    def close(self, stats: RunStats) -> None: ...
+
+
+class NoProgress:
+    def update(self, stats: RunStats) -> None:
+        pass
+
+    def close(self, stats: RunStats) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    stats: RunStats
+    stop_reason: str | None = None
+    stop_kind: str | None = None  # "campaign" | "interrupted" | "capacity" | "limit"
+    next_possible_in_s: float | None = None
+
+
+class Engine:
+    def __init__(self, client: ChertClient, journal: Journal, settings: EngineSettings, clock: Clock,
+                 progress: Progress | None = None, rng: random.Random | None = None,
+                 payload_for: Callable[[Recipient], dict[str, object]] | None = None) -> None:  # fmt: skip
+        self.client = client
+        self.journal = journal
+        self.settings = settings
+        self.clock = clock
+        self.progress = progress or NoProgress()
+        self.rng = rng or random.Random()
+        self.bucket = TokenBucket(settings.rate, settings.burst, clock)
+        self.stats = RunStats()
+        self._payload_for = payload_for or (lambda r: r.payload())
+        self._recent_failures: deque[bool] = deque(maxlen=settings.failure_window)
+        self._result = RunResult(self.stats)
+        self._stopping = anyio.Event()
+        self._waits: set[anyio.CancelScope] = set()
+
+    # ----------------------------------------------------------------- stop
+
+    @property
+    def result(self) -> RunResult:
+        return self._result
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self, kind: str, reason: str, next_in: float | None = None) -> None:
+        if not self.stopping:
+            self._result.stop_kind, self._result.stop_reason = kind, reason
+            self._result.next_possible_in_s = next_in
+            self._stopping.set()
+            for scope in list(self._waits):
+                scope.cancel()
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, recipients: list[Recipient]) -> RunResult:
+        slots = anyio.Semaphore(self.settings.concurrency)
+        async with anyio.create_task_group() as group:
+            if self.settings.handle_signals and threading.current_thread() is threading.main_thread():
+                group.start_soon(self._watch_signals, group.cancel_scope)
+            for recipient in recipients:
+                await slots.acquire()
+                await self._interruptible(self.bucket.acquire)
+                if self.stopping:
+                    slots.release()
+                    break
+                group.start_soon(self._deliver, recipient, slots)
+            await self._drain(slots)
+            group.cancel_scope.cancel()
+        self.progress.close(self.stats)
+        return self._result
+
+    async def _interruptible(self, wait: Callable[[], Awaitable[None]]) -> None:
+        """Run a wait (token, backoff) that ``stop()`` cuts short."""
+        with anyio.CancelScope() as scope:
+            self._waits.add(scope)
+            try:
+                if self.stopping:
+                    scope.cancel()
+                await wait()
+            finally:
+                self._waits.discard(scope)
+
+    async def _drain(self, slots: anyio.Semaphore) -> None:
+        """Wait until every in-flight send has finished (bounded by grace_s once stopping)."""
+        deadline: float | None = None
+        while slots.value < self.settings.concurrency:
+            if self.stopping and deadline is None:
+                deadline = anyio.current_time() + self.settings.grace_s
+            if deadline is not None and anyio.current_time() > deadline:
+                return
+            await anyio.sleep(0.01)
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if self.stopping and self._result.stop_kind == "interrupted":
+                    # Second Ctrl-C: leave now. Every transition is already committed, and
+                    # rows caught in flight stay 'sending' and are resent with the same key.
+                    print("\nchertcast: stopped at once; the journal is consistent. Rerun to resume.",
+                          file=sys.stderr)  # fmt: skip
+                    os._exit(130)
+                self.stop("interrupted", "interrupted (Ctrl-C); waiting for messages in flight")
+                print("\nchertcast: stopping: waiting for messages in flight (Ctrl-C again to quit now)",
+                      file=sys.stderr)  # fmt: skip
+
+    # -------------------------------------------------------------- one row
+
+    async def _deliver(self, recipient: Recipient, slots: anyio.Semaphore) -> None:
+        try:
+            self.stats.attempted_rows += 1
+            await self._attempts(recipient)
+        finally:
+            slots.release()
+            self.progress.update(self.stats)
+
+    async def _attempts(self, recipient: Recipient) -> None:
+        assert recipient.key is not None
+        key, payload = recipient.key, self._payload_for(recipient)
+        attempt = 0
+        while True:
+            attempt += 1
+            self.journal.mark_sending(key)
+            self.stats.requests += 1
+            outcome = await self.client.send(payload)
+            if outcome.delivered:
+                self.journal.mark_delivered(key, outcome)
+                self.stats.sent += outcome.kind == "sent"
+                self.stats.duplicate += outcome.kind == "duplicate"
+                self._record(failed=False)
+                return
+            delay = self._handle_failure(recipient, outcome, attempt)
+            if delay is None or self.stopping:
+                return
+            if outcome.code == CAPACITY_CODE:
+                attempt -= 1  # a capacity wait is not the row's fault
+            self.stats.retries += 1
+            self.stats.retrying_now += 1
+            self.progress.update(self.stats)
+            try:
+                await self._interruptible(lambda: self.clock.sleep(delay))
+                await self._interruptible(self.bucket.acquire)
+            finally:
+                self.stats.retrying_now -= 1
+            if self.stopping:
+                return
+
+    def _handle_failure(self, recipient: Recipient, outcome: Outcome, attempt: int) -> float | None:
+        """Journal the answer; return the delay before retrying, or None when the row is done."""
+        key = recipient.key
+        assert key is not None
+        unknown = outcome.kind == "network"  # it may have been delivered: keep 'sending'
+        stop = self._stop_reason(recipient, outcome)
+        if stop is not None:
+            self.journal.note_error(key, outcome.code, outcome.message, state="pending")
+            self.stop("campaign", stop)
+            return None
+        if outcome.code == CAPACITY_CODE:
+            return self._capacity_wait(key, outcome)
+        delay = retry_delay(outcome, attempt, self.settings.retry, self.rng)
+        if delay is None:
+            self.journal.mark_failed(key, outcome.code, _describe(outcome, attempt))
+            self.stats.failed += 1
+            self._record(failed=True)
+            return None
+        self.journal.note_error(key, outcome.code, outcome.message, state="sending" if unknown else "pending")
+        if outcome.code == RATE_LIMIT_CODE:
+            self.bucket.pause(delay)
+        return delay
+
+    def _capacity_wait(self, key: str, outcome: Outcome) -> float | None:
+        wait = outcome.retry_after if outcome.retry_after is not None else 60.0
+        self.journal.note_error(key, outcome.code, outcome.message, state="pending")
+        self.stats.capacity_waits += 1
+        if wait > self.settings.capacity_wait_s:
+            self.stop("capacity", "every sender line is saturated for now (4002)", next_in=wait)
+            return None
+        self.bucket.pause(wait)
+        return wait
+
+    def _stop_reason(self, recipient: Recipient, outcome: Outcome) -> str | None:
+        code = outcome.code
+        if code in STOP_CODES:
+            return f"{code}: {STOP_CODES[code]}"
+        if code == 4098 and recipient.effect and recipient.effect == self.settings.campaign_effect:
+            allowed = ", ".join((outcome.extra or {}).get("allowed_effects", []) or [])
+            return f"4098: the campaign's effect {recipient.effect!r} is unknown to Chert (allowed: {allowed})"
+        if code == 2006 and recipient.phone_line_id and recipient.phone_line_id == self.settings.campaign_line:
+            return f"2006: the campaign's phone_line_id {recipient.phone_line_id!r} is not assigned to this tenant"
+        return None
+
+    def _record(self, *, failed: bool) -> None:
+        window = self._recent_failures
+        window.append(failed)
+        if len(window) == window.maxlen:
+            share = sum(window) / len(window)
+            if share > self.settings.failure_threshold:
+                self.stop("campaign", f"{share:.0%} of the last {len(window)} sends failed "
+                                      f"(threshold {self.settings.failure_threshold:.0%})")  # fmt: skip
+
+
+def _describe(outcome: Outcome, attempt: int) -> str:
+    tries = f" after {attempt} attempts" if attempt > 1 else ""
+    where = f" (attachment {outcome.extra['attachment_index']})" if outcome.extra and "attachment_index" in outcome.extra else ""
+    return f"{outcome.message}{where}{tries}"

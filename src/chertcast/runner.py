@@ -1,0 +1,216 @@
+"""``send`` as a library call: plan → journal → (sandbox) → uploads → engine → result."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import httpx
+
+from chertcast.campaign import SECRET_ENV, Campaign, load_campaign
+from chertcast.client import ChertClient, Secret
+from chertcast.engine import Engine, EngineSettings, Progress, RetryPolicy, RunResult
+from chertcast.errors import CampaignStopped, ConfigError
+from chertcast.journal import Journal
+from chertcast.pacing import Clock, RealClock
+from chertcast.preflight import Plan, Recipient, build_plan
+
+
+@dataclass
+class SendOptions:
+    dry_run: bool = False
+    sandbox: bool = False
+    limit: int | None = None
+    rate: float | None = None
+    concurrency: int | None = None
+    journal: Path | None = None
+    allow_changes: bool = False
+    retry_failed: bool = False
+    encoding: str | None = None
+    grace_s: float = 30.0
+    handle_signals: bool = True
+
+
+@dataclass
+class Prepared:
+    """Everything decided before the first request: the plan, the journal, the work."""
+
+    campaign: Campaign
+    plan: Plan
+    journal_path: Path
+    to_send: list[Recipient]
+    already_done: int
+    new_rows: int
+    rate: float
+    concurrency: int
+
+
+@dataclass
+class SendResult:
+    prepared: Prepared
+    run: RunResult | None
+    sandbox_deliveries: int | None = None
+    elapsed_s: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def journal_path_for(campaign: Campaign, options: SendOptions) -> Path:
+    if options.journal is not None:
+        return options.journal
+    if options.sandbox:  # a rehearsal never marks real recipients as sent
+        return campaign.source.with_name(f"{campaign.source.stem}.sandbox.journal.sqlite")
+    return campaign.default_journal
+
+
+def prepare(campaign_path: Path, options: SendOptions) -> Prepared:
+    campaign = load_campaign(campaign_path)
+    plan = build_plan(campaign, encoding=options.encoding)
+    path = journal_path_for(campaign, options)
+    rate = options.rate or campaign.send.rate
+    concurrency = options.concurrency or campaign.send.concurrency
+    if options.dry_run:
+        states = _existing_states(path, campaign.id)
+        new_rows = sum(1 for r in plan.sendable if r.key not in states)
+    else:
+        with Journal(path, campaign.id) as journal:
+            synced = journal.sync(plan, allow_changes=options.allow_changes)
+            if options.retry_failed:
+                journal.reset_failed()
+            states = journal.states()
+        new_rows = synced.new
+    retry = ("pending", "sending") if not (options.dry_run and options.retry_failed) else ("pending", "sending", "failed")
+    to_send = [r for r in plan.sendable if states.get(r.key or "", "pending") in retry]
+    done = len(plan.sendable) - len(to_send)
+    if options.limit is not None:
+        to_send = to_send[: options.limit]
+    return Prepared(campaign, plan, path, to_send, done, new_rows, rate, concurrency)
+
+
+def _existing_states(path: Path, campaign_id: str) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    with Journal.open_existing(path, campaign_id) as journal:
+        return journal.states()
+
+
+def read_secret() -> Secret:
+    value = os.environ.get(SECRET_ENV, "").strip()
+    if not value:
+        raise ConfigError(
+            f"{SECRET_ENV} is not set: export the signing secret from the Chert console "
+            "(or rehearse with --sandbox, which needs none)"
+        )
+    return Secret(value)
+
+
+def execute(prepared: Prepared, options: SendOptions, *, progress: Progress | None = None,
+            clock: Clock | None = None) -> SendResult:  # fmt: skip
+    """Send the prepared work. Blocking; runs its own event loop."""
+    if options.dry_run or not prepared.to_send:
+        return SendResult(prepared, None)
+    started = time.monotonic()
+    with _endpoint(prepared.campaign, options) as (base_url, secret, deliveries):
+        run = anyio.run(_run, prepared, options, base_url, secret, progress, clock or RealClock())
+        delivered = deliveries()
+    elapsed = time.monotonic() - started
+    return SendResult(prepared, run, delivered, elapsed, journal_counts(prepared.journal_path, prepared.campaign.id))
+
+
+def journal_counts(path: Path, campaign_id: str) -> dict[str, int]:
+    if not path.exists():
+        return {}
+    with Journal.open_existing(path, campaign_id) as journal:
+        return dict(journal.counts())
+
+
+@contextmanager
+def _endpoint(campaign: Campaign, options: SendOptions) -> Iterator[tuple[str, Secret, Callable[[], int | None]]]:
+    if not options.sandbox:
+        yield campaign.resolved_base_url(), read_secret(), lambda: None
+        return
+    from chertcast.sandbox import SandboxModel, SandboxServer
+
+    with SandboxServer(SandboxModel()) as server:
+        secret = Secret(server.model.config.secret)
+        yield server.base_url, secret, lambda: len(server.model.deliveries())
+
+
+async def _run(prepared: Prepared, options: SendOptions, base_url: str, secret: Secret,
+               progress: Progress | None, clock: Clock) -> RunResult:  # fmt: skip
+    settings = prepared.campaign.send
+    limits = httpx.Limits(max_connections=prepared.concurrency, max_keepalive_connections=prepared.concurrency)
+    timeout = httpx.Timeout(settings.timeout_s, connect=10.0)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+        api = prepared.campaign.api
+        client = ChertClient(http, base_url, secret, auth=api.auth, tenant=api.tenant)
+        with Journal(prepared.journal_path, prepared.campaign.id) as journal:
+            uploaded = await upload_attachments(client, journal, prepared.to_send)
+            engine = Engine(
+                client, journal, _engine_settings(prepared, options), clock, progress, random.Random(),
+                payload_for=lambda r: r.payload(uploaded),
+            )
+            journal.set_meta("last_run_started_at", str(time.time()))
+            return await engine.run(prepared.to_send)
+
+
+def _engine_settings(prepared: Prepared, options: SendOptions) -> EngineSettings:
+    send = prepared.campaign.send
+    return EngineSettings(
+        rate=prepared.rate,
+        burst=send.burst,
+        concurrency=prepared.concurrency,
+        retry=RetryPolicy(max_attempts=send.max_attempts, max_delay_s=send.max_backoff_s),
+        failure_threshold=send.failure_threshold,
+        failure_window=send.failure_window,
+        grace_s=options.grace_s,
+        campaign_effect=send.effect,
+        campaign_line=send.phone_line_id,
+        handle_signals=options.handle_signals,
+    )
+
+
+async def upload_attachments(client: ChertClient, journal: Journal, recipients: list[Recipient]) -> dict[str, str]:
+    """Upload each local file once per campaign; the journal remembers its id across runs."""
+    ids: dict[str, str] = {}
+    files = sorted({a.value for r in recipients for a in r.attachments if a.is_file})
+    for path in files:
+        data = Path(path).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        known = journal.attachment_id(path, digest)
+        if known is None:
+            known = await _upload(client, Path(path), data)
+            journal.remember_attachment(path, digest, known)
+        ids[path] = known
+    return ids
+
+
+async def _upload(client: ChertClient, path: Path, data: bytes) -> str:
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    try:
+        status, body = await client.post_json(
+            "/attachments", {"filename": path.name, "content_type": content_type, "size_bytes": len(data)}
+        )
+        if status >= 300 or not isinstance(body, dict) or "attachment_id" not in body:
+            error = body.get("error", body) if isinstance(body, dict) else {}
+            raise CampaignStopped(f"uploading {path.name} failed: HTTP {status} "
+                                  f"{error.get('code', '')} {error.get('message', '')}".rstrip())  # fmt: skip
+        put_status = await client.put_bytes(str(body["upload_url"]), data, content_type)
+    except httpx.HTTPError as exc:
+        raise CampaignStopped(f"uploading {path.name} failed: {type(exc).__name__}") from None
+    if put_status >= 300:
+        raise CampaignStopped(f"uploading {path.name} failed: the PUT answered HTTP {put_status}")
+    return str(body["attachment_id"])
+
+
+def load_for_report(campaign_path: Path, journal: Path | None, encoding: str | None) -> tuple[Plan, Path]:
+    campaign = load_campaign(campaign_path)
+    plan = build_plan(campaign, encoding=encoding)
+    return plan, journal or campaign.default_journal
