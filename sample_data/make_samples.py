@@ -9,9 +9,33 @@ from pathlib import Path
 from openpyxl import Workbook
 
 HERE = Path(__file__).parent
-FIRST = ["Ada", "Grace", "Alan", "Katherine", "Linus", "Margaret", "Dennis", "Barbara", "Ken",
-         "Frances", "Edsger", "Radia", "Tim", "Hedy", "John", "Sophie", "Guido", "Anita",
-         "Donald", "Shafi", "", "Niklaus", "Adele", "Bjarne", "Lynn"]  # fmt: skip
+FIRST = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Katherine",
+    "Linus",
+    "Margaret",
+    "Dennis",
+    "Barbara",
+    "Ken",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Tim",
+    "Hedy",
+    "John",
+    "Sophie",
+    "Guido",
+    "Anita",
+    "Donald",
+    "Shafi",
+    "",
+    "Niklaus",
+    "Adele",
+    "Bjarne",
+    "Lynn",
+]
 LAST = ["Lovelace", "Hopper", "Turing", "Johnson", "Torvalds", "Hamilton", "Ritchie", "Liskov"]
 CITIES = ["Austin", "Boston", "Chicago", "Denver", "Seattle", "Portland", "Atlanta"]
 COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne"]
@@ -22,11 +46,18 @@ def rows() -> list[list[str]]:
     out = []
     for i in range(50):
         n = 100 + i
-        styles = [f"(415) 555-0{n}", f"415.555.0{n}", f"+1 212 555 0{n}", f"1646555{n:04d}",
-                  f"312-555-0{n}"]  # fmt: skip
+        styles = [f"(415) 555-0{n}", f"415.555.0{n}", f"+1 212 555 0{n}", f"1646555{n:04d}", f"312-555-0{n}"]
         phone = styles[i % len(styles)]
-        out.append([FIRST[i % len(FIRST)], LAST[i % len(LAST)], phone,
-                    COMPANIES[i % len(COMPANIES)], CITIES[rng.randrange(len(CITIES))], f"CRM-{1000 + i}"])  # fmt: skip
+        out.append(
+            [
+                FIRST[i % len(FIRST)],
+                LAST[i % len(LAST)],
+                phone,
+                COMPANIES[i % len(COMPANIES)],
+                CITIES[rng.randrange(len(CITIES))],
+                f"CRM-{1000 + i}",
+            ]
+        )
     out[5][2] = ""  # empty phone
     out[11][2] = "n/a"  # not a number
     out[17][2] = "555-0199"  # too short

@@ -25,9 +25,7 @@ def model() -> SandboxModel:
 @pytest.fixture
 async def http(model: SandboxModel) -> AsyncIterator[httpx.AsyncClient]:
     """A real httpx client talking to the sandbox in-process."""
-    async with httpx.AsyncClient(
-        transport=sandbox_transport(model), base_url="http://sandbox.test/api/v1"
-    ) as client:
+    async with httpx.AsyncClient(transport=sandbox_transport(model), base_url="http://sandbox.test/api/v1") as client:
         yield client
 
 

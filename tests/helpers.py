@@ -12,14 +12,24 @@ from click.testing import CliRunner, Result
 from chertcast.cli import cli
 
 
-def write_campaign(directory: Path, contacts: Path | str, *, body: str | None = "Hi {{ name | default('there', true) }}",
-                   template: Path | None = None, extra: str = "", campaign_id: str = "test-campaign") -> Path:
+def write_campaign(
+    directory: Path,
+    contacts: Path | str,
+    *,
+    body: str | None = "Hi {{ name | default('there', true) }}",
+    template: Path | None = None,
+    extra: str = "",
+    campaign_id: str = "test-campaign",
+) -> Path:
     lines = [f'id = "{campaign_id}"', f'contacts = "{Path(contacts).as_posix()}"']
     if template is not None:
         lines.append(f'template = "{Path(template).as_posix()}"')
     elif body is not None:
-        lines.append(f"body = {body!r}".replace("body = '", 'body = """').replace("'\n", '"""') if "\n" in body
-                     else f"body = '''{body}'''")  # fmt: skip
+        lines.append(
+            f"body = {body!r}".replace("body = '", 'body = """').replace("'\n", '"""')
+            if "\n" in body
+            else f"body = '''{body}'''"
+        )
     path = directory / "campaign.toml"
     path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
     return path
@@ -29,9 +39,16 @@ def run_cli(*args: Any, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
-def run_process(*args: Any, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "chertcast", *[str(a) for a in args]],
-                          capture_output=True, text=True, env=env, timeout=timeout)  # fmt: skip
+def run_process(
+    *args: Any, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chertcast", *[str(a) for a in args]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 AREAS = ("212", "415", "646", "312", "617", "206", "303", "512")

@@ -22,8 +22,10 @@ def test_sandbox_command_serves_until_terminated() -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "chertcast", "sandbox", "--port", str(port), "--latency-ms", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -56,8 +58,10 @@ def test_sandbox_port_in_use_is_one_line() -> None:
         port = sock.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "chertcast", "sandbox", "--port", str(port)],
-            capture_output=True, text=True, timeout=20,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"chertcast: error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in result.stderr

@@ -26,16 +26,25 @@ def make_plan(tmp_path: Path, rows: int, body: str = "Hi {{ name }}", extra: str
     return build_plan(load_campaign(write_campaign(tmp_path, contacts, body=body, extra=extra)))
 
 
-async def run_engine(plan: Plan, journal: Journal, model: SandboxModel, clock: FakeClock, *,
-                     transport: httpx.AsyncBaseTransport | None = None, base_url: str = "http://sandbox/api/v1",
-                     secret: str = DEFAULT_SECRET, **settings: object) -> Engine:  # fmt: skip
+async def run_engine(
+    plan: Plan,
+    journal: Journal,
+    model: SandboxModel,
+    clock: FakeClock,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    base_url: str = "http://sandbox/api/v1",
+    secret: str = DEFAULT_SECRET,
+    **settings: object,
+) -> Engine:
     journal.sync(plan)
     states = journal.states()
     todo = [r for r in plan.sendable if states[r.key or ""] in ("pending", "sending")]
     options = {"rate": 50.0, "burst": 5, "concurrency": 16, "handle_signals": False, **settings}
     async with httpx.AsyncClient(transport=transport or sandbox_transport(model)) as http:
-        engine = Engine(ChertClient(http, base_url, Secret(secret)), journal,
-                        EngineSettings(**options), clock, rng=random.Random(1))  # type: ignore[arg-type]
+        engine = Engine(
+            ChertClient(http, base_url, Secret(secret)), journal, EngineSettings(**options), clock, rng=random.Random(1)
+        )  # type: ignore[arg-type]
         await engine.run(todo)
     return engine
 
@@ -73,8 +82,17 @@ async def test_exactly_once_under_faults_over_loopback(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, 400)
     model = SandboxModel(SandboxConfig(faults=FAULT_MIX))
     with SandboxServer(model) as server, Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
-        await run_engine(plan, journal, model, FakeClock(), transport=httpx.AsyncHTTPTransport(),
-                         base_url=server.base_url, rate=500.0, burst=50, retry=RetryPolicy(max_attempts=12))  # fmt: skip
+        await run_engine(
+            plan,
+            journal,
+            model,
+            FakeClock(),
+            transport=httpx.AsyncHTTPTransport(),
+            base_url=server.base_url,
+            rate=500.0,
+            burst=50,
+            retry=RetryPolicy(max_attempts=12),
+        )
         assert_exactly_once(plan, journal, model)
     assert model.stats()["peak_concurrency"] > 1
 
@@ -179,8 +197,16 @@ async def test_failure_share_breaker(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, 200)
     model = SandboxModel(SandboxConfig(faults=Faults(error_500=1.0)))
     with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
-        engine = await run_engine(plan, journal, model, FakeClock(), concurrency=4, failure_window=10,
-                                  failure_threshold=0.5, retry=RetryPolicy(max_attempts=2))  # fmt: skip
+        engine = await run_engine(
+            plan,
+            journal,
+            model,
+            FakeClock(),
+            concurrency=4,
+            failure_window=10,
+            failure_threshold=0.5,
+            retry=RetryPolicy(max_attempts=2),
+        )
         counts = journal.counts()
     assert engine.result.stop_kind == "campaign" and "of the last 10 sends failed" in (engine.result.stop_reason or "")
     assert counts["failed"] < 20 and counts["pending"] > 150
@@ -213,8 +239,12 @@ async def test_resume_sends_only_what_is_left_and_new_rows(tmp_path: Path) -> No
         journal.sync(plan)
         todo = plan.sendable[:10]
         async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
-            engine = Engine(ChertClient(http, "http://s/api/v1", Secret(DEFAULT_SECRET)), journal,
-                            EngineSettings(rate=100, burst=10, concurrency=4, handle_signals=False), FakeClock())  # fmt: skip
+            engine = Engine(
+                ChertClient(http, "http://s/api/v1", Secret(DEFAULT_SECRET)),
+                journal,
+                EngineSettings(rate=100, burst=10, concurrency=4, handle_signals=False),
+                FakeClock(),
+            )
             await engine.run(todo)
     write_contacts(tmp_path / "contacts.csv", 35)  # five rows added to the sheet since
     bigger = build_plan(load_campaign(tmp_path / "campaign.toml"))

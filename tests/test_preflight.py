@@ -21,8 +21,10 @@ DEMO = ROOT / "campaigns" / "welcome.toml"
 def test_idempotency_key_vectors() -> None:
     # Pinned: changing the recipe would re-send every resumed campaign.
     assert idempotency_key("welcome-2026", "+14155550100") == "cc1_fb3e71c4e929bdf2d4817f58ec3e556784903b2b"
-    assert idempotency_key("a", "+14155552671") == "cc1_" + __import__("hashlib").sha256(
-        "chertcast/v1\x1fa\x1f+14155552671".encode()).hexdigest()[:40]  # fmt: skip
+    assert (
+        idempotency_key("a", "+14155552671")
+        == "cc1_" + __import__("hashlib").sha256(b"chertcast/v1\x1fa\x1f+14155552671").hexdigest()[:40]
+    )
     assert idempotency_key("a", "+1") != idempotency_key("b", "+1")
     assert len(idempotency_key("x" * 64, "+999999999999999")) == 44
 
@@ -49,8 +51,9 @@ def test_duplicates_in_different_formats_name_the_first_row(tmp_path: Path) -> N
 
 
 def test_empty_template_cells_are_row_errors(tmp_path: Path) -> None:
-    campaign = write_campaign(tmp_path, DATA / "empty_cells.csv",
-                              body="Hi {{ first_name | default('there', true) }} in {{ city }}")  # fmt: skip
+    campaign = write_campaign(
+        tmp_path, DATA / "empty_cells.csv", body="Hi {{ first_name | default('there', true) }} in {{ city }}"
+    )
     plan = build_plan(load_campaign(campaign))
     by_row = {r.row: r for r in plan.recipients}
     assert by_row[2].body == "Hi there in Austin"  # default used, not "Hi  in" or "Hi None"
@@ -62,16 +65,21 @@ def test_empty_template_cells_are_row_errors(tmp_path: Path) -> None:
 def test_suppression_lists_in_any_format(tmp_path: Path) -> None:
     (tmp_path / "optout.txt").write_text("+1 (415) 555-0109\n")
     (tmp_path / "optout.csv").write_text("Mobile\n415.555.0111\n")
-    campaign = write_campaign(tmp_path, DATA / "empty_cells.csv", body="Hi",
-                              extra='suppress = ["optout.txt", "optout.csv"]\n')  # fmt: skip
+    campaign = write_campaign(
+        tmp_path, DATA / "empty_cells.csv", body="Hi", extra='suppress = ["optout.txt", "optout.csv"]\n'
+    )
     plan = build_plan(load_campaign(campaign))
     assert [r.status for r in plan.recipients] == ["suppressed", "sendable", "suppressed"]
     assert plan.exit_code() == 0
 
 
 def test_body_limits(tmp_path: Path) -> None:
-    campaign = write_campaign(tmp_path, DATA / "empty_cells.csv", body="{{ city | default('', true) }}" + "x" * 5,
-                              extra="max_body_chars = 8\n")  # fmt: skip
+    campaign = write_campaign(
+        tmp_path,
+        DATA / "empty_cells.csv",
+        body="{{ city | default('', true) }}" + "x" * 5,
+        extra="max_body_chars = 8\n",
+    )
     plan = build_plan(load_campaign(campaign))
     codes = [i.code for i in plan.issues]
     assert codes == ["body_too_long", "body_too_long"]  # Austin+5 and Reno+5 > 8; "" + 5 fits
@@ -100,9 +108,9 @@ def test_xlsx_plan_recovers_number_cells(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ('bogus = 1\n', "bogus: unknown key"),
-        ('[send]\nrate = -1\n', "send.rate: Input should be greater than 0"),
-        ('[send]\nconcurency = 3\n', "send.concurency: unknown key"),
+        ("bogus = 1\n", "bogus: unknown key"),
+        ("[send]\nrate = -1\n", "send.rate: Input should be greater than 0"),
+        ("[send]\nconcurency = 3\n", "send.concurency: unknown key"),
         ('[api]\nbase_url = "http://chert.example.com/api/v1"\n', "plain http to a non-loopback host"),
         ('template = "t.j2"\n', "exactly one of `template`"),
     ],
@@ -123,7 +131,9 @@ def test_campaign_id_is_required_and_a_slug(tmp_path: Path) -> None:
 
 def test_unknown_template_variable_is_campaign_level(tmp_path: Path) -> None:
     campaign = write_campaign(tmp_path, DATA / "cp1252.csv", template=DATA / "bad" / "unknown_variable.j2")
-    with pytest.raises(ConfigError, match=r"template variable nickname is not a column of cp1252.csv \(available: name, phone\)"):
+    with pytest.raises(
+        ConfigError, match=r"template variable nickname is not a column of cp1252.csv \(available: name, phone\)"
+    ):
         build_plan(load_campaign(campaign))
 
 
@@ -135,7 +145,9 @@ def test_check_cli_on_the_demo() -> None:
     assert "To do: fix 2 phone numbers" in result.output
     data = json.loads(run_cli("check", DEMO, "--json").output)
     assert data["campaign"] == "welcome-2026" and data["total"] == 50 and data["sendable"] == 44
-    assert {"row": 31, "column": "City", "severity": "error", "code": "empty_variable"}.items() <= data["issues"][4].items()
+    assert {"row": 31, "column": "City", "severity": "error", "code": "empty_variable"}.items() <= data["issues"][
+        4
+    ].items()
 
 
 def test_check_exit_codes(tmp_path: Path) -> None:
@@ -170,7 +182,7 @@ def test_preview_export_neutralises_formulas(tmp_path: Path, suffix: str) -> Non
     else:
         rows = list(load_workbook(out).active.iter_rows(values_only=True))  # type: ignore[union-attr]
         assert rows[0][:3] == ("row", "phone", "name")
-        assert rows[1][2] == "'=HYPERLINK(\"http://x\")" and rows[1][4] == "sendable"
+        assert rows[1][2] == '\'=HYPERLINK("http://x")' and rows[1][4] == "sendable"
         assert rows[1][7].startswith("cc1_")
 
 
@@ -194,7 +206,8 @@ def test_xlsx_demo_matches_csv_demo(tmp_path: Path) -> None:
     finally:
         xlsx.unlink()
     assert [(r.row, r.phone, r.status, r.body) for r in csv_plan.recipients] == [
-        (r.row, r.phone, r.status, r.body) for r in xlsx_plan.recipients]  # fmt: skip
+        (r.row, r.phone, r.status, r.body) for r in xlsx_plan.recipients
+    ]
 
 
 def test_bad_encoding_option(tmp_path: Path) -> None:

@@ -65,8 +65,11 @@ async def test_hmac_signature_and_skew(http: httpx.AsyncClient, model: SandboxMo
     raw = json.dumps({"phone": PHONE, "body": "signed"}).encode()
 
     async def with_ts(ts: int, secret: str = DEFAULT_SECRET) -> httpx.Response:
-        headers = {"x-chert-signature": sign(secret, ts, raw), "x-chert-tenant": "sandbox",
-                   "content-type": "application/json"}  # fmt: skip
+        headers = {
+            "x-chert-signature": sign(secret, ts, raw),
+            "x-chert-tenant": "sandbox",
+            "content-type": "application/json",
+        }
         return await http.post("/send", content=raw, headers=headers)
 
     now = int(time.time())
@@ -75,8 +78,11 @@ async def test_hmac_signature_and_skew(http: httpx.AsyncClient, model: SandboxMo
     assert (await with_ts(now - 400)).json()["code"] == 2013
     assert (await with_ts(now + 400)).json()["code"] == 2013
     assert (await with_ts(now, "f" * 32)).json()["code"] == 2004
-    tampered = {"x-chert-signature": sign(DEFAULT_SECRET, now, raw), "x-chert-tenant": "sandbox",
-                "content-type": "application/json"}  # fmt: skip
+    tampered = {
+        "x-chert-signature": sign(DEFAULT_SECRET, now, raw),
+        "x-chert-tenant": "sandbox",
+        "content-type": "application/json",
+    }
     bad = await http.post("/send", content=raw.replace(b"signed", b"Signed"), headers=tampered)
     assert bad.json()["code"] == 2004
     assert len(model.deliveries()) == 1
@@ -91,8 +97,7 @@ async def test_hmac_signature_and_skew(http: httpx.AsyncClient, model: SandboxMo
         ({"phone": "+1 415 555 2671", "body": "x"}, 1003, {}),
         ({"phone": PHONE, "body": "x", "attachments": "att_1"}, 1002, {}),
         ({"phone": PHONE, "body": "x", "attachments": [42]}, 1002, {"attachment_index": 0}),
-        ({"phone": PHONE, "body": "x", "attachments": [{"url": "https://e.x/a.png"}]}, 1011,
-         {"attachment_index": 0}),
+        ({"phone": PHONE, "body": "x", "attachments": [{"url": "https://e.x/a.png"}]}, 1011, {"attachment_index": 0}),
         ({"phone": PHONE, "body": "x", "attachments": ["att_missing"]}, 5001, {"attachment_index": 0}),
         ({"phone": PHONE, "body": "x", "effect": "sparkle"}, 4098, {}),
         ({"phone": PHONE, "body": "x" * 10_001}, 1009, {}),
@@ -208,14 +213,16 @@ def test_faults_are_reproducible_with_a_seed() -> None:
 
 
 async def test_attachments_end_to_end(http: httpx.AsyncClient, model: SandboxModel) -> None:
-    created = (await http.post("/attachments", json={"filename": "a.png", "content_type": "image/png",
-                                                     "size_bytes": 4}, headers=BEARER)).json()  # fmt: skip
+    created = (
+        await http.post(
+            "/attachments", json={"filename": "a.png", "content_type": "image/png", "size_bytes": 4}, headers=BEARER
+        )
+    ).json()
     att = created["attachment_id"]
     assert created["upload_url"].endswith(f"/attachments/{att}/upload")
     early = (await post(http, {"phone": PHONE, "body": "pic", "attachments": [att]})).json()
     assert early["code"] == 5004
-    put = await http.put(created["upload_url"], content=b"\x89PNG",
-                         headers={**BEARER, "content-type": "image/png"})  # fmt: skip
+    put = await http.put(created["upload_url"], content=b"\x89PNG", headers={**BEARER, "content-type": "image/png"})
     assert put.status_code == 200
     refs = [att, {"id": att}, {"attachment_id": att}, {"attachment_id": att, "live_photo": True}]
     sent = (await post(http, {"phone": PHONE, "body": "pic", "attachments": refs})).json()
@@ -225,8 +232,11 @@ async def test_attachments_end_to_end(http: httpx.AsyncClient, model: SandboxMod
     assert message["chat_id"] == sent["lead_id"] and message["parts"][0]["value"] == "pic"
     missing = await http.get("/messages/nope", headers=BEARER)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == 2003
-    bad_mime = await http.post("/attachments", json={"filename": "a.exe", "content_type": "application/x-msdownload",
-                                                     "size_bytes": 4}, headers=BEARER)  # fmt: skip
+    bad_mime = await http.post(
+        "/attachments",
+        json={"filename": "a.exe", "content_type": "application/x-msdownload", "size_bytes": 4},
+        headers=BEARER,
+    )
     assert bad_mime.json()["error"]["code"] == 5003
 
 
@@ -238,8 +248,11 @@ async def test_phone_numbers_lists_lines(http: httpx.AsyncClient, model: Sandbox
 
 def test_ledger_stats_and_reset_over_loopback(server: Any) -> None:
     with httpx.Client() as http:
-        response = http.post(f"{server.base_url}/send", json={"phone": PHONE, "body": "hello",
-                             "name": "Ada", "external_id": "crm-1", "effect": "confetti"}, headers=BEARER)  # fmt: skip
+        response = http.post(
+            f"{server.base_url}/send",
+            json={"phone": PHONE, "body": "hello", "name": "Ada", "external_id": "crm-1", "effect": "confetti"},
+            headers=BEARER,
+        )
         assert response.status_code == 200
         ledger = http.get(f"{server.root_url}/_sandbox/deliveries").json()["deliveries"]
         assert ledger[0]["name"] == "Ada" and ledger[0]["external_id"] == "crm-1"

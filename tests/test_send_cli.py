@@ -11,8 +11,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from chertcast.journal import Journal
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, SandboxServer
 from tests.conftest import ROOT
@@ -77,9 +75,18 @@ def test_json_summary_status_and_report(tmp_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert result.returncode == 0 and summary["sent"] == 20 and summary["journal_counts"]["sent"] == 20
     status = json.loads(run_cli("status", path, "--json").output)
-    assert {k: status[k] for k in ("campaign", "total", "pending", "sending", "sent", "duplicate", "failed", "skipped")} == {
-        "campaign": "test-campaign", "total": 20, "pending": 0, "sending": 0, "sent": 20, "duplicate": 0,
-        "failed": 0, "skipped": 0}  # fmt: skip
+    assert {
+        k: status[k] for k in ("campaign", "total", "pending", "sending", "sent", "duplicate", "failed", "skipped")
+    } == {
+        "campaign": "test-campaign",
+        "total": 20,
+        "pending": 0,
+        "sending": 0,
+        "sent": 20,
+        "duplicate": 0,
+        "failed": 0,
+        "skipped": 0,
+    }
     text = run_cli("status", path).output
     assert "sent              20" in text
     out = tmp_path / "report.csv"
@@ -144,9 +151,13 @@ def test_sigkill_mid_run_then_resume_is_exactly_once(tmp_path: Path) -> None:
     model = SandboxModel(SandboxConfig(faults=Faults(latency_ms=5, drop_after=0.03, seed=4)))
     with SandboxServer(model) as server:
         for kill_at in (60, 250):
-            proc = subprocess.Popen([sys.executable, "-m", "chertcast", "send", str(path), "--yes"],
-                                    env=env_for(server), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-            _wait_for(lambda k=kill_at: len(model.deliveries()) >= k or proc.poll() is not None)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "chertcast", "send", str(path), "--yes"],
+                env=env_for(server),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            _wait_for(lambda k=kill_at, p=proc: len(model.deliveries()) >= k or p.poll() is not None)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         final = run_process("send", path, "--yes", env=env_for(server))
@@ -162,8 +173,13 @@ def test_sigkill_mid_run_then_resume_is_exactly_once(tmp_path: Path) -> None:
 def test_ctrl_c_stops_cleanly_then_resume_finishes(tmp_path: Path) -> None:
     path = campaign(tmp_path, 300, extra="[send]\nrate = 50\nburst = 5\nconcurrency = 4\n")
     with SandboxServer() as server:
-        proc = subprocess.Popen([sys.executable, "-m", "chertcast", "send", str(path), "--yes"],
-                                env=env_for(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chertcast", "send", str(path), "--yes"],
+            env=env_for(server),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _wait_for(lambda: len(server.model.deliveries()) >= 20)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)

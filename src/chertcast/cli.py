@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
-
-import json
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from chertcast import __version__
-from chertcast import present, runner
+from chertcast import __version__, present, runner
 from chertcast.campaign import load_campaign
 from chertcast.errors import ChertcastError, InputError
 from chertcast.export import write_table
@@ -54,24 +52,46 @@ def cli() -> None:
 @click.option("--rate-limited", default=0.0, show_default=True, help="Probability of 1007 / HTTP 429.")
 @click.option("--saturated", default=0.0, show_default=True, help="Probability of 4002 / HTTP 503.")
 @click.option("--retry-after", default=1, show_default=True, help="retry_after for 1007 and 4002, seconds.")
-@click.option("--drop-before", default=0.0, show_default=True, help="Probability the connection closes before processing.")
+@click.option(
+    "--drop-before", default=0.0, show_default=True, help="Probability the connection closes before processing."
+)
 @click.option("--drop-after", default=0.0, show_default=True, help="Probability the connection closes after delivery.")
 @click.option("--rate-limit", default=None, type=float, help="Server-side limit in requests/s (over it: 1007).")
 @click.option("--dedup-window", default=600.0, show_default=True, help="Dedup window in seconds.")
 @click.option("--seed", default=None, type=int, help="Seed for reproducible faults.")
 @friendly
-def sandbox(host: str, port: int, secret: str | None, latency_ms: float, jitter_ms: float,
-            error_500: float, rate_limited: float, saturated: float, retry_after: int,
-            drop_before: float, drop_after: float, rate_limit: float | None,
-            dedup_window: float, seed: int | None) -> None:  # fmt: skip
+def sandbox(
+    host: str,
+    port: int,
+    secret: str | None,
+    latency_ms: float,
+    jitter_ms: float,
+    error_500: float,
+    rate_limited: float,
+    saturated: float,
+    retry_after: int,
+    drop_before: float,
+    drop_after: float,
+    rate_limit: float | None,
+    dedup_window: float,
+    seed: int | None,
+) -> None:
     """Serve a local Chert /send stand-in with fault injection, until Ctrl-C."""
     from chertcast.sandbox.model import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel
     from chertcast.sandbox.server import serve_forever
 
-    faults = Faults(latency_ms=latency_ms, jitter_ms=jitter_ms, error_500=error_500,
-                    rate_limited=rate_limited, saturated=saturated, retry_after_s=retry_after,
-                    drop_before=drop_before, drop_after=drop_after,
-                    rate_limit_per_s=rate_limit, seed=seed)  # fmt: skip
+    faults = Faults(
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        error_500=error_500,
+        rate_limited=rate_limited,
+        saturated=saturated,
+        retry_after_s=retry_after,
+        drop_before=drop_before,
+        drop_after=drop_after,
+        rate_limit_per_s=rate_limit,
+        seed=seed,
+    )
     config = SandboxConfig(secret=secret or DEFAULT_SECRET, faults=faults, dedup_window_s=dedup_window)
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(f"chertcast sandbox listening on http://{shown_host}:{port}/api/v1")
@@ -119,8 +139,12 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
 @ENCODING
 @click.option("--rows", "count", default=3, show_default=True, help="How many messages to show.")
 @click.option("--row", "row", default=None, type=int, help="Show the message for this sheet row.")
-@click.option("--out", default=None, type=click.Path(path_type=Path),
-              help="Write every row with its message, status and key to FILE.csv or FILE.xlsx.")
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Write every row with its message, status and key to FILE.csv or FILE.xlsx.",
+)
 @friendly
 def preview(campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None) -> None:
     """Show exactly what recipients will see (blank lines split bubbles); send nothing."""
@@ -133,8 +157,10 @@ def preview(campaign: Path, encoding: str | None, count: int, row: int | None, o
     if row is not None:
         chosen = [r for r in plan.recipients if r.row == row]
         if not chosen:
-            raise InputError(f"{plan.sheet.path}: row {row} is not a data row (rows {plan.sheet.row_numbers[0]}"
-                             f"-{plan.sheet.row_numbers[-1]}, blank rows skipped)")
+            raise InputError(
+                f"{plan.sheet.path}: row {row} is not a data row (rows {plan.sheet.row_numbers[0]}"
+                f"-{plan.sheet.row_numbers[-1]}, blank rows skipped)"
+            )
     else:
         chosen = plan.sendable[:count]
     for recipient in chosen:
@@ -151,21 +177,44 @@ def preview(campaign: Path, encoding: str | None, count: int, row: int | None, o
 @click.option("--sandbox", is_flag=True, help="Rehearse against a built-in sandbox on loopback (own journal).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Send at most N messages this run.")
 @click.option("--rate", type=click.FloatRange(min=0.01), default=None, help="Messages per second (default: campaign).")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=None, help="Requests in flight (default: campaign).")
-@click.option("--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign).")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 256), default=None, help="Requests in flight (default: campaign)."
+)
+@click.option(
+    "--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign)."
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print a final JSON summary instead of text.")
 @click.option("--allow-changes", is_flag=True, help="Send rows whose message changed since they were attempted.")
 @click.option("--retry-failed", is_flag=True, help="Put rows that failed back in the queue.")
 @ENCODING
 @friendly
-def send(campaign: Path, dry_run: bool, sandbox: bool, limit: int | None, rate: float | None,
-         concurrency: int | None, journal: Path | None, yes: bool, as_json: bool, allow_changes: bool,
-         retry_failed: bool, encoding: str | None) -> None:  # fmt: skip
+def send(
+    campaign: Path,
+    dry_run: bool,
+    sandbox: bool,
+    limit: int | None,
+    rate: float | None,
+    concurrency: int | None,
+    journal: Path | None,
+    yes: bool,
+    as_json: bool,
+    allow_changes: bool,
+    retry_failed: bool,
+    encoding: str | None,
+) -> None:
     """Send the campaign: paced, retried, exactly once. Rerun the same command to resume."""
-    options = runner.SendOptions(dry_run=dry_run, sandbox=sandbox, limit=limit, rate=rate,
-                                 concurrency=concurrency, journal=journal, allow_changes=allow_changes,
-                                 retry_failed=retry_failed, encoding=encoding)  # fmt: skip
+    options = runner.SendOptions(
+        dry_run=dry_run,
+        sandbox=sandbox,
+        limit=limit,
+        rate=rate,
+        concurrency=concurrency,
+        journal=journal,
+        allow_changes=allow_changes,
+        retry_failed=retry_failed,
+        encoding=encoding,
+    )
     prepared = runner.prepare(campaign, options)
     if not dry_run and not sandbox:
         runner.read_secret()  # fail before asking anything
@@ -178,8 +227,9 @@ def send(campaign: Path, dry_run: bool, sandbox: bool, limit: int | None, rate: 
         return
     if not yes:
         if not sys.stdin.isatty():
-            raise ChertcastError(f"about to send {len(prepared.to_send):,} messages; "
-                                 "not on a terminal, so add --yes to confirm")  # fmt: skip
+            raise ChertcastError(
+                f"about to send {len(prepared.to_send):,} messages; not on a terminal, so add --yes to confirm"
+            )
         if not click.confirm(present.confirm_question(prepared), default=False):
             click.echo("Nothing sent.")
             return
@@ -202,7 +252,9 @@ def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code:
 
 @cli.command()
 @CAMPAIGN
-@click.option("--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign).")
+@click.option(
+    "--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign)."
+)
 @click.option("--sandbox", is_flag=True, help="Show the sandbox rehearsal's journal.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
@@ -222,14 +274,21 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 @cli.command()
 @CAMPAIGN
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
-@click.option("--only", type=click.Choice(["pending", "sending", "sent", "duplicate", "failed", "skipped"]),
-              default=None, help="Only rows in this state (e.g. failed: a sheet to fix and rerun).")
-@click.option("--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign).")
+@click.option(
+    "--only",
+    type=click.Choice(["pending", "sending", "sent", "duplicate", "failed", "skipped"]),
+    default=None,
+    help="Only rows in this state (e.g. failed: a sheet to fix and rerun).",
+)
+@click.option(
+    "--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign)."
+)
 @click.option("--sandbox", is_flag=True, help="Report on the sandbox rehearsal's journal.")
 @ENCODING
 @friendly
-def report(campaign: Path, out: Path, only: str | None, journal: Path | None, sandbox: bool,
-           encoding: str | None) -> None:  # fmt: skip
+def report(
+    campaign: Path, out: Path, only: str | None, journal: Path | None, sandbox: bool, encoding: str | None
+) -> None:
     """Write what happened, row by row, with the sheet's own columns, for your CRM."""
     loaded = load_campaign(campaign)
     plan = build_plan(loaded, encoding=encoding)

@@ -159,9 +159,7 @@ class ChertClient:
             headers["x-chert-tenant"] = self._tenant
         if self._auth == "hmac":
             # Re-signed on every attempt: a signature is never reused.
-            headers["x-chert-signature"] = sign(
-                self._secret.reveal(), int(self._clock()), raw_body
-            )
+            headers["x-chert-signature"] = sign(self._secret.reveal(), int(self._clock()), raw_body)
         else:
             headers["authorization"] = f"Bearer {self._secret.reveal()}"
         return headers
@@ -169,9 +167,7 @@ class ChertClient:
     async def send(self, payload: Mapping[str, Any]) -> Outcome:
         raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         try:
-            response = await self._http.post(
-                f"{self._base}/send", content=raw, headers=self._headers(raw)
-            )
+            response = await self._http.post(f"{self._base}/send", content=raw, headers=self._headers(raw))
         except httpx.TransportError as exc:
             return Outcome(kind="network", message=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
         return parse_response(response)
@@ -185,9 +181,7 @@ class ChertClient:
 
     async def post_json(self, path: str, payload: Mapping[str, Any]) -> tuple[int, Any]:
         raw = json.dumps(payload, separators=(",", ":")).encode()
-        response = await self._http.post(
-            f"{self._base}{path}", content=raw, headers=self._headers(raw)
-        )
+        response = await self._http.post(f"{self._base}{path}", content=raw, headers=self._headers(raw))
         try:
             return response.status_code, response.json()
         except ValueError:

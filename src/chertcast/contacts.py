@@ -72,11 +72,18 @@ def _read_xlsx(path: Path, sheet: str | None) -> pl.DataFrame:
     _refuse_zip_bomb(path)
     try:
         if sheet is None:
-            frame = pl.read_excel(path, engine="calamine", sheet_id=1, has_header=False,
-                                  infer_schema_length=0, drop_empty_rows=False)  # fmt: skip
+            frame = pl.read_excel(
+                path, engine="calamine", sheet_id=1, has_header=False, infer_schema_length=0, drop_empty_rows=False
+            )
         else:
-            frame = pl.read_excel(path, engine="calamine", sheet_name=sheet, has_header=False,
-                                  infer_schema_length=0, drop_empty_rows=False)  # fmt: skip
+            frame = pl.read_excel(
+                path,
+                engine="calamine",
+                sheet_name=sheet,
+                has_header=False,
+                infer_schema_length=0,
+                drop_empty_rows=False,
+            )
     except Exception as exc:  # calamine raises its own types for every broken workbook
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if sheet is not None and ("not found" in text.lower() or "no matching sheet" in text.lower()):
@@ -108,9 +115,13 @@ def _read_csv(path: Path, encoding: str | None) -> pl.DataFrame:
     delimiter = _sniff_delimiter(text)
     try:
         return pl.read_csv(
-            io.BytesIO(text.encode("utf-8")), has_header=False, infer_schema=False,
-            separator=delimiter, truncate_ragged_lines=True, quote_char='"',
-        )  # fmt: skip
+            io.BytesIO(text.encode("utf-8")),
+            has_header=False,
+            infer_schema=False,
+            separator=delimiter,
+            truncate_ragged_lines=True,
+            quote_char='"',
+        )
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: cannot parse as CSV ({str(exc).splitlines()[0][:160]})") from None
 
@@ -139,9 +150,7 @@ def _decode(path: Path, data: bytes, encoding: str | None) -> str:
     try:
         return data.decode("cp1252")
     except UnicodeDecodeError:
-        raise InputError(
-            f"{path}: not UTF-8 or Windows-1252 text; pass --encoding (e.g. --encoding latin-1)"
-        ) from None
+        raise InputError(f"{path}: not UTF-8 or Windows-1252 text; pass --encoding (e.g. --encoding latin-1)") from None
 
 
 def _sniff_delimiter(text: str) -> str:

@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import anyio
@@ -52,8 +53,8 @@ def retry_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: random
     if not (outcome.kind == "network" or outcome.retryable) or attempt >= policy.max_attempts:
         return None
     if outcome.retry_after is not None:
-        return outcome.retry_after
-    backoff = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+        return float(outcome.retry_after)
+    backoff = min(policy.max_delay_s, policy.base_delay_s * 2.0 ** (attempt - 1))
     return backoff * (0.5 + rng.random() / 2)
 
 
@@ -108,9 +109,16 @@ class RunResult:
 
 
 class Engine:
-    def __init__(self, client: ChertClient, journal: Journal, settings: EngineSettings, clock: Clock,
-                 progress: Progress | None = None, rng: random.Random | None = None,
-                 payload_for: Callable[[Recipient], dict[str, object]] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: ChertClient,
+        journal: Journal,
+        settings: EngineSettings,
+        clock: Clock,
+        progress: Progress | None = None,
+        rng: random.Random | None = None,
+        payload_for: Callable[[Recipient], dict[str, object]] | None = None,
+    ) -> None:
         self.client = client
         self.journal = journal
         self.settings = settings
@@ -189,12 +197,12 @@ class Engine:
                 if self.stopping and self._result.stop_kind == "interrupted":
                     # Second Ctrl-C: leave now. Every transition is already committed, and
                     # rows caught in flight stay 'sending' and are resent with the same key.
-                    print("\nchertcast: stopped at once; the journal is consistent. Rerun to resume.",
-                          file=sys.stderr)  # fmt: skip
+                    print("\nchertcast: stopped at once; the journal is consistent. Rerun to resume.", file=sys.stderr)
                     os._exit(130)
                 self.stop("interrupted", "interrupted (Ctrl-C); waiting for messages in flight")
-                print("\nchertcast: stopping: waiting for messages in flight (Ctrl-C again to quit now)",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    "\nchertcast: stopping: waiting for messages in flight (Ctrl-C again to quit now)", file=sys.stderr
+                )
 
     # -------------------------------------------------------------- one row
 
@@ -230,7 +238,7 @@ class Engine:
             self.stats.retrying_now += 1
             self.progress.update(self.stats)
             try:
-                await self._interruptible(lambda: self.clock.sleep(delay))
+                await self._interruptible(partial(self.clock.sleep, delay))
                 await self._interruptible(self.bucket.acquire)
             finally:
                 self.stats.retrying_now -= 1
@@ -287,11 +295,18 @@ class Engine:
         if len(window) == window.maxlen:
             share = sum(window) / len(window)
             if share > self.settings.failure_threshold:
-                self.stop("campaign", f"{share:.0%} of the last {len(window)} sends failed "
-                                      f"(threshold {self.settings.failure_threshold:.0%})")  # fmt: skip
+                self.stop(
+                    "campaign",
+                    f"{share:.0%} of the last {len(window)} sends failed "
+                    f"(threshold {self.settings.failure_threshold:.0%})",
+                )
 
 
 def _describe(outcome: Outcome, attempt: int) -> str:
     tries = f" after {attempt} attempts" if attempt > 1 else ""
-    where = f" (attachment {outcome.extra['attachment_index']})" if outcome.extra and "attachment_index" in outcome.extra else ""
+    where = (
+        f" (attachment {outcome.extra['attachment_index']})"
+        if outcome.extra and "attachment_index" in outcome.extra
+        else ""
+    )
     return f"{outcome.message}{where}{tries}"

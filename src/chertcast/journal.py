@@ -65,8 +65,14 @@ CREATE TABLE IF NOT EXISTS attachments (
 
 def message_hash(recipient: Recipient) -> str:
     """Hash of everything the request carries for this recipient (body, name, effect, ...)."""
-    fields = [recipient.body, recipient.name, recipient.external_id, recipient.phone_line_id,
-              recipient.effect, [(a.value, a.shape, a.live_photo) for a in recipient.attachments]]  # fmt: skip
+    fields = [
+        recipient.body,
+        recipient.name,
+        recipient.external_id,
+        recipient.phone_line_id,
+        recipient.effect,
+        [(a.value, a.shape, a.live_photo) for a in recipient.attachments],
+    ]
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
@@ -118,13 +124,13 @@ class Journal:
         owner = self.meta("campaign_id")
         if owner is None and not readonly:
             now = str(self._clock())
-            self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                                 [("campaign_id", campaign_id), ("schema_version", str(SCHEMA_VERSION)),
-                                  ("created_at", now)])  # fmt: skip
+            self._db.executemany(
+                "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                [("campaign_id", campaign_id), ("schema_version", str(SCHEMA_VERSION)), ("created_at", now)],
+            )
         elif owner is not None and owner != campaign_id:
             raise JournalError(
-                f"{self.path} belongs to campaign {owner!r}, not {campaign_id!r}; "
-                "use --journal to choose another file"
+                f"{self.path} belongs to campaign {owner!r}, not {campaign_id!r}; use --journal to choose another file"
             )
 
     @classmethod
@@ -156,8 +162,12 @@ class Journal:
     def sync(self, plan: Plan, *, allow_changes: bool = False) -> SyncResult:
         """Bring the journal up to the plan in one transaction; refuse changed messages."""
         now = self._clock()
-        known = {key: (body_hash, state, attempts) for key, body_hash, state, attempts in
-                 self._db.execute("SELECT key, body_hash, state, attempts FROM recipients WHERE state != 'skipped'")}  # fmt: skip
+        known = {
+            key: (body_hash, state, attempts)
+            for key, body_hash, state, attempts in self._db.execute(
+                "SELECT key, body_hash, state, attempts FROM recipients WHERE state != 'skipped'"
+            )
+        }
         inserts, updates, changed = [], [], []
         sendable_keys = set()
         for recipient in plan.recipients:
@@ -181,25 +191,34 @@ class Journal:
                 "ignore the new text. Rerun with --allow-changes to send the new text to those "
                 "not yet delivered (delivered ones are never re-sent)"
             )
-        stale = [k for k, (_, state, attempts) in known.items() if k not in sendable_keys and state == "pending" and attempts == 0]
+        stale = [
+            k
+            for k, (_, state, attempts) in known.items()
+            if k not in sendable_keys and state == "pending" and attempts == 0
+        ]
         self._write_sync(plan, inserts, updates, stale, now)
         return SyncResult(new=len(inserts), changed_allowed=len(changed))
 
     def _write_sync(self, plan: Plan, inserts: list[Any], updates: list[Any], stale: list[str], now: float) -> None:
-        skipped = [(f"skip:{r.row}", r.row, r.phone, f"{r.status}: {r.reason}", now, now)
-                   for r in plan.recipients if r.status != "sendable"]  # fmt: skip
+        skipped = [
+            (f"skip:{r.row}", r.row, r.phone, f"{r.status}: {r.reason}", now, now)
+            for r in plan.recipients
+            if r.status != "sendable"
+        ]
         with self.transaction():
             self._db.execute("DELETE FROM recipients WHERE state = 'skipped'")
             self._db.executemany("DELETE FROM recipients WHERE key = ?", [(k,) for k in stale])
             self._db.executemany(
                 "INSERT INTO recipients (key, row, phone, body_hash, state, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", inserts)  # fmt: skip
-            self._db.executemany(
-                "UPDATE recipients SET row = ?, body_hash = ?, updated_at = ? WHERE key = ?", updates
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                inserts,
             )
+            self._db.executemany("UPDATE recipients SET row = ?, body_hash = ?, updated_at = ? WHERE key = ?", updates)
             self._db.executemany(
                 "INSERT INTO recipients (key, row, phone, state, reason, created_at, updated_at) "
-                "VALUES (?, ?, ?, 'skipped', ?, ?, ?)", skipped)  # fmt: skip
+                "VALUES (?, ?, ?, 'skipped', ?, ?, ?)",
+                skipped,
+            )
 
     def transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -215,7 +234,9 @@ class Journal:
         now = self._clock()
         self._db.execute(
             "UPDATE recipients SET state = 'sending', attempts = attempts + 1, updated_at = ?, "
-            "first_attempt_at = COALESCE(first_attempt_at, ?) WHERE key = ?", (now, now, key))  # fmt: skip
+            "first_attempt_at = COALESCE(first_attempt_at, ?) WHERE key = ?",
+            (now, now, key),
+        )
 
     def mark_delivered(self, key: str, outcome: Outcome) -> None:
         now = self._clock()
@@ -223,17 +244,27 @@ class Journal:
             "UPDATE recipients SET state = ?, message_id = ?, lead_id = ?, lead_created = ?, "
             "convo_id = ?, phone_line_id = ?, error_code = NULL, error_message = NULL, "
             "updated_at = ?, finished_at = ? WHERE key = ?",
-            (outcome.kind, outcome.message_id, outcome.lead_id,
-             None if outcome.lead_created is None else int(outcome.lead_created),
-             outcome.convo_id, outcome.phone_line_id, now, now, key),
-        )  # fmt: skip
+            (
+                outcome.kind,
+                outcome.message_id,
+                outcome.lead_id,
+                None if outcome.lead_created is None else int(outcome.lead_created),
+                outcome.convo_id,
+                outcome.phone_line_id,
+                now,
+                now,
+                key,
+            ),
+        )
         self.set_meta("last_progress_at", str(now))
 
     def mark_failed(self, key: str, code: int | None, message: str) -> None:
         now = self._clock()
         self._db.execute(
             "UPDATE recipients SET state = 'failed', error_code = ?, error_message = ?, "
-            "updated_at = ?, finished_at = ? WHERE key = ?", (code, message, now, now, key))  # fmt: skip
+            "updated_at = ?, finished_at = ? WHERE key = ?",
+            (code, message, now, now, key),
+        )
         self.set_meta("last_progress_at", str(now))
 
     def note_error(self, key: str, code: int | None, message: str, *, state: str) -> None:
@@ -252,13 +283,16 @@ class Journal:
     # ------------------------------------------------------------ attachments
 
     def attachment_id(self, path: str, content_sha256: str) -> str | None:
-        row = self._db.execute("SELECT attachment_id FROM attachments WHERE path = ? AND content_sha256 = ?",
-                               (path, content_sha256)).fetchone()  # fmt: skip
+        row = self._db.execute(
+            "SELECT attachment_id FROM attachments WHERE path = ? AND content_sha256 = ?", (path, content_sha256)
+        ).fetchone()
         return row[0] if row else None
 
     def remember_attachment(self, path: str, content_sha256: str, attachment_id: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO attachments VALUES (?, ?, ?, ?)",
-                         (path, content_sha256, attachment_id, self._clock()))  # fmt: skip
+        self._db.execute(
+            "INSERT OR REPLACE INTO attachments VALUES (?, ?, ?, ?)",
+            (path, content_sha256, attachment_id, self._clock()),
+        )
 
     # ---------------------------------------------------------------- reading
 
@@ -276,10 +310,15 @@ class Journal:
         return Counter(dict(self._db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state").fetchall()))
 
     def top_errors(self, limit: int = 5) -> list[tuple[int | None, str, int]]:
-        return [tuple(r) for r in self._db.execute(  # type: ignore[misc]
-            "SELECT error_code, MIN(error_message), COUNT(*) AS n FROM recipients "
-            "WHERE error_message IS NOT NULL AND state != 'skipped' "
-            "GROUP BY error_code ORDER BY n DESC LIMIT ?", (limit,))]  # fmt: skip
+        return [
+            (r[0], r[1], r[2])
+            for r in self._db.execute(
+                "SELECT error_code, MIN(error_message), COUNT(*) AS n FROM recipients "
+                "WHERE error_message IS NOT NULL AND state != 'skipped' "
+                "GROUP BY error_code ORDER BY n DESC LIMIT ?",
+                (limit,),
+            )
+        ]
 
 
 class _Transaction:

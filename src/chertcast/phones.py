@@ -48,9 +48,10 @@ def normalise(raw: str, default_region: str) -> PhoneResult:
         return PhoneResult(None, "phone_empty", "the phone cell is empty")
     if _SCIENTIFIC.match(text):
         return PhoneResult(
-            None, "phone_scientific",
+            None,
+            "phone_scientific",
             f"{text!r} is in scientific notation, so digits were lost; format the column as text",
-        )  # fmt: skip
+        )
     if whole := _FLOAT_OF_INTEGER.match(text):
         text = whole.group(1)  # "14155552671.0": a number cell printed as a float, lossless
     number = _parse(text, default_region)

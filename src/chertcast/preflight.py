@@ -21,9 +21,21 @@ from chertcast.render import MessageTemplate, TemplateProblem, variable_name
 Severity = Literal["error", "warning"]
 Status = Literal["sendable", "error", "duplicate", "suppressed"]
 PHONE_HEADERS = (
-    "phone", "mobile", "cell", "phonenumber", "mobilephone", "mobilenumber", "cellphone",
-    "cellnumber", "telephone", "tel", "phoneno", "contactnumber", "whatsapp", "number",
-)  # fmt: skip
+    "phone",
+    "mobile",
+    "cell",
+    "phonenumber",
+    "mobilephone",
+    "mobilenumber",
+    "cellphone",
+    "cellnumber",
+    "telephone",
+    "tel",
+    "phoneno",
+    "contactnumber",
+    "whatsapp",
+    "number",
+)
 KEY_PREFIX = "cc1_"
 
 
@@ -46,8 +58,13 @@ class Issue:
     message: str
 
     def as_json(self) -> dict[str, Any]:
-        return {"row": self.row, "column": self.column, "severity": self.severity,
-                "code": self.code, "message": self.message}  # fmt: skip
+        return {
+            "row": self.row,
+            "column": self.column,
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +156,10 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
             f"{sheet.path.name} (available: {available})"
         )
     phone_index, detected = _phone_column(campaign, sheet)
-    mapped = {name: _mapped_column(campaign, sheet, name)
-              for name in ("name", "external_id", "phone_line_id", "effect", "attachments")}  # fmt: skip
+    mapped = {
+        name: _mapped_column(campaign, sheet, name)
+        for name in ("name", "external_id", "phone_line_id", "effect", "attachments")
+    }
     suppressed = load_suppression(campaign)
     builder = _RowBuilder(campaign, sheet, template, variables, phone_index, mapped, suppressed)
     plan = Plan(campaign, sheet, sheet.headers[phone_index], detected, [], [], len(suppressed))
@@ -233,9 +252,16 @@ def _text_lines(path: Path) -> list[str]:
 class _RowBuilder:
     """Walks the sheet once, turning each row into a Recipient and its Issues."""
 
-    def __init__(self, campaign: Campaign, sheet: Sheet, template: MessageTemplate,
-                 variables: dict[str, int], phone_index: int, mapped: dict[str, int | None],
-                 suppressed: set[str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        campaign: Campaign,
+        sheet: Sheet,
+        template: MessageTemplate,
+        variables: dict[str, int],
+        phone_index: int,
+        mapped: dict[str, int | None],
+        suppressed: set[str],
+    ) -> None:
         self.campaign = campaign
         self.template = template
         self.phone_header = sheet.headers[phone_index]
@@ -265,8 +291,9 @@ class _RowBuilder:
         extras = self._extras(cells)
         attachments = self._attachments(row, cells, problems)
         key = idempotency_key(self.campaign.id, phone.e164) if phone.e164 else None
-        base = dict(row=row, raw_phone=raw_phone, phone=phone.e164, body=body, key=key,
-                    attachments=attachments, **extras)  # fmt: skip
+        base = dict(
+            row=row, raw_phone=raw_phone, phone=phone.e164, body=body, key=key, attachments=attachments, **extras
+        )
         if problems:
             issues.extend(problems)
             return Recipient(status="error", reason=problems[0].message, **base)  # type: ignore[arg-type]
@@ -293,14 +320,25 @@ class _RowBuilder:
             problems.append(Issue(row, None, "error", "body_empty", "the message is empty after rendering"))
             return None
         if len(body) > limit:
-            problems.append(Issue(row, None, "error", "body_too_long",
-                                  f"the message is {len(body):,} characters; the limit is {limit:,}"))  # fmt: skip
+            problems.append(
+                Issue(
+                    row,
+                    None,
+                    "error",
+                    "body_too_long",
+                    f"the message is {len(body):,} characters; the limit is {limit:,}",
+                )
+            )
         return body
 
     def _extras(self, cells: tuple[str, ...]) -> dict[str, str | None]:
         settings = self.campaign.send
-        defaults = {"name": None, "external_id": None,
-                    "phone_line_id": settings.phone_line_id, "effect": settings.effect}  # fmt: skip
+        defaults = {
+            "name": None,
+            "external_id": None,
+            "phone_line_id": settings.phone_line_id,
+            "effect": settings.effect,
+        }
         out: dict[str, str | None] = {}
         for name, default in defaults.items():
             index = self.mapped.get(name)
@@ -314,8 +352,15 @@ class _RowBuilder:
             for item in cells[index].replace(";", ",").split(","):
                 ref = attachment_ref(item.strip(), self.campaign.source.resolve().parent)
                 if ref.is_file and not Path(ref.value).is_file():
-                    problems.append(Issue(row, self.headers[index], "error", "attachment_missing",
-                                          f"attachment file {item.strip()!r} does not exist"))  # fmt: skip
+                    problems.append(
+                        Issue(
+                            row,
+                            self.headers[index],
+                            "error",
+                            "attachment_missing",
+                            f"attachment file {item.strip()!r} does not exist",
+                        )
+                    )
                 refs.append(ref)
         return tuple(refs)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shlex
 import sys
 import textwrap
-from datetime import UTC, datetime
 from collections import Counter
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from chertcast.engine import RunResult
@@ -104,7 +104,7 @@ def check_json(plan: Plan) -> dict[str, Any]:
 def bubble_view(recipient: Recipient, width: int = 64) -> list[str]:
     who = f" · {recipient.name}" if recipient.name else ""
     head = f"── row {recipient.row} · {recipient.phone or recipient.raw_phone or '(no phone)'}{who} "
-    lines = [head + "─" * max(0, width - len(head)) ]
+    lines = [head + "─" * max(0, width - len(head))]
     if recipient.status != "sendable":
         lines.append(f"   not sent: {recipient.status}: {recipient.reason}")
         if recipient.body is None:
@@ -129,8 +129,15 @@ PREVIEW_HEADERS = ["e164_phone", "status", "reason", "body", "idempotency_key"]
 def preview_rows(plan: Plan) -> Iterable[list[object]]:
     frame_rows = plan.sheet.frame.iter_rows()
     for recipient, cells in zip(plan.recipients, frame_rows, strict=True):
-        yield [recipient.row, *cells, recipient.phone or "", recipient.status,
-               recipient.reason, recipient.body or "", recipient.key or ""]  # fmt: skip
+        yield [
+            recipient.row,
+            *cells,
+            recipient.phone or "",
+            recipient.status,
+            recipient.reason,
+            recipient.body or "",
+            recipient.key or "",
+        ]
 
 
 # ------------------------------------------------------------------- send
@@ -152,8 +159,7 @@ def send_header(prepared: Prepared, options: SendOptions) -> list[str]:
         f"  journal: {prepared.journal_path}",
     ]
     if options.dry_run:
-        lines.append("Nothing was sent (dry run). To send for real: "
-                     + resume_command().replace(" --dry-run", ""))  # fmt: skip
+        lines.append("Nothing was sent (dry run). To send for real: " + resume_command().replace(" --dry-run", ""))
     elif not prepared.to_send:
         lines.append("Nothing left to send: every sendable row is already finished.")
     return lines
@@ -162,8 +168,10 @@ def send_header(prepared: Prepared, options: SendOptions) -> list[str]:
 def confirm_question(prepared: Prepared) -> str:
     recipients = len({r.phone for r in prepared.to_send})
     eta = duration(max(0, len(prepared.to_send) - prepared.campaign.send.burst) / prepared.rate)
-    return (f"Send {len(prepared.to_send):,} messages to {recipients:,} recipients at "
-            f"{prepared.rate:g} msg/s (about {eta})?")  # fmt: skip
+    return (
+        f"Send {len(prepared.to_send):,} messages to {recipients:,} recipients at "
+        f"{prepared.rate:g} msg/s (about {eta})?"
+    )
 
 
 def final_exit_code(prepared: Prepared, run: RunResult | None) -> int:
@@ -196,10 +204,14 @@ def send_summary(result: SendResult, options: SendOptions) -> list[str]:
     if remaining:
         lines.append(f"{remaining:,} rows remain. To resume, run: {resume_command()}")
     if result.counts.get("failed"):
-        lines.append(f"{result.counts['failed']:,} rows failed: see them with "
-                     f"chertcast report {_campaign_arg()} --only failed --out failed.csv"
-                     f"{' --sandbox' if options.sandbox else ''}; retry with --retry-failed")  # fmt: skip
-    lines.append(f"Report: chertcast report {_campaign_arg()} --out results.csv{' --sandbox' if options.sandbox else ''}")
+        lines.append(
+            f"{result.counts['failed']:,} rows failed: see them with "
+            f"chertcast report {_campaign_arg()} --only failed --out failed.csv"
+            f"{' --sandbox' if options.sandbox else ''}; retry with --retry-failed"
+        )
+    lines.append(
+        f"Report: chertcast report {_campaign_arg()} --out results.csv{' --sandbox' if options.sandbox else ''}"
+    )
     return lines
 
 
@@ -263,8 +275,10 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
     lines.append(f"  last progress {data['last_progress_at'] or '-'}")
     if data["top_errors"]:
         lines.append("Most common errors:")
-        lines += [f"  {e['count']:>6,} × {e['code'] if e['code'] is not None else 'network'}: {e['message']}"
-                  for e in data["top_errors"]]  # fmt: skip
+        lines += [
+            f"  {e['count']:>6,} × {e['code'] if e['code'] is not None else 'network'}: {e['message']}"
+            for e in data["top_errors"]
+        ]
     return lines
 
 
@@ -284,13 +298,33 @@ def report_rows(plan: Plan, journal_rows: list[JournalRow], only: str | None) ->
         seen.add(key)
         entry = by_key.get(key)
         state = entry.state if entry else ("pending" if recipient.status == "sendable" else "skipped")
-        message = entry.error_message if entry and entry.error_message else (entry.reason if entry else recipient.reason)
-        rows.append([recipient.row, *cells, recipient.phone or "", state, entry.message_id if entry else "",
-                     entry.error_code if entry and entry.error_code is not None else "", message or ""])  # fmt: skip
+        message = (
+            entry.error_message if entry and entry.error_message else (entry.reason if entry else recipient.reason)
+        )
+        rows.append(
+            [
+                recipient.row,
+                *cells,
+                recipient.phone or "",
+                state,
+                entry.message_id if entry else "",
+                entry.error_code if entry and entry.error_code is not None else "",
+                message or "",
+            ]
+        )
     for entry in journal_rows:  # journaled, but no longer in the sheet
         if entry.key not in seen:
-            rows.append([entry.row, *([""] * width), entry.phone or "", entry.state, entry.message_id or "",
-                         entry.error_code if entry.error_code is not None else "", entry.error_message or ""])  # fmt: skip
+            rows.append(
+                [
+                    entry.row,
+                    *([""] * width),
+                    entry.phone or "",
+                    entry.state,
+                    entry.message_id or "",
+                    entry.error_code if entry.error_code is not None else "",
+                    entry.error_message or "",
+                ]
+            )
     if only:
         rows = [r for r in rows if r[width + 2] == only]
     return ["row", *plan.sheet.headers, *REPORT_HEADERS], rows

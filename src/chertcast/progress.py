@@ -21,8 +21,9 @@ class BarProgress:
 
     def update(self, stats: RunStats) -> None:
         self._bar.n = _done(stats)
-        self._bar.set_postfix(sent=stats.sent + stats.duplicate, failed=stats.failed,
-                              retrying=stats.retrying_now, refresh=False)  # fmt: skip
+        self._bar.set_postfix(
+            sent=stats.sent + stats.duplicate, failed=stats.failed, retrying=stats.retrying_now, refresh=False
+        )
         self._bar.refresh()
 
     def close(self, stats: RunStats) -> None:
@@ -51,6 +52,9 @@ class LineProgress:
         rate = done / max(now - self._start, 1e-9)
         eta = (self._total - done) / rate if rate > 0 else float("inf")
         eta_text = f"{eta:,.0f}s" if eta != float("inf") else "?"
-        print(f"progress: {done:,}/{self._total:,} done, {stats.sent + stats.duplicate:,} sent, "
-              f"{stats.failed:,} failed, {stats.retrying_now} retrying, {rate:,.1f} msg/s, ETA {eta_text}",
-              file=self._stream, flush=True)  # fmt: skip
+        print(
+            f"progress: {done:,}/{self._total:,} done, {stats.sent + stats.duplicate:,} sent, "
+            f"{stats.failed:,} failed, {stats.retrying_now} retrying, {rate:,.1f} msg/s, ETA {eta_text}",
+            file=self._stream,
+            flush=True,
+        )

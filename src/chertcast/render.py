@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import jinja2
 from jinja2 import meta
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _NON_WORD = re.compile(r"[\W_]+")
 _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
@@ -68,8 +69,10 @@ class MessageTemplate:
         except jinja2.UndefinedError as exc:
             match = _UNDEFINED_NAME.search(str(exc))
             name = match.group(1) if match else None
-            reason = (f"the template uses {{{{ {name} }}}} but this row's cell is empty; "
-                      "fill it or give a default, e.g. {{ " + f"{name} | default(\"there\", true)" + " }}")  # fmt: skip
+            reason = (
+                f"the template uses {{{{ {name} }}}} but this row's cell is empty; "
+                "fill it or give a default, e.g. {{ " + f'{name} | default("there", true)' + " }}"
+            )
             return Rendered(None, "empty_variable", reason if name else str(exc), name)
         except SecurityError as exc:
             raise TemplateProblem(f"{self.origin}: the template tried something unsafe: {exc}") from None

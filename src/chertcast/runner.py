@@ -86,7 +86,9 @@ def prepare(campaign_path: Path, options: SendOptions) -> Prepared:
                 journal.reset_failed()
             states = journal.states()
         new_rows = synced.new
-    retry = ("pending", "sending") if not (options.dry_run and options.retry_failed) else ("pending", "sending", "failed")
+    retry = (
+        ("pending", "sending") if not (options.dry_run and options.retry_failed) else ("pending", "sending", "failed")
+    )
     to_send = [r for r in plan.sendable if states.get(r.key or "", "pending") in retry]
     done = len(plan.sendable) - len(to_send)
     if options.limit is not None:
@@ -111,8 +113,9 @@ def read_secret() -> Secret:
     return Secret(value)
 
 
-def execute(prepared: Prepared, options: SendOptions, *, progress: Progress | None = None,
-            clock: Clock | None = None) -> SendResult:  # fmt: skip
+def execute(
+    prepared: Prepared, options: SendOptions, *, progress: Progress | None = None, clock: Clock | None = None
+) -> SendResult:
     """Send the prepared work. Blocking; runs its own event loop."""
     if options.dry_run or not prepared.to_send:
         return SendResult(prepared, None)
@@ -143,8 +146,9 @@ def _endpoint(campaign: Campaign, options: SendOptions) -> Iterator[tuple[str, S
         yield server.base_url, secret, lambda: len(server.model.deliveries())
 
 
-async def _run(prepared: Prepared, options: SendOptions, base_url: str, secret: Secret,
-               progress: Progress | None, clock: Clock) -> RunResult:  # fmt: skip
+async def _run(
+    prepared: Prepared, options: SendOptions, base_url: str, secret: Secret, progress: Progress | None, clock: Clock
+) -> RunResult:
     settings = prepared.campaign.send
     limits = httpx.Limits(max_connections=prepared.concurrency, max_keepalive_connections=prepared.concurrency)
     timeout = httpx.Timeout(settings.timeout_s, connect=10.0)
@@ -154,7 +158,12 @@ async def _run(prepared: Prepared, options: SendOptions, base_url: str, secret: 
         with Journal(prepared.journal_path, prepared.campaign.id) as journal:
             uploaded = await upload_attachments(client, journal, prepared.to_send)
             engine = Engine(
-                client, journal, _engine_settings(prepared, options), clock, progress, random.Random(),
+                client,
+                journal,
+                _engine_settings(prepared, options),
+                clock,
+                progress,
+                random.Random(),
                 payload_for=lambda r: r.payload(uploaded),
             )
             journal.set_meta("last_run_started_at", str(time.time()))
@@ -200,8 +209,10 @@ async def _upload(client: ChertClient, path: Path, data: bytes) -> str:
         )
         if status >= 300 or not isinstance(body, dict) or "attachment_id" not in body:
             error = body.get("error", body) if isinstance(body, dict) else {}
-            raise CampaignStopped(f"uploading {path.name} failed: HTTP {status} "
-                                  f"{error.get('code', '')} {error.get('message', '')}".rstrip())  # fmt: skip
+            raise CampaignStopped(
+                f"uploading {path.name} failed: HTTP {status} "
+                f"{error.get('code', '')} {error.get('message', '')}".rstrip()
+            )
         put_status = await client.put_bytes(str(body["upload_url"]), data, content_type)
     except httpx.HTTPError as exc:
         raise CampaignStopped(f"uploading {path.name} failed: {type(exc).__name__}") from None

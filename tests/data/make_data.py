@@ -18,18 +18,28 @@ def write(name: str, data: bytes) -> None:
 def main() -> None:
     BAD.mkdir(exist_ok=True)
     # UTF-8 with BOM, semicolons, CRLF, a quoted cell holding a line break and a semicolon.
-    write("bom_semicolon.csv", "\ufeffFirst Name;Phone;Note\r\n"
-          'Zoë;(415) 555-0100;"line one\r\nline two; still note"\r\n'
-          "Ana;415 555 0101;ok\r\n".encode("utf-8"))  # fmt: skip
+    write(
+        "bom_semicolon.csv",
+        "\ufeffFirst Name;Phone;Note\r\n"
+        'Zoë;(415) 555-0100;"line one\r\nline two; still note"\r\n'
+        "Ana;415 555 0101;ok\r\n".encode("utf-8"),
+    )
     write("cp1252.csv", "name,phone\r\nJosé Müller,4155550102\r\nFrançoise,+1 415 555 0103\r\n".encode("cp1252"))
     write("utf16.csv", "name\tphone\nSøren\t4155550104\n".encode("utf-16"))
     # Zero-width spaces, a BOM inside a cell, non-breaking spaces, a tab-wrapped number.
-    write("zero_width.csv", ("\ufeff Phone Number ,First_Name\n"
-          "\u200b+1\u00a0415\u00a0555\u00a00105\u200b,\u200bMaya\u2060\n"
-          "\t4155550106\t,Omar\n").encode("utf-8"))  # fmt: skip
+    write(
+        "zero_width.csv",
+        (
+            "\ufeff Phone Number ,First_Name\n"
+            "\u200b+1\u00a0415\u00a0555\u00a00105\u200b,\u200bMaya\u2060\n"
+            "\t4155550106\t,Omar\n"
+        ).encode("utf-8"),
+    )
     # The same number written four ways, plus a blank row and a row of empty cells.
-    write("dup_formats.csv", ("phone,name\n(415) 555-0107,A\n+14155550107,B\n\n,\n"
-          "415.555.0107,C\n1-415-555-0107,D\n4155550108,E\n").encode())  # fmt: skip
+    write(
+        "dup_formats.csv",
+        (b"phone,name\n(415) 555-0107,A\n+14155550107,B\n\n,\n415.555.0107,C\n1-415-555-0107,D\n4155550108,E\n"),
+    )
     write("empty_cells.csv", b"phone,first_name,city\n4155550109,,Austin\n4155550110,Bo,\n4155550111,Cy,Reno\n")
     numbers_xlsx()
     bad_inputs()
@@ -69,13 +79,14 @@ def bad_inputs() -> None:
     (BAD / "huge_cell.csv").write_text("phone,note\n4155550112," + "x" * 10_000_000 + "\n")
     (BAD / "utf32.csv").write_bytes("phone,name\n4155550113,Ann\n".encode("utf-32"))
     (BAD / "dup_headers.csv").write_text("Phone,Name,phone\n4155550114,Ann,4155550115\n")
-    (BAD / "plain_http.toml").write_text('id = "x"\ncontacts = "../cp1252.csv"\nbody = "Hi"\n'
-                                         '[api]\nbase_url = "http://chert.example.com/api/v1"\n')  # fmt: skip
+    (BAD / "plain_http.toml").write_text(
+        'id = "x"\ncontacts = "../cp1252.csv"\nbody = "Hi"\n[api]\nbase_url = "http://chert.example.com/api/v1"\n'
+    )
     tricky = Workbook()
     sheet = tricky.active
     assert sheet is not None
     sheet.append(["Phone", "Name", "Signed up"])
-    sheet.append(["=\"4155550116\"", "=1+1", "2026-01-02"])
+    sheet.append(['="4155550116"', "=1+1", "2026-01-02"])
     sheet.append([4155550117, "Merged", None])
     sheet.merge_cells("B3:C3")
     sheet["C2"].number_format = "yyyy-mm-dd"

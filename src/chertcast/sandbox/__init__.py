@@ -4,6 +4,7 @@
 and ``SandboxServer`` serves it with uvicorn on a loopback port in a background thread.
 """
 
+from chertcast.sandbox.app import create_app, sandbox_transport
 from chertcast.sandbox.model import (
     DEFAULT_LINES,
     DEFAULT_SECRET,
@@ -12,7 +13,6 @@ from chertcast.sandbox.model import (
     SandboxConfig,
     SandboxModel,
 )
-from chertcast.sandbox.app import create_app, sandbox_transport
 from chertcast.sandbox.server import SandboxServer
 
 __all__ = [

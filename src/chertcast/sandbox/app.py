@@ -35,8 +35,7 @@ class _DroppingResponse(Response):
         super().__init__(status_code=200)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"64")]})  # fmt: skip
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]})
         raise ConnectionDropped("sandbox fault: connection dropped")
 
 

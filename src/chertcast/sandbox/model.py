@@ -26,9 +26,19 @@ DEFAULT_SECRET = "5a4d0b0c5a4d0b0c5a4d0b0c5a4d0b0c"
 DEFAULT_TENANT = "sandbox"
 DEFAULT_LINES = ("pl_sandbox_line_1", "pl_sandbox_line_2", "pl_sandbox_line_3")
 ALLOWED_EFFECTS = (
-    "slam", "loud", "gentle", "invisible_ink",
-    "echo", "spotlight", "balloons", "confetti", "love", "lasers", "fireworks", "celebration",
-)  # fmt: skip
+    "slam",
+    "loud",
+    "gentle",
+    "invisible_ink",
+    "echo",
+    "spotlight",
+    "balloons",
+    "confetti",
+    "love",
+    "lasers",
+    "fireworks",
+    "celebration",
+)
 MAX_BODY_CHARS = 10_000
 SIGNATURE_SKEW_S = 300
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
@@ -116,10 +126,28 @@ class _Attachment:
 
 
 ERROR_HTTP = {
-    1001: 400, 1002: 400, 1003: 400, 1004: 400, 1007: 429, 1009: 400, 1011: 409, 1012: 409,
-    2001: 404, 2003: 404, 2004: 401, 2006: 400, 2012: 401, 2013: 401, 3001: 500, 4002: 503,
-    4098: 400, 5001: 404, 5002: 400, 5003: 400, 5004: 400,
-}  # fmt: skip
+    1001: 400,
+    1002: 400,
+    1003: 400,
+    1004: 400,
+    1007: 429,
+    1009: 400,
+    1011: 409,
+    1012: 409,
+    2001: 404,
+    2003: 404,
+    2004: 401,
+    2006: 400,
+    2012: 401,
+    2013: 401,
+    3001: 500,
+    4002: 503,
+    4098: 400,
+    5001: 404,
+    5002: 400,
+    5003: 400,
+    5004: 400,
+}
 RETRYABLE = {1007, 3001, 4002}
 
 
@@ -154,13 +182,21 @@ class SandboxModel:
             self._next_line = 0
             self._in_flight = 0
             self.counters: dict[str, int] = {
-                "requests": 0, "deliveries": 0, "replays": 0, "duplicates": 0,
-                "errors": 0, "peak_concurrency": 0,
-            }  # fmt: skip
+                "requests": 0,
+                "deliveries": 0,
+                "replays": 0,
+                "duplicates": 0,
+                "errors": 0,
+                "peak_concurrency": 0,
+            }
             self.fault_counts: dict[str, int] = {
-                "error_500": 0, "rate_limited": 0, "saturated": 0,
-                "drop_before": 0, "drop_after": 0, "rate_limit_per_s": 0,
-            }  # fmt: skip
+                "error_500": 0,
+                "rate_limited": 0,
+                "saturated": 0,
+                "drop_before": 0,
+                "drop_after": 0,
+                "rate_limit_per_s": 0,
+            }
 
     def deliveries(self) -> list[Delivery]:
         with self._lock:
@@ -173,9 +209,7 @@ class SandboxModel:
     def enter(self) -> None:
         with self._lock:
             self._in_flight += 1
-            self.counters["peak_concurrency"] = max(
-                self.counters["peak_concurrency"], self._in_flight
-            )
+            self.counters["peak_concurrency"] = max(self.counters["peak_concurrency"], self._in_flight)
 
     def leave(self) -> None:
         with self._lock:
@@ -198,9 +232,7 @@ class SandboxModel:
         if authorization is None:
             return self._error(2012, "No credentials supplied")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), self.config.secret.encode()
-        ):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.config.secret.encode()):
             return self._error(2004, "Authentication failed")
         tenant = headers.get("x-chert-tenant")
         if tenant is not None and tenant != self.config.tenant:
@@ -240,7 +272,6 @@ class SandboxModel:
 
     def _injected_error(self) -> Reply | None:
         faults = self.config.faults
-        retry = {"retry_after": faults.retry_after_s}
         if self._over_rate_limit():
             with self._lock:
                 self.fault_counts["rate_limit_per_s"] += 1
@@ -248,9 +279,9 @@ class SandboxModel:
         if self._roll("error_500", faults.error_500):
             return self._error(3001, "Internal server error")
         if self._roll("rate_limited", faults.rate_limited):
-            return self._error(1007, "Rate limited", **retry)
+            return self._error(1007, "Rate limited", retry_after=faults.retry_after_s)
         if self._roll("saturated", faults.saturated):
-            return self._error(4002, "All phone lines saturated for this recipient", **retry)
+            return self._error(4002, "All phone lines saturated for this recipient", retry_after=faults.retry_after_s)
         return None
 
     def _over_rate_limit(self) -> bool:
@@ -295,9 +326,7 @@ class SandboxModel:
             cached = self._idempotent.get(key)
             if cached is not None and now - cached[1] < self.config.idempotency_ttl_s:
                 if cached[0] != fingerprint:
-                    return self._error(
-                        1012, "idempotency_key was already used with a different request body"
-                    )
+                    return self._error(1012, "idempotency_key was already used with a different request body")
                 self.counters["replays"] += 1
                 return Reply(200, dict(cached[2]))
         reply = self._dedup_or_deliver(payload, now)
@@ -318,17 +347,13 @@ class SandboxModel:
         if not E164.match(payload["phone"]):
             return self._error(1003, "Phone number is not valid E.164")
         if len(payload["body"]) > self.config.max_body_chars:
-            return self._error(
-                1009, f"Text is longer than the maximum of {self.config.max_body_chars} characters"
-            )
+            return self._error(1009, f"Text is longer than the maximum of {self.config.max_body_chars} characters")
         attachment_problem = self._validate_attachments(payload.get("attachments"))
         if attachment_problem is not None:
             return attachment_problem
         effect = payload.get("effect")
         if effect is not None and effect not in ALLOWED_EFFECTS:
-            return self._error(
-                4098, f"Unknown effect: {effect}", allowed_effects=list(ALLOWED_EFFECTS)
-            )
+            return self._error(4098, f"Unknown effect: {effect}", allowed_effects=list(ALLOWED_EFFECTS))
         line = payload.get("phone_line_id")
         if line is not None and line not in self.config.lines:
             return self._error(2006, f"Phone line {line} is not assigned to this tenant")
@@ -342,9 +367,10 @@ class SandboxModel:
         for index, entry in enumerate(attachments):
             if isinstance(entry, dict) and "url" in entry:
                 return self._error(
-                    1011, "URL attachment references are not accepted on /send",
+                    1011,
+                    "URL attachment references are not accepted on /send",
                     attachment_index=index,
-                )  # fmt: skip
+                )
             if _attachment_ref(entry) is None:
                 return self._error(1002, "Malformed attachments array", attachment_index=index)
         for index, entry in enumerate(attachments):
@@ -352,9 +378,7 @@ class SandboxModel:
             if stored is None:
                 return self._error(5001, "Attachment not found", attachment_index=index)
             if not stored.uploaded:
-                return self._error(
-                    5004, "Attachment bytes not uploaded yet", attachment_index=index
-                )
+                return self._error(5004, "Attachment bytes not uploaded yet", attachment_index=index)
         return None
 
     def _dedup_or_deliver(self, payload: dict[str, Any], now: float) -> Reply:
@@ -429,12 +453,8 @@ class SandboxModel:
             return self._error(5003, f"Attachment MIME type not supported: {mime}", envelope=True)
         attachment_id = "att_" + secrets.token_hex(12)
         with self._lock:
-            self._attachments[attachment_id] = _Attachment(
-                attachment_id, str(payload["filename"]), mime, size
-            )
-        expires = time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.config.clock() + 3600)
-        )
+            self._attachments[attachment_id] = _Attachment(attachment_id, str(payload["filename"]), mime, size)
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.config.clock() + 3600))
         return Reply(
             200,
             {
@@ -511,8 +531,14 @@ class SandboxModel:
             error = {"status": status, "code": code, "message": message, "retryable": retryable}
             body = {"success": False, "error": {**error, **extra}, "trace_id": trace}
         else:
-            body = {"status": "failed", "code": code, "message": message,
-                    "retryable": retryable, **extra, "trace_id": trace}  # fmt: skip
+            body = {
+                "status": "failed",
+                "code": code,
+                "message": message,
+                "retryable": retryable,
+                **extra,
+                "trace_id": trace,
+            }
         return Reply(status, body, headers)
 
 
@@ -525,5 +551,3 @@ def _attachment_ref(entry: Any) -> str | None:
         if isinstance(value, str) and value and "url" not in entry:
             return value
     return None
-
-
