@@ -213,3 +213,13 @@ def test_xlsx_demo_matches_csv_demo(tmp_path: Path) -> None:
 def test_bad_encoding_option(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown encoding"):
         build_plan(load_campaign(write_campaign(tmp_path, DATA / "cp1252.csv", body="Hi")), encoding="klingon")
+
+
+def test_two_process_path_gives_the_same_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import chertcast.preflight as preflight
+
+    campaign = load_campaign(DEMO)
+    serial = build_plan(campaign)
+    monkeypatch.setattr(preflight, "PARALLEL_THRESHOLD", 10)
+    forked = build_plan(campaign)
+    assert forked.recipients == serial.recipients and forked.issues == serial.issues

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,7 +38,11 @@ class PhoneResult:
     error: str | None = None
     reason: str = ""
     warning: str | None = None
-    region: str | None = None
+
+
+def normalise_many(raws: Iterable[str], default_region: str) -> dict[str, PhoneResult]:
+    """Normalise each distinct value once (sheets repeat numbers)."""
+    return {raw: normalise(raw, default_region) for raw in dict.fromkeys(raws)}
 
 
 @lru_cache(maxsize=262_144)
@@ -59,19 +64,24 @@ def normalise(raw: str, default_region: str) -> PhoneResult:
         number = _parse("+" + text, None)  # an Excel number cell that lost its "+"
     if number is None:
         return _explain(text, default_region)
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    region = phonenumbers.region_code_for_number(number)
-    kind = _NOT_IMESSAGE.get(phonenumbers.number_type(number))
+    e164 = phonenumbers.format_number(number[0], phonenumbers.PhoneNumberFormat.E164)
+    kind = _NOT_IMESSAGE.get(number[1])
     warning = f"{e164} looks like {kind}, which cannot receive iMessage" if kind else None
-    return PhoneResult(e164, warning=warning, region=region)
+    return PhoneResult(e164, warning=warning)
 
 
-def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+def _parse(text: str, region: str | None) -> tuple[phonenumbers.PhoneNumber, int] | None:
+    """The number and its type, or None when invalid.
+
+    ``number_type(n) != UNKNOWN`` is exactly ``is_valid_number(n)`` (both find the region,
+    then match the type patterns), so one call answers both at half the cost.
+    """
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException:
         return None
-    return number if phonenumbers.is_valid_number(number) else None
+    kind = phonenumbers.number_type(number)
+    return None if kind == PhoneNumberType.UNKNOWN else (number, kind)
 
 
 def _explain(text: str, region: str) -> PhoneResult:
