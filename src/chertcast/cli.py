@@ -32,6 +32,14 @@ def friendly(func: F) -> F:
         except ChertcastError as exc:
             click.echo(f"chertcast: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            click.echo("chertcast: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug of ours: still one line, never a traceback
+            click.echo(
+                f"chertcast: internal error: {type(exc).__name__}: {str(exc)[:300]} (please report this)", err=True
+            )
+            sys.exit(70)
 
     return wrapper  # type: ignore[return-value]
 

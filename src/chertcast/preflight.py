@@ -167,7 +167,10 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
     suppressed = load_suppression(campaign)
     builder = _RowBuilder(campaign, sheet, template, variables, phone_index, mapped, suppressed)
     plan = Plan(campaign, sheet, sheet.headers[phone_index], detected, [], [], len(suppressed))
-    builder.build(plan)
+    try:
+        builder.build(plan)
+    except TemplateProblem as exc:  # the sandbox refused the template itself: no row can render
+        raise ConfigError(str(exc)) from None
     if detected:
         plan.notes.append(f"phone column: {sheet.headers[phone_index]!r} (detected; set [columns] phone to choose)")
     return plan

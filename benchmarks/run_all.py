@@ -1,0 +1,89 @@
+"""Run every benchmark, save benchmarks/results/*.json and print one table.
+
+.venv/bin/python -m benchmarks.run_all            # full sizes (1M-row sheet: ~10-20 min on 2 cores)
+.venv/bin/python -m benchmarks.run_all --quick    # smaller sizes, a couple of minutes
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def run(module: str, *args: str) -> dict[str, Any]:
+    subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], check=True, stdout=subprocess.DEVNULL)
+    name = {"bench_send": "send", "bench_check": "check", "bench_chaos": "chaos", "bench_capacity": "capacity"}[module]
+    return dict(json.loads((RESULTS / f"{name}.json").read_text()))
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    lines = [f"machine: {results['send']['machine']['cores']} cores, Python {results['send']['machine']['python']}", ""]
+    lines.append("| benchmark | measured | baseline / aim | ratio |")
+    lines.append("|---|---|---|---|")
+    for row in results["send"]["pacing"]:
+        lines.append(
+            f"| pacing {row['rate']:g}/s, 20 ms latency | {row['achieved_per_s']}/s, max {row['max_in_any_1s_window']} "
+            f"in any 1 s (server clock) | {row['rate']:g}/s, rate+burst {row['limit_rate_plus_burst']:g} | "
+            f"{row['achieved_over_configured']} |"
+        )
+    for row in results["send"]["ceiling"]:
+        lines.append(
+            f"| ceiling, concurrency {row['concurrency']} | chertcast {row['chertcast_per_s']}/s | "
+            f"bare httpx {row['bare_httpx_per_s']}/s (aim ≥ 0.9) | {row['ratio']} |"
+        )
+    faults = results["send"]["under_faults"]
+    lines.append(
+        f"| {faults['messages']} msgs at {faults['rate']:g}/s under faults | {faults['elapsed_s']} s, "
+        f"{faults['duplicates']} duplicates | ideal {faults['ideal_s']} s | {faults['elapsed_over_ideal']} |"
+    )
+    check = results["check"]["check"]
+    lines.append(
+        f"| check, {check['rows']:,} rows | {check['check_s']} s ({check['check_rows_per_s']:,} rows/s), "
+        f"peak RSS {check['check_peak_rss_mb']} MB | bare phonenumbers loop {check['bare_phonenumbers_loop_s']} s; "
+        f"RSS aim ≤ 1,536 MB | {check['check_over_bare_time']} (time) |"
+    )
+    lines.append(
+        f"| send --dry-run, {check['rows']:,} rows | {check['dry_run_s']} s, "
+        f"peak RSS {check['dry_run_peak_rss_mb']} MB | | |"
+    )
+    journal = results["check"]["journal"]
+    lines.append(
+        f"| resume: journal of {journal['journal_rows']:,} rows, {journal['already_sent']:,} sent | "
+        f"{journal['resume_to_first_request_s']} s from `send` to its first request (whole command, --limit 1) | | |"
+    )
+    chaos = results["chaos"]
+    lines.append(
+        f"| chaos: {chaos['rows']:,} rows, {chaos['kills']} SIGKILLs, fault mix | duplicates {chaos['duplicates']}, "
+        f"lost {chaos['lost']}, journal/ledger disagreements {chaos['journal_ledger_disagreements']} | all 0 | |"
+    )
+    if "capacity" in results:
+        cap = results["capacity"]
+        lines.append(
+            f"| capacity: {cap['lines']} lines × {cap['days']} simulated days | capacity used per full day "
+            f"{cap['capacity_used_full_days']} ; wasted 4002 calls {cap['wasted_share']:.2%} | 1.00 ; < 1 % | |"
+        )
+    return lines
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    results = {
+        "send": run("bench_send", *(["--quick"] if quick else [])),
+        "check": run("bench_check", *(["--rows", "100000"] if quick else [])),
+        "chaos": run("bench_chaos", *(["--rows", "1000", "--kills", "5"] if quick else [])),
+    }
+    if (Path(__file__).parent / "bench_capacity.py").exists():
+        results["capacity"] = run("bench_capacity")
+    (RESULTS / "all.json").write_text(json.dumps(results, indent=2))
+    text = "\n".join(table(results))
+    (RESULTS / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
