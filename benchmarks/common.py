@@ -32,7 +32,9 @@ def phone(i: int) -> str:
     return f"{area}.{local[:3]}.{local[3:]}"
 
 
-def write_campaign(directory: Path, rows: int, *, duplicate_share: float = 0.0, extra: str = "", seed: int = 1) -> Path:
+def write_campaign(
+    directory: Path, rows: int, *, duplicate_share: float = 0.0, extra: str = "", seed: int = 1, planned: bool = False
+) -> Path:
     """A CSV of `rows` leads (some numbers repeated) and a campaign file using it."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

@@ -20,7 +20,10 @@ def write_campaign(
     template: Path | None = None,
     extra: str = "",
     campaign_id: str = "test-campaign",
+    planned: bool = False,
 ) -> Path:
+    """A campaign file; unless ``planned``, capacity planning and quiet hours are off (the
+    default sandbox has unlimited lines, and tests must not depend on the hour they run at)."""
     lines = [f'id = "{campaign_id}"', f'contacts = "{Path(contacts).as_posix()}"']
     if template is not None:
         lines.append(f'template = "{Path(template).as_posix()}"')
@@ -31,6 +34,8 @@ def write_campaign(
             else f"body = '''{body}'''"
         )
     path = directory / "campaign.toml"
+    if not planned:
+        extra += "\n[capacity]\nenabled = false\n[quiet_hours]\nenabled = false\n"
     path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
     return path
 

@@ -9,9 +9,11 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from chertcast.capacity import CapacityRules, QuietHours, parse_clock
 from chertcast.errors import ConfigError
 
 PRODUCTION_BASE_URL = "https://console.trychert.com/api/v1"
@@ -34,6 +36,7 @@ class Columns(_Strict):
     phone_line_id: str | None = None
     effect: str | None = None
     attachments: str | None = None
+    timezone: str | None = None
 
 
 class AttachmentSpec(_Strict):
@@ -65,6 +68,60 @@ class SendSettings(_Strict):
     timeout_s: float = Field(default=30.0, gt=0)
 
 
+class CapacitySettings(_Strict):
+    """Chert's first-touch capacity. Defaults are Chert's published limits."""
+
+    enabled: bool = True
+    lines: list[str] = Field(default_factory=list)  # empty: discovered with GET /phone-numbers
+    line_gap_minutes: float = Field(default=10.0, ge=0)
+    line_daily_cap: int = Field(default=30, ge=1)
+    project_daily_cap: int | None = Field(default=None, ge=1)
+    window_start: str | None = Field(default=None, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    window_end: str | None = Field(default=None, pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
+    timezone: str = "UTC"
+    horizon_days: int = Field(default=14, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+    @model_validator(mode="after")
+    def _window_pair(self) -> CapacitySettings:
+        if (self.window_start is None) != (self.window_end is None):
+            raise ValueError("give both window_start and window_end, or neither")
+        return self
+
+    def rules(self) -> CapacityRules:
+        return CapacityRules(
+            line_gap_s=self.line_gap_minutes * 60,
+            line_daily_cap=self.line_daily_cap,
+            project_daily_cap=self.project_daily_cap,
+            window_start=parse_clock(self.window_start) if self.window_start else None,
+            window_end=parse_clock(self.window_end) if self.window_end else None,
+            timezone=self.timezone,
+        )
+
+
+class QuietHoursSettings(_Strict):
+    """Never deliver outside [start, end) in the recipient's local time."""
+
+    enabled: bool = True
+    start: str = Field(default="08:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(default="21:00", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
+
+    def hours(self, fallback_zone: str) -> QuietHours:
+        return QuietHours(parse_clock(self.start), parse_clock(self.end), fallback_zone)
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as America/New_York)") from None
+    return value
+
+
 class ApiSettings(_Strict):
     base_url: str = PRODUCTION_BASE_URL
     auth: Literal["bearer", "hmac"] = "bearer"
@@ -90,6 +147,8 @@ class Campaign(_Strict):
     columns: Columns = Field(default_factory=Columns)
     send: SendSettings = Field(default_factory=SendSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
+    quiet_hours: QuietHoursSettings = Field(default_factory=QuietHoursSettings)
     source: Path = Field(default=Path("campaign.toml"), exclude=True)
 
     @model_validator(mode="after")

@@ -18,7 +18,9 @@ from functools import partial
 from typing import Protocol
 
 import anyio
+import anyio.abc
 
+from chertcast.capacity import LinePlanner, QuietHours, next_quiet_ok, quiet_ok, zones_for
 from chertcast.client import ChertClient, Outcome
 from chertcast.journal import Journal
 from chertcast.pacing import Clock, TokenBucket
@@ -59,6 +61,40 @@ def retry_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: random
 
 
 @dataclass
+class Scheduler:
+    """Capacity planning for first-touch sends: which line, when, and whose quiet hours allow it."""
+
+    planner: LinePlanner
+    quiet: QuietHours | None = None
+    wait: bool = False  # --wait: stay up across days instead of ending today's run
+    fixed_lines: dict[str, str] = field(default_factory=dict)  # lines already used by rows in 'sending'
+
+    def line_for(self, recipient: Recipient) -> str | None:
+        return self.fixed_lines.get(recipient.key or "") or recipient.phone_line_id
+
+    def slot(self, recipient: Recipient, now: float) -> tuple[str, float]:
+        line = self.line_for(recipient)
+        if line is not None and line in self.planner.lines:
+            return line, self.planner.earliest(line, now)
+        if line is not None:  # a line we do not plan for: Chert decides
+            return line, now
+        return self.planner.next_slot(now)
+
+    def held_until(self, recipient: Recipient, now: float) -> float | None:
+        """When quiet hours hold this recipient, the time they end; else None."""
+        if self.quiet is None or recipient.phone is None:
+            return None
+        zones = zones_for(recipient.phone, recipient.timezone, self.quiet.fallback_zone)
+        if quiet_ok(zones, now, self.quiet):
+            return None
+        return next_quiet_ok(zones, now, self.quiet)
+
+    def may_wait(self, now: float, until: float) -> bool:
+        """Within today's sending day we wait; past it, the run ends unless --wait."""
+        return self.wait or self.planner.day(until) == self.planner.day(now)
+
+
+@dataclass
 class EngineSettings:
     rate: float
     burst: int
@@ -71,6 +107,7 @@ class EngineSettings:
     campaign_effect: str | None = None
     campaign_line: str | None = None
     handle_signals: bool = True
+    scheduler: Scheduler | None = None
 
 
 @dataclass
@@ -83,7 +120,7 @@ class RunStats:
     retries: int = 0
     retrying_now: int = 0
     capacity_waits: int = 0
-    unresolved: int = 0
+    held_by_quiet_hours: int = 0
 
 
 class Progress(Protocol):
@@ -104,8 +141,10 @@ class NoProgress:
 class RunResult:
     stats: RunStats
     stop_reason: str | None = None
-    stop_kind: str | None = None  # "campaign" | "interrupted" | "capacity" | "limit"
+    stop_kind: str | None = None  # "campaign" | "interrupted" | "capacity"
     next_possible_in_s: float | None = None
+    next_possible_at: float | None = None  # wall-clock time, with a scheduler
+    capacity: dict[str, object] | None = None  # per-line use today, filled in by the runner
 
 
 class Engine:
@@ -131,6 +170,7 @@ class Engine:
         self._recent_failures: deque[bool] = deque(maxlen=settings.failure_window)
         self._result = RunResult(self.stats)
         self._stopping = anyio.Event()
+        self._requeued: list[Recipient] = []
         self._waits: set[anyio.CancelScope] = set()
 
     # ----------------------------------------------------------------- stop
@@ -158,17 +198,73 @@ class Engine:
         async with anyio.create_task_group() as group:
             if self.settings.handle_signals and threading.current_thread() is threading.main_thread():
                 group.start_soon(self._watch_signals, group.cancel_scope)
-            for recipient in recipients:
-                await slots.acquire()
-                await self._interruptible(self.bucket.acquire)
-                if self.stopping:
-                    slots.release()
-                    break
-                group.start_soon(self._deliver, recipient, slots)
+            if self.settings.scheduler is None:
+                for recipient in recipients:
+                    if not await self._launch(group, slots, recipient, None):
+                        break
+            else:
+                await self._run_scheduled(group, slots, self.settings.scheduler, recipients)
             await self._drain(slots)
             group.cancel_scope.cancel()
         self.progress.close(self.stats)
         return self._result
+
+    async def _launch(
+        self, group: anyio.abc.TaskGroup, slots: anyio.Semaphore, recipient: Recipient, line: str | None
+    ) -> bool:
+        await slots.acquire()
+        await self._interruptible(self.bucket.acquire)
+        if self.stopping:
+            slots.release()
+            return False
+        group.start_soon(self._deliver, recipient, slots, line)
+        return True
+
+    async def _run_scheduled(
+        self, group: anyio.abc.TaskGroup, slots: anyio.Semaphore, scheduler: Scheduler, recipients: list[Recipient]
+    ) -> None:
+        """Launch first-touch sends only when a line has room and the recipient's hours allow."""
+        queue = deque(recipients)
+        held: list[tuple[float, Recipient]] = []
+        while not self.stopping:
+            queue.extend(self._requeued)
+            self._requeued.clear()
+            now = self.clock.wall()
+            queue.extend(r for until, r in held if until <= now)
+            held = [(until, r) for until, r in held if until > now]
+            if not queue:
+                if slots.value < self.settings.concurrency:  # answers in flight may hand rows back
+                    await anyio.sleep(0.005)
+                    continue
+                if not held:
+                    return
+                wake = min(until for until, _ in held)
+                if not await self._wait_until(scheduler, now, wake, f"{len(held):,} rows are held by quiet hours"):
+                    return
+                continue
+            recipient = queue.popleft()
+            until = scheduler.held_until(recipient, now)
+            if until is not None:
+                held.append((until, recipient))
+                continue
+            line, at = scheduler.slot(recipient, now)
+            if at > now:
+                queue.appendleft(recipient)
+                if not await self._wait_until(scheduler, now, at, "today's first-touch capacity is used up"):
+                    return
+                continue
+            scheduler.planner.record(line, now)
+            if not await self._launch(group, slots, recipient, line):
+                return
+        self.stats.held_by_quiet_hours = len(held) + sum(1 for r in queue if scheduler.held_until(r, now))
+
+    async def _wait_until(self, scheduler: Scheduler, now: float, until: float, why: str) -> bool:
+        if not scheduler.may_wait(now, until):
+            self.stop("capacity", why, next_in=until - now)
+            self._result.next_possible_at = until
+            return False
+        await self._interruptible(partial(self.clock.sleep, until - now))
+        return not self.stopping
 
     async def _interruptible(self, wait: Callable[[], Awaitable[None]]) -> None:
         """Run a wait (token, backoff) that ``stop()`` cuts short."""
@@ -206,28 +302,36 @@ class Engine:
 
     # -------------------------------------------------------------- one row
 
-    async def _deliver(self, recipient: Recipient, slots: anyio.Semaphore) -> None:
+    async def _deliver(self, recipient: Recipient, slots: anyio.Semaphore, line: str | None) -> None:
         try:
             self.stats.attempted_rows += 1
-            await self._attempts(recipient)
+            await self._attempts(recipient, line)
         finally:
             slots.release()
             self.progress.update(self.stats)
 
-    async def _attempts(self, recipient: Recipient) -> None:
+    async def _attempts(self, recipient: Recipient, line: str | None) -> None:
         assert recipient.key is not None
         key, payload = recipient.key, self._payload_for(recipient)
+        if line is not None:
+            payload = {**payload, "phone_line_id": line}  # planned: the line is always explicit
         attempt = 0
         while True:
             attempt += 1
-            self.journal.mark_sending(key)
+            self.journal.mark_sending(key, line)
             self.stats.requests += 1
             outcome = await self.client.send(payload)
             if outcome.delivered:
+                scheduler = self.settings.scheduler
+                if scheduler is not None and line is not None and outcome.lead_created is False:
+                    scheduler.planner.release(line, self.clock.wall())  # a follow-up: no first touch spent
                 self.journal.mark_delivered(key, outcome)
                 self.stats.sent += outcome.kind == "sent"
                 self.stats.duplicate += outcome.kind == "duplicate"
                 self._record(failed=False)
+                return
+            if outcome.code == CAPACITY_CODE and self.settings.scheduler is not None and line is not None:
+                self._hand_back(recipient, line, outcome)
                 return
             delay = self._handle_failure(recipient, outcome, attempt)
             if delay is None or self.stopping:
@@ -267,6 +371,17 @@ class Engine:
         if outcome.code == RATE_LIMIT_CODE:
             self.bucket.pause(delay)
         return delay
+
+    def _hand_back(self, recipient: Recipient, line: str, outcome: Outcome) -> None:
+        """A planned send met 4002: the line is busier than we knew; wait it out, never fail the row."""
+        assert recipient.key is not None and self.settings.scheduler is not None
+        now = self.clock.wall()
+        planner = self.settings.scheduler.planner
+        planner.release(line, now)
+        planner.block(line, now + (outcome.retry_after if outcome.retry_after is not None else 60.0))
+        self.journal.note_error(recipient.key, outcome.code, outcome.message, state="pending")
+        self.stats.capacity_waits += 1
+        self._requeued.append(recipient)
 
     def _capacity_wait(self, key: str, outcome: Outcome) -> float | None:
         wait = outcome.retry_after if outcome.retry_after is not None else 60.0

@@ -230,13 +230,31 @@ class Journal:
         wanted = set(keys) if keys is not None else None
         return {k: s for k, s in rows if wanted is None or k in wanted}
 
-    def mark_sending(self, key: str) -> None:
+    def mark_sending(self, key: str, line: str | None = None) -> None:
+        """Committed before the request; a planned line is kept so a resume reuses it (same request)."""
         now = self._clock()
         self._db.execute(
             "UPDATE recipients SET state = 'sending', attempts = attempts + 1, updated_at = ?, "
-            "first_attempt_at = COALESCE(first_attempt_at, ?) WHERE key = ?",
-            (now, now, key),
+            "first_attempt_at = COALESCE(first_attempt_at, ?), phone_line_id = COALESCE(?, phone_line_id) "
+            "WHERE key = ?",
+            (now, now, line, key),
         )
+
+    def planned_lines(self) -> dict[str, str]:
+        """Lines already used by attempted, unfinished rows: a resend must use the same one."""
+        rows = self._db.execute(
+            "SELECT key, phone_line_id FROM recipients WHERE state IN ('sending', 'pending') "
+            "AND attempts > 0 AND phone_line_id IS NOT NULL"
+        )
+        return dict(rows.fetchall())
+
+    def first_touch_history(self) -> list[tuple[str, float]]:
+        """(line, time) of every first-touch send so far, and of unresolved attempts (conservative)."""
+        rows = self._db.execute(
+            "SELECT phone_line_id, COALESCE(finished_at, updated_at) FROM recipients WHERE phone_line_id IS NOT NULL "
+            "AND ((state IN ('sent', 'duplicate') AND lead_created = 1) OR state = 'sending')"
+        )
+        return [(line, float(at)) for line, at in rows]
 
     def mark_delivered(self, key: str, outcome: Outcome) -> None:
         now = self._clock()

@@ -17,7 +17,11 @@ _EPSILON = 1e-9
 
 
 class Clock(Protocol):
-    def now(self) -> float: ...
+    def now(self) -> float:
+        """Monotonic seconds, for pacing."""
+
+    def wall(self) -> float:
+        """Epoch seconds, for capacity days, sending windows and quiet hours."""
 
     async def sleep(self, seconds: float) -> None: ...
 
@@ -25,6 +29,9 @@ class Clock(Protocol):
 class RealClock:
     def now(self) -> float:
         return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
@@ -37,6 +44,9 @@ class FakeClock:
         self.time = start
 
     def now(self) -> float:
+        return self.time
+
+    def wall(self) -> float:
         return self.time
 
     async def sleep(self, seconds: float) -> None:

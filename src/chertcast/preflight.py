@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
+import zoneinfo
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +97,7 @@ class Recipient:
     phone_line_id: str | None = None
     effect: str | None = None
     attachments: tuple[AttachmentRef, ...] = ()
+    timezone: str | None = None  # the row's own time zone column, for quiet hours
 
     def payload(self, attachment_ids: dict[str, str] | None = None) -> dict[str, Any]:
         """The JSON body of ``/send`` for this recipient (local files replaced by their ids)."""
@@ -162,7 +165,7 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
     phone_index, detected = _phone_column(campaign, sheet)
     mapped = {
         name: _mapped_column(campaign, sheet, name)
-        for name in ("name", "external_id", "phone_line_id", "effect", "attachments")
+        for name in ("name", "external_id", "phone_line_id", "effect", "attachments", "timezone")
     }
     suppressed = load_suppression(campaign)
     builder = _RowBuilder(campaign, sheet, template, variables, phone_index, mapped, suppressed)
@@ -282,6 +285,7 @@ class _RowBuilder:
         self.shared_attachments = campaign_attachments(campaign)
         self.campaign_id = campaign.id
         self.attachment_index = mapped.get("attachments")
+        self.timezone_index = mapped.get("timezone")
         defaults = {"phone_line_id": campaign.send.phone_line_id, "effect": campaign.send.effect}
         self.extra_sources = [
             (mapped.get(name), defaults.get(name)) for name in ("name", "external_id", "phone_line_id", "effect")
@@ -345,6 +349,7 @@ class _RowBuilder:
         attachments = (
             self._attachments(row, cells, problems) if self.attachment_index is not None else self.shared_attachments
         )
+        zone = self._zone(row, cells, problems) if self.timezone_index is not None else None
         e164 = phone.e164
         key = idempotency_key(self.campaign_id, e164) if e164 else None
         status: Status = "sendable"
@@ -357,7 +362,20 @@ class _RowBuilder:
         elif (first := self.first_row_of.setdefault(e164, row)) != row:  # type: ignore[arg-type]
             status, reason = "duplicate", f"{e164} repeats row {first}; only row {first} is sent"
             issues.append(Issue(row, self.phone_header, "warning", "duplicate", reason))
-        return Recipient(row, raw_phone, e164, body, key, status, reason, name, external_id, line, effect, attachments)
+        return Recipient(
+            row, raw_phone, e164, body, key, status, reason, name, external_id, line, effect, attachments, zone
+        )
+
+    def _zone(self, row: int, cells: tuple[str, ...], problems: list[Issue]) -> str | None:
+        assert self.timezone_index is not None
+        value = cells[self.timezone_index]
+        if not value:
+            return None
+        if value not in _valid_zones():
+            header = self.headers[self.timezone_index]
+            problems.append(Issue(row, header, "error", "timezone_invalid", f"unknown time zone {value!r}"))
+            return None
+        return value
 
     def _body(self, row: int, rendered: Rendered, problems: list[Issue]) -> str | None:
         if rendered.error:
@@ -405,6 +423,11 @@ class _RowBuilder:
                     )
                 refs.append(ref)
         return tuple(refs)
+
+
+@lru_cache(maxsize=1)
+def _valid_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 _FORKED_BUILDER: _RowBuilder | None = None

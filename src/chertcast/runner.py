@@ -37,6 +37,7 @@ class SendOptions:
     encoding: str | None = None
     grace_s: float = 30.0
     handle_signals: bool = True
+    wait: bool = False
 
 
 @dataclass

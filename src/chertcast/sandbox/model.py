@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import random
 import re
 import secrets
@@ -20,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from chertcast.capacity import CapacityRules, LinePlanner
 from chertcast.signing import sign
 
 DEFAULT_SECRET = "5a4d0b0c5a4d0b0c5a4d0b0c5a4d0b0c"
@@ -75,6 +77,7 @@ class SandboxConfig:
     max_body_chars: int = MAX_BODY_CHARS
     faults: Faults = field(default_factory=Faults)
     clock: Callable[[], float] = time.time
+    capacity: CapacityRules | None = None  # None: unlimited lines (the default sandbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,8 @@ class SandboxModel:
             self._ledger: list[Delivery] = []
             self._window: deque[float] = deque()
             self._next_line = 0
+            self._pending_line: str | None = None
+            self._planner = LinePlanner(self.config.capacity, self.config.lines) if self.config.capacity else None
             self._in_flight = 0
             self.counters: dict[str, int] = {
                 "requests": 0,
@@ -330,7 +335,7 @@ class SandboxModel:
                 self.counters["replays"] += 1
                 return Reply(200, dict(cached[2]))
         reply = self._dedup_or_deliver(payload, now)
-        if key is not None:
+        if key is not None and reply.status == 200:  # failed attempts are not cached
             self._idempotent[key] = (fingerprint, now, reply.body)
         return reply
 
@@ -387,6 +392,9 @@ class SandboxModel:
         if recent is not None and now - recent[0] < self.config.dedup_window_s:
             self.counters["duplicates"] += 1
             return Reply(200, {**recent[1], "status": "duplicate", "lead_created": False})
+        refused = self._capacity_refusal(phone, payload.get("phone_line_id"), now)
+        if refused is not None:
+            return refused
         lead, created = self._lead_for(phone, payload.get("phone_line_id"))
         message_id = uuid.uuid4().hex
         delivery = Delivery(
@@ -416,11 +424,28 @@ class SandboxModel:
         self._recent[(phone, body)] = (now, body_out)
         return Reply(200, body_out)
 
+    def _capacity_refusal(self, phone: str, requested_line: str | None, now: float) -> Reply | None:
+        """Capacity mode: a first-touch send needs a line with room now, else 4002 + truthful retry_after."""
+        if self._planner is None or phone in self._leads:
+            return None
+        if requested_line is not None:
+            line, at = requested_line, self._planner.earliest(requested_line, now)
+        else:
+            line, at = self._planner.next_slot(now)
+        if at > now:
+            self.counters["capacity_refusals"] += 1
+            wait = max(1, math.ceil(at - now))
+            return self._error(4002, "All phone lines saturated for this recipient", retry_after=wait)
+        self._planner.record(line, now)
+        self._pending_line = line
+        return None
+
     def _lead_for(self, phone: str, requested_line: str | None) -> tuple[_Lead, bool]:
         lead = self._leads.get(phone)
         created = lead is None
         if lead is None:
-            line = requested_line or self._pick_line()
+            line = requested_line or self._pending_line or self._pick_line()
+            self._pending_line = None
             lead = _Lead(str(uuid.uuid4()), str(uuid.uuid4()), line)
             self._leads[phone] = lead
         elif requested_line is not None:
