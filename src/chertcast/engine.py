@@ -239,7 +239,9 @@ class Engine:
                 if not held:
                     return
                 wake = min(until for until, _ in held)
-                if not await self._wait_until(scheduler, now, wake, f"{len(held):,} rows are held by quiet hours"):
+                if not await self._wait_until(
+                    scheduler, slots, now, wake, f"{len(held):,} rows are held by quiet hours"
+                ):
                     return
                 continue
             recipient = queue.popleft()
@@ -250,20 +252,37 @@ class Engine:
             line, at = scheduler.slot(recipient, now)
             if at > now:
                 queue.appendleft(recipient)
-                if not await self._wait_until(scheduler, now, at, "today's first-touch capacity is used up"):
+                if not await self._wait_until(scheduler, slots, now, at, "today's first-touch capacity is used up"):
                     return
                 continue
-            scheduler.planner.record(line, now)
-            if not await self._launch(group, slots, recipient, line):
+            await slots.acquire()
+            await self._interruptible(self.bucket.acquire)
+            if self.stopping:
+                slots.release()
                 return
+            now = self.clock.wall()  # the token wait took time: plan with the moment of sending
+            line, at = scheduler.slot(recipient, now)
+            if at > now:
+                slots.release()
+                queue.appendleft(recipient)
+                continue
+            scheduler.planner.record(line, now)
+            group.start_soon(self._deliver, recipient, slots, line)
         self.stats.held_by_quiet_hours = len(held) + sum(1 for r in queue if scheduler.held_until(r, now))
 
-    async def _wait_until(self, scheduler: Scheduler, now: float, until: float, why: str) -> bool:
+    async def _wait_until(
+        self, scheduler: Scheduler, slots: anyio.Semaphore, now: float, until: float, why: str
+    ) -> bool:
+        """Wait for the next slot (today), or end the run (capacity returns another day)."""
+        while slots.value < self.settings.concurrency:  # let answers in flight land first: a
+            await anyio.sleep(0.005)  # handed-back row or a follow-up changes the plan
+        if self._requeued:
+            return True
         if not scheduler.may_wait(now, until):
             self.stop("capacity", why, next_in=until - now)
             self._result.next_possible_at = until
             return False
-        await self._interruptible(partial(self.clock.sleep, until - now))
+        await self._interruptible(partial(self.clock.sleep, until - self.clock.wall()))
         return not self.stopping
 
     async def _interruptible(self, wait: Callable[[], Awaitable[None]]) -> None:

@@ -16,8 +16,9 @@ import anyio
 import httpx
 
 from chertcast.campaign import SECRET_ENV, Campaign, load_campaign
+from chertcast.capacity import LinePlanner
 from chertcast.client import ChertClient, Secret
-from chertcast.engine import Engine, EngineSettings, Progress, RetryPolicy, RunResult
+from chertcast.engine import Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
 from chertcast.errors import CampaignStopped, ConfigError
 from chertcast.journal import Journal
 from chertcast.pacing import Clock, RealClock
@@ -155,20 +156,65 @@ async def _run(
     timeout = httpx.Timeout(settings.timeout_s, connect=10.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
         api = prepared.campaign.api
-        client = ChertClient(http, base_url, secret, auth=api.auth, tenant=api.tenant)
-        with Journal(prepared.journal_path, prepared.campaign.id) as journal:
+        client = ChertClient(http, base_url, secret, auth=api.auth, tenant=api.tenant, clock=clock.wall)
+        with Journal(prepared.journal_path, prepared.campaign.id, clock=clock.wall) as journal:
             uploaded = await upload_attachments(client, journal, prepared.to_send)
+            engine_settings = _engine_settings(prepared, options)
+            engine_settings.scheduler = await build_scheduler(prepared.campaign, client, journal, options.wait)
             engine = Engine(
                 client,
                 journal,
-                _engine_settings(prepared, options),
+                engine_settings,
                 clock,
                 progress,
                 random.Random(),
                 payload_for=lambda r: r.payload(uploaded),
             )
-            journal.set_meta("last_run_started_at", str(time.time()))
-            return await engine.run(prepared.to_send)
+            journal.set_meta("last_run_started_at", str(clock.wall()))
+            result = await engine.run(prepared.to_send)
+            if engine_settings.scheduler is not None:
+                result.capacity = capacity_snapshot(engine_settings.scheduler, clock.wall())
+            return result
+
+
+async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Journal, wait: bool) -> Scheduler | None:
+    """Capacity planning, unless the campaign turns it off; lines from the file or from Chert."""
+    settings = campaign.capacity
+    if not settings.enabled:
+        return None
+    lines = list(settings.lines) or await discover_lines(client)
+    planner = LinePlanner(settings.rules(), lines, journal.first_touch_history())
+    quiet = campaign.quiet_hours.hours(settings.timezone) if campaign.quiet_hours.enabled else None
+    return Scheduler(planner, quiet, wait, journal.planned_lines())
+
+
+async def discover_lines(client: ChertClient) -> list[str]:
+    try:
+        status, body = await client.get_json("/phone-numbers")
+    except httpx.HTTPError as exc:
+        raise CampaignStopped(f"cannot list sender lines (GET /phone-numbers): {type(exc).__name__}") from None
+    numbers = body.get("phone_numbers") if isinstance(body, dict) else None
+    if status >= 300 or not isinstance(numbers, list):
+        raise CampaignStopped(f"cannot list sender lines (GET /phone-numbers answered HTTP {status})")
+    lines = [
+        str(n.get("phone_line_id") or n.get("id"))
+        for n in numbers
+        if isinstance(n, dict) and n.get("is_active", True) and "send" in n.get("capabilities", ["send"])
+    ]
+    if not lines:
+        raise CampaignStopped("Chert lists no active sender line for this tenant; set [capacity] lines")
+    return lines
+
+
+def capacity_snapshot(scheduler: Scheduler, now: float) -> dict[str, object]:
+    planner = scheduler.planner
+    _, next_at = planner.next_slot(now)
+    return {
+        "sent_today": planner.sent_today(now),
+        "remaining_today": planner.remaining_today(now),
+        "next_possible_at": next_at,
+        "timezone": planner.rules.timezone,
+    }
 
 
 def _engine_settings(prepared: Prepared, options: SendOptions) -> EngineSettings:

@@ -193,6 +193,7 @@ class SandboxModel:
                 "duplicates": 0,
                 "errors": 0,
                 "peak_concurrency": 0,
+                "capacity_refusals": 0,
             }
             self.fault_counts: dict[str, int] = {
                 "error_500": 0,

@@ -1,0 +1,173 @@
+"""Capacity: the planner's rules, quiet hours, the sandbox's capacity mode, and a multi-day
+campaign run like cron on an injected clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from chertcast import runner
+from chertcast.capacity import CapacityRules, LinePlanner, QuietHours, next_quiet_ok, quiet_ok, zones_for
+from chertcast.journal import Journal
+from chertcast.pacing import FakeClock
+from chertcast.sandbox import DEFAULT_SECRET, SandboxConfig, SandboxModel, SandboxServer, sandbox_transport
+from tests.helpers import write_campaign
+
+NY = ZoneInfo("America/New_York")
+LINES = tuple(f"pl_line_{i}" for i in range(1, 6))
+RULES = CapacityRules(window_start=dt.time(9), window_end=dt.time(18), timezone="America/New_York")
+
+
+def at(day: int, hour: int, minute: int = 0) -> float:
+    """Epoch seconds of hour:minute New York time, `day` days after Monday 2026-11-30."""
+    return (dt.datetime(2026, 11, 30, hour, minute, tzinfo=NY) + dt.timedelta(days=day)).timestamp()
+
+
+def test_planner_gap_cap_window_and_project_cap() -> None:
+    planner = LinePlanner(RULES, ["a", "b"])
+    assert planner.next_slot(at(0, 8)) == ("a", at(0, 9))  # before the window: wait for it
+    planner.record("a", at(0, 9))
+    assert planner.next_slot(at(0, 9)) == ("b", at(0, 9))
+    planner.record("b", at(0, 9))
+    assert planner.next_slot(at(0, 9, 1)) == ("a", at(0, 9, 10))  # the 10-minute gap
+    for i in range(1, 30):
+        planner.record("a", at(0, 9, 10) + 600 * i)
+    assert planner.earliest("a", at(0, 15)) == at(1, 9)  # 30 today: tomorrow's window
+    assert planner.remaining_today(at(0, 15)) == {"a": 0, "b": 29}
+    capped = LinePlanner(CapacityRules(project_daily_cap=3, timezone="America/New_York"), ["a", "b"])
+    for t in (at(0, 10), at(0, 10), at(0, 11)):
+        capped.record(capped.next_slot(t)[0], t)
+    assert capped.next_slot(at(0, 12))[1] == at(1, 0)
+
+
+def test_calendar_estimate() -> None:
+    planner = LinePlanner(RULES, LINES)
+    days = planner.calendar(1000, at(0, 8))
+    assert [n for _, n in days] == [150] * 6 + [100]
+    assert days[-1][0] == dt.date(2026, 12, 6)
+
+
+def test_quiet_hours_most_restrictive_zone() -> None:
+    hours = QuietHours()
+    ny = zones_for("+12125550100")
+    la = zones_for("+14155550100")
+    assert [z.key for z in ny] == ["America/New_York"] and [z.key for z in la] == ["America/Los_Angeles"]
+    assert quiet_ok(ny, at(0, 9), hours) and not quiet_ok(la, at(0, 9), hours)  # 06:00 in LA
+    assert next_quiet_ok(la, at(0, 9), hours) == at(0, 11)  # 08:00 in LA
+    both = (*ny, *la)
+    assert next_quiet_ok(both, at(0, 22), hours) == at(1, 11)  # NY closed at 21:00; LA opens at 11:00 NY time
+    assert zones_for("+12125550100", "Asia/Tokyo")[0].key == "Asia/Tokyo"
+
+
+def test_sandbox_capacity_mode_answers_4002_with_truthful_retry_after() -> None:
+    clock = FakeClock(at(0, 9))
+    model = SandboxModel(SandboxConfig(lines=("a",), capacity=RULES, clock=clock.wall))
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=sandbox_transport(model), base_url="http://s/api/v1") as http:
+            headers = {"authorization": f"Bearer {DEFAULT_SECRET}"}
+            out = [await http.post("/send", json={"phone": "+12125550100", "body": "one"}, headers=headers)]
+            out.append(await http.post("/send", json={"phone": "+12125550101", "body": "two"}, headers=headers))
+            out.append(await http.post("/send", json={"phone": "+12125550100", "body": "follow-up"}, headers=headers))
+            clock.time += 600
+            out.append(await http.post("/send", json={"phone": "+12125550101", "body": "two"}, headers=headers))
+            return out
+
+    import anyio
+
+    first, refused, follow_up, later = anyio.run(scenario)
+    assert first.json()["status"] == "sent"
+    assert refused.status_code == 503 and refused.json()["code"] == 4002
+    assert refused.json()["retry_after"] == 600 and refused.headers["retry-after"] == "600"
+    assert follow_up.json()["status"] == "sent"  # not a first touch: no capacity needed
+    assert later.json()["status"] == "sent"
+
+
+def run_day(campaign: Path, clock: FakeClock, server: SandboxServer, journal: Path) -> runner.SendResult:
+    import os
+
+    os.environ["CHERT_BASE_URL"] = server.base_url
+    os.environ["CHERT_SIGNING_SECRET"] = DEFAULT_SECRET
+    try:
+        options = runner.SendOptions(journal=journal, handle_signals=False)
+        prepared = runner.prepare(campaign, options)
+        return runner.execute(prepared, options, clock=clock)
+    finally:
+        del os.environ["CHERT_BASE_URL"], os.environ["CHERT_SIGNING_SECRET"]
+
+
+EASTERN = ("212", "646", "917", "718", "617", "305", "404", "202")
+
+
+def test_five_lines_thousand_recipients_across_simulated_days(tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,name\n" + "".join(
+        f"({EASTERN[i % 8]}) 555-{i // 8:04d},Lead {i}\n" for i in range(1000)))
+    lines = ", ".join(f'"{line}"' for line in LINES)
+    extra = (f'[send]\nrate = 50\n[capacity]\nlines = [{lines}]\nwindow_start = "09:00"\nwindow_end = "18:00"\n'
+             'timezone = "America/New_York"\n')
+    campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
+    clock = FakeClock(at(0, 8))
+    model = SandboxModel(SandboxConfig(lines=LINES, capacity=RULES, clock=clock.wall))
+    planned_finish = LinePlanner(RULES, LINES).calendar(1000, clock.wall())[-1][0]
+    runs = 0
+    with SandboxServer(model) as server:
+        while True:
+            result = run_day(campaign, clock, server, tmp_path / "j.sqlite")
+            runs += 1
+            if result.run is None or result.run.stop_kind != "capacity":
+                break
+            assert result.run.next_possible_at is not None and runs < 20
+            clock.time = result.run.next_possible_at  # what cron does: run again when capacity returns
+    ledger = model.deliveries()
+    assert Counter(d.phone for d in ledger).most_common(1)[0][1] == 1 and len(ledger) == 1000
+    by_line: dict[str, list[float]] = defaultdict(list)
+    for delivery in ledger:
+        by_line[delivery.phone_line_id].append(delivery.time)
+    for times in by_line.values():
+        times.sort()
+        assert min(b - a for a, b in zip(times, times[1:])) >= 600
+        assert max(Counter(dt.datetime.fromtimestamp(t, NY).date() for t in times).values()) <= 30
+    local = [dt.datetime.fromtimestamp(d.time, NY) for d in ledger]
+    assert all(dt.time(9) <= t.time() < dt.time(18) for t in local)
+    assert max(t.date() for t in local) == planned_finish == dt.date(2026, 12, 6)
+    assert runs == 7
+    stats = model.stats()
+    assert stats["capacity_refusals"] / stats["requests"] < 0.01
+    with Journal(tmp_path / "j.sqlite", "test-campaign", readonly=True) as journal:
+        counts = journal.counts()
+    assert counts["sent"] == 1000 and counts["failed"] == 0
+
+
+def test_quiet_hours_hold_rows_pending(tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,name\n(212) 555-0001,NY\n(415) 555-0002,LA\n")
+    extra = '[capacity]\nline_gap_minutes = 0\ntimezone = "America/New_York"\n'
+    campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
+    clock = FakeClock(at(0, 9, 30))  # 06:30 in Los Angeles
+    model = SandboxModel(SandboxConfig(clock=clock.wall))
+    with SandboxServer(model) as server:
+        result = run_day(campaign, clock, server, tmp_path / "j.sqlite")
+    assert [d.phone for d in model.deliveries()] == ["+12125550001", "+14155550002"]
+    la_time = dt.datetime.fromtimestamp(model.deliveries()[1].time, ZoneInfo("America/Los_Angeles"))
+    assert la_time.time() == dt.time(8, 0)  # waited for 08:00 local, the same day
+    assert result.run is not None and result.run.stop_kind is None
+
+
+def test_quiet_hours_past_today_end_the_run_and_keep_rows_pending(tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,name\n(212) 555-0001,NY\n")
+    extra = '[capacity]\ntimezone = "America/New_York"\n'
+    campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
+    clock = FakeClock(at(0, 22))  # 22:00 in New York: held until 08:00 tomorrow
+    with SandboxServer(SandboxModel(SandboxConfig(clock=clock.wall))) as server:
+        result = run_day(campaign, clock, server, tmp_path / "j.sqlite")
+        assert server.model.deliveries() == []
+    assert result.run is not None and result.run.stop_kind == "capacity"
+    assert result.run.next_possible_at == pytest.approx(at(1, 8))
+    assert result.counts["pending"] == 1 and result.counts.get("failed", 0) == 0
