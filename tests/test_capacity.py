@@ -4,6 +4,7 @@ campaign run like cron on an injected clock."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import Counter, defaultdict
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -106,11 +107,14 @@ EASTERN = ("212", "646", "917", "718", "617", "305", "404", "202")
 
 def test_five_lines_thousand_recipients_across_simulated_days(tmp_path: Path) -> None:
     contacts = tmp_path / "contacts.csv"
-    contacts.write_text("phone,name\n" + "".join(
-        f"({EASTERN[i % 8]}) 555-{i // 8:04d},Lead {i}\n" for i in range(1000)))
+    contacts.write_text(
+        "phone,name\n" + "".join(f"({EASTERN[i % 8]}) 555-{i // 8:04d},Lead {i}\n" for i in range(1000))
+    )
     lines = ", ".join(f'"{line}"' for line in LINES)
-    extra = (f'[send]\nrate = 50\n[capacity]\nlines = [{lines}]\nwindow_start = "09:00"\nwindow_end = "18:00"\n'
-             'timezone = "America/New_York"\n')
+    extra = (
+        f'[send]\nrate = 50\n[capacity]\nlines = [{lines}]\nwindow_start = "09:00"\nwindow_end = "18:00"\n'
+        'timezone = "America/New_York"\n'
+    )
     campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
     clock = FakeClock(at(0, 8))
     model = SandboxModel(SandboxConfig(lines=LINES, capacity=RULES, clock=clock.wall))
@@ -131,7 +135,7 @@ def test_five_lines_thousand_recipients_across_simulated_days(tmp_path: Path) ->
         by_line[delivery.phone_line_id].append(delivery.time)
     for times in by_line.values():
         times.sort()
-        assert min(b - a for a, b in zip(times, times[1:])) >= 600
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 600
         assert max(Counter(dt.datetime.fromtimestamp(t, NY).date() for t in times).values()) <= 30
     local = [dt.datetime.fromtimestamp(d.time, NY) for d in ledger]
     assert all(dt.time(9) <= t.time() < dt.time(18) for t in local)
