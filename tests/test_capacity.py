@@ -175,3 +175,53 @@ def test_quiet_hours_past_today_end_the_run_and_keep_rows_pending(tmp_path: Path
     assert result.run is not None and result.run.stop_kind == "capacity"
     assert result.run.next_possible_at == pytest.approx(at(1, 8))
     assert result.counts["pending"] == 1 and result.counts.get("failed", 0) == 0
+
+
+def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from tests.helpers import run_cli, run_process, write_contacts
+
+    contacts = write_contacts(tmp_path / "contacts.csv", 5)
+    extra = (
+        '[capacity]\nlines = ["pl_a", "pl_b"]\nline_daily_cap = 1\nhorizon_days = 2\n[quiet_hours]\nenabled = false\n'
+    )
+    campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
+    check = run_cli("check", campaign)
+    assert "calendar: 5 first-touch sends on 2 lines (1/line/day, 10 min apart, UTC): 3 sending days" in check.output
+    assert "beyond the 2-day horizon" in check.output
+    assert json.loads(run_cli("check", campaign, "--json").output)["calendar"]["sending_days"] == 3
+    model = SandboxModel(SandboxConfig(lines=("pl_a", "pl_b"), capacity=CapacityRules(line_daily_cap=1)))
+    with SandboxServer(model) as server:
+        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        result = run_process("send", campaign, "--yes", env=env)
+        again = run_process("send", campaign, "--yes", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Stopped: today's first-touch capacity is used up" in result.stdout
+    assert "First-touch sends today per line: pl_a 1, pl_b 1" in result.stdout
+    assert "Next send possible at " in result.stdout and "3 rows remain" in result.stdout
+    assert f"*/15 * * * * chertcast send {campaign} --yes" in result.stdout
+    assert again.returncode == 0 and "This run: sent 0" in again.stdout  # nothing possible until tomorrow
+    assert sorted(d.phone_line_id for d in model.deliveries()) == ["pl_a", "pl_b"]
+    assert model.stats()["capacity_refusals"] == 0  # chertcast knew its capacity: no wasted 4002
+    status = run_cli("status", campaign)
+    assert "Capacity:" in status.output and "Capacity left today: 0" in status.output
+    data = json.loads(run_cli("status", campaign, "--json").output)
+    assert data["pending"] == 3 and data["capacity"]["sent_today"] == {"pl_a": 1, "pl_b": 1}
+
+
+def test_lines_are_discovered_from_phone_numbers(tmp_path: Path) -> None:
+    import os
+
+    from tests.helpers import run_process, write_contacts
+
+    contacts = write_contacts(tmp_path / "contacts.csv", 3)
+    campaign = write_campaign(tmp_path, contacts, extra="[quiet_hours]\nenabled = false\n", planned=True)
+    model = SandboxModel(SandboxConfig(capacity=CapacityRules()))
+    with SandboxServer(model) as server:
+        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        result = run_process("send", campaign, "--yes", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(d.phone_line_id for d in model.deliveries()) == sorted(model.config.lines)
+    assert model.stats()["capacity_refusals"] == 0

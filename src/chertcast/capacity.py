@@ -210,3 +210,41 @@ def next_quiet_ok(zones: Sequence[ZoneInfo], ts: float, hours: QuietHours) -> fl
         if quiet_ok(zones, candidate, hours):
             return candidate
     raise ValueError("the quiet hours leave no common delivery time for this recipient's time zones")
+
+
+@dataclass(frozen=True)
+class Calendar:
+    lines: int
+    per_day: list[tuple[dt.date, int]]
+
+    @property
+    def sending_days(self) -> int:
+        return len(self.per_day)
+
+    @property
+    def finish(self) -> dt.date | None:
+        return self.per_day[-1][0] if self.per_day else None
+
+
+SIMULATED_SENDS = 20_000
+
+
+def estimate_calendar(rules: CapacityRules, lines: Sequence[str], count: int, start: float) -> Calendar:
+    """Sending days for ``count`` first-touch sends from ``start`` with fresh capacity.
+
+    Up to 20,000 sends are simulated slot by slot; beyond that, whole days at full capacity
+    are added after the simulated part.
+    """
+    planner = LinePlanner(rules, lines)
+    simulated = planner.calendar(min(count, SIMULATED_SENDS), start)
+    rest = count - min(count, SIMULATED_SENDS)
+    if rest and simulated:
+        per_day = len(lines) * rules.line_daily_cap
+        if rules.project_daily_cap is not None:
+            per_day = min(per_day, rules.project_daily_cap)
+        day = simulated[-1][0]
+        while rest > 0:
+            day += dt.timedelta(days=1)
+            simulated.append((day, min(per_day, rest)))
+            rest -= per_day
+    return Calendar(len(lines), simulated)

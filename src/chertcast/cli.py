@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
 from chertcast import __version__, present, runner
 from chertcast.campaign import load_campaign
+from chertcast.capacity import CapacityRules, parse_clock
 from chertcast.errors import ChertcastError, InputError
 from chertcast.export import write_table
 from chertcast.journal import Journal
@@ -67,6 +70,11 @@ def cli() -> None:
 @click.option("--rate-limit", default=None, type=float, help="Server-side limit in requests/s (over it: 1007).")
 @click.option("--dedup-window", default=600.0, show_default=True, help="Dedup window in seconds.")
 @click.option("--seed", default=None, type=int, help="Seed for reproducible faults.")
+@click.option("--lines", "line_count", default=3, show_default=True, type=click.IntRange(1, 500), help="Sender lines.")
+@click.option("--capacity", is_flag=True, help="Enforce Chert's first-touch capacity (10 min gap, 30/line/day).")
+@click.option("--window", default=None, help="Capacity mode: sending window, e.g. 09:00-18:00.")
+@click.option("--timezone", "zone", default="UTC", show_default=True, help="Capacity mode: the project's time zone.")
+@click.option("--project-daily-cap", default=None, type=int, help="Capacity mode: first-touch sends per day.")
 @friendly
 def sandbox(
     host: str,
@@ -83,6 +91,11 @@ def sandbox(
     rate_limit: float | None,
     dedup_window: float,
     seed: int | None,
+    line_count: int,
+    capacity: bool,
+    window: str | None,
+    zone: str,
+    project_daily_cap: int | None,
 ) -> None:
     """Serve a local Chert /send stand-in with fault injection, until Ctrl-C."""
     from chertcast.sandbox.model import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel
@@ -100,7 +113,11 @@ def sandbox(
         rate_limit_per_s=rate_limit,
         seed=seed,
     )
-    config = SandboxConfig(secret=secret or DEFAULT_SECRET, faults=faults, dedup_window_s=dedup_window)
+    rules = _capacity_rules(window, zone, project_daily_cap) if capacity else None
+    lines = tuple(f"pl_sandbox_line_{i}" for i in range(1, line_count + 1))
+    config = SandboxConfig(
+        secret=secret or DEFAULT_SECRET, faults=faults, dedup_window_s=dedup_window, lines=lines, capacity=rules
+    )
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(f"chertcast sandbox listening on http://{shown_host}:{port}/api/v1")
     click.echo(f"accepted secret: {config.secret}  (sandbox only; export CHERT_SIGNING_SECRET={config.secret})")
@@ -130,7 +147,7 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(present.check_json(plan), ensure_ascii=False))
     else:
-        for line in present.plan_summary(plan):
+        for line in [*present.plan_summary(plan), *present.calendar_lines(plan, time.time())]:
             click.echo(line)
         if plan.issues:
             click.echo("")
@@ -195,6 +212,7 @@ def preview(campaign: Path, encoding: str | None, count: int, row: int | None, o
 @click.option("--json", "as_json", is_flag=True, help="Print a final JSON summary instead of text.")
 @click.option("--allow-changes", is_flag=True, help="Send rows whose message changed since they were attempted.")
 @click.option("--retry-failed", is_flag=True, help="Put rows that failed back in the queue.")
+@click.option("--wait", is_flag=True, help="When today's capacity is spent, stay up and continue when it returns.")
 @ENCODING
 @friendly
 def send(
@@ -209,6 +227,7 @@ def send(
     as_json: bool,
     allow_changes: bool,
     retry_failed: bool,
+    wait: bool,
     encoding: str | None,
 ) -> None:
     """Send the campaign: paced, retried, exactly once. Rerun the same command to resume."""
@@ -222,6 +241,7 @@ def send(
         allow_changes=allow_changes,
         retry_failed=retry_failed,
         encoding=encoding,
+        wait=wait,
     )
     prepared = runner.prepare(campaign, options)
     if not dry_run and not sandbox:
@@ -272,6 +292,7 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
     path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
     with Journal.open_existing(path, loaded.id) as opened:
         data = present.status_json(loaded.id, opened)
+        data["capacity"] = runner.capacity_status(loaded, opened, time.time())
     if as_json:
         click.echo(json.dumps(data))
         return
@@ -305,6 +326,21 @@ def report(
         headers, rows = present.report_rows(plan, list(opened.rows()), only)
     written = write_table(out, headers, rows)
     click.echo(f"wrote {written:,} rows to {out}")
+
+
+def _capacity_rules(window: str | None, zone: str, project_daily_cap: int | None) -> CapacityRules:
+    start = end = None
+    if window:
+        try:
+            first, _, last = window.partition("-")
+            start, end = parse_clock(first), parse_clock(last)
+        except ValueError:
+            raise ChertcastError(f"--window: expected HH:MM-HH:MM, got {window!r}") from None
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ChertcastError(f"--timezone: unknown time zone {zone!r}") from None
+    return CapacityRules(window_start=start, window_end=end, timezone=zone, project_daily_cap=project_daily_cap)
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ from typing import Protocol
 import anyio
 import anyio.lowlevel
 
-_EPSILON = 1e-9
+_EPSILON = 1e-6  # tokens: float sums of refills land just below 1
+_MIN_SLEEP_S = 1e-4  # so an epoch-sized clock (ulp ~2e-7 s) always moves forward
 
 
 class Clock(Protocol):
@@ -83,7 +84,7 @@ class TokenBucket:
                 if self._tokens >= 1 - _EPSILON:  # float sums of refills land just below 1
                     self._tokens = max(0.0, self._tokens - 1)
                     return
-                await self._clock.sleep(max((1 - self._tokens) / self.rate, _EPSILON))
+                await self._clock.sleep(max((1 - self._tokens) / self.rate, _MIN_SLEEP_S))
 
     def pause(self, seconds: float) -> None:
         """The server asked everyone to wait: nobody starts a request for ``seconds``."""

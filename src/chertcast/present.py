@@ -5,11 +5,14 @@ from __future__ import annotations
 import shlex
 import sys
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from chertcast.capacity import estimate_calendar
 from chertcast.engine import RunResult
 from chertcast.journal import STATES, Journal, JournalRow
 from chertcast.preflight import Issue, Plan, Recipient
@@ -39,6 +42,42 @@ def duration(seconds: float) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+def calendar_lines(plan: Plan, now: float) -> list[str]:
+    """check's calendar: how many sending days the sendable rows need with the campaign's lines."""
+    settings = plan.campaign.capacity
+    if not settings.enabled:
+        return ["  calendar: capacity planning is off ([capacity] enabled = false)"]
+    if not settings.lines:
+        return ["  calendar: sender lines are discovered when sending; list them in [capacity] lines for an estimate"]
+    calendar = estimate_calendar(settings.rules(), settings.lines, len(plan.sendable), now)
+    window = f", window {settings.window_start}-{settings.window_end}" if settings.window_start else ""
+    lines = [
+        f"  calendar: {len(plan.sendable):,} first-touch sends on {calendar.lines} lines "
+        f"({settings.line_daily_cap}/line/day, {settings.line_gap_minutes:g} min apart{window}, {settings.timezone}): "
+        f"{calendar.sending_days} sending day{'s' if calendar.sending_days != 1 else ''}, "
+        f"expected finish {calendar.finish or '-'}"
+    ]
+    if calendar.sending_days > settings.horizon_days:
+        lines.append(
+            f"  warning: the plan needs {calendar.sending_days} sending days, beyond the "
+            f"{settings.horizon_days}-day horizon ([capacity] horizon_days): add lines or split the campaign"
+        )
+    return lines
+
+
+def calendar_json(plan: Plan, now: float) -> dict[str, Any] | None:
+    settings = plan.campaign.capacity
+    if not settings.enabled or not settings.lines:
+        return None
+    calendar = estimate_calendar(settings.rules(), settings.lines, len(plan.sendable), now)
+    return {
+        "lines": calendar.lines,
+        "sending_days": calendar.sending_days,
+        "finish_date": calendar.finish.isoformat() if calendar.finish else None,
+        "beyond_horizon": calendar.sending_days > settings.horizon_days,
+    }
 
 
 def plan_summary(plan: Plan) -> list[str]:
@@ -97,6 +136,7 @@ def check_json(plan: Plan) -> dict[str, Any]:
         "suppressed": counts["suppressed"],
         "warnings": sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate"),
         "estimated_seconds": round(plan.estimated_seconds(), 1),
+        "calendar": calendar_json(plan, time.time()),
         "issues": [issue.as_json() for issue in plan.issues],
     }
 
@@ -198,7 +238,14 @@ def send_summary(result: SendResult, options: SendOptions) -> list[str]:
         lines.append(f"Sandbox ledger: {result.sandbox_deliveries:,} deliveries (a rehearsal; nothing reached a phone)")
     if run.stop_reason:
         lines.append(f"Stopped: {run.stop_reason}")
-    if run.stop_kind == "capacity" and run.next_possible_in_s is not None:
+    if run.capacity is not None:
+        lines += capacity_lines(run.capacity)
+    if run.stop_kind == "capacity" and run.next_possible_at is not None:
+        zone = str(run.capacity["timezone"]) if run.capacity else "UTC"
+        when = datetime.fromtimestamp(run.next_possible_at, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+        lines.append(f"Next send possible at {when} (in about {duration(run.next_possible_in_s or 0)}).")
+        lines.append(f"Run the same command then, or from cron: */15 * * * * {resume_command()} >> send.log 2>&1")
+    elif run.stop_kind == "capacity" and run.next_possible_in_s is not None:
         lines.append(f"Next send possible in about {duration(run.next_possible_in_s)}.")
     remaining = result.counts.get("pending", 0) + result.counts.get("sending", 0)
     if remaining:
@@ -213,6 +260,15 @@ def send_summary(result: SendResult, options: SendOptions) -> list[str]:
         f"Report: chertcast report {_campaign_arg()} --out results.csv{' --sandbox' if options.sandbox else ''}"
     )
     return lines
+
+
+def capacity_lines(capacity: dict[str, Any]) -> list[str]:
+    sent = capacity["sent_today"]
+    left = capacity["remaining_today"]
+    return [
+        "First-touch sends today per line: " + ", ".join(f"{line} {n}" for line, n in sent.items()),
+        f"Capacity left today: {sum(left.values()):,} (" + ", ".join(f"{line} {n}" for line, n in left.items()) + ")",
+    ]
 
 
 def _campaign_arg() -> str:
@@ -273,6 +329,15 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
     lines.append(f"  started      {data['created_at'] or '-'}")
     lines.append(f"  last run     {data['last_run_started_at'] or '-'}")
     lines.append(f"  last progress {data['last_progress_at'] or '-'}")
+    capacity = data.get("capacity")
+    if capacity and capacity.get("lines_known"):
+        zone = ZoneInfo(str(capacity["timezone"]))
+        when = datetime.fromtimestamp(float(capacity["next_possible_at"]), zone).strftime("%Y-%m-%d %H:%M %Z")
+        lines += ["Capacity:", *[f"  {line}" for line in capacity_lines(capacity)]]
+        lines.append(f"  next first-touch send possible at {when}")
+        lines.append(f"  rows held by quiet hours right now: {capacity['held_by_quiet_hours']:,}")
+    elif capacity is not None:
+        lines.append("Capacity: no sender line known yet (list them in [capacity] lines)")
     if data["top_errors"]:
         lines.append("Most common errors:")
         lines += [

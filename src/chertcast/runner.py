@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import mimetypes
 import os
@@ -16,13 +17,15 @@ import anyio
 import httpx
 
 from chertcast.campaign import SECRET_ENV, Campaign, load_campaign
-from chertcast.capacity import LinePlanner
+from chertcast.capacity import LinePlanner, quiet_ok, zones_for
 from chertcast.client import ChertClient, Secret
 from chertcast.engine import Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
 from chertcast.errors import CampaignStopped, ConfigError
 from chertcast.journal import Journal
 from chertcast.pacing import Clock, RealClock
 from chertcast.preflight import Plan, Recipient, build_plan
+
+GAP_MARGIN_S = 5.0
 
 
 @dataclass
@@ -183,7 +186,10 @@ async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Jour
     if not settings.enabled:
         return None
     lines = list(settings.lines) or await discover_lines(client)
-    planner = LinePlanner(settings.rules(), lines, journal.first_touch_history())
+    # Plan each line's gap a few seconds wider than Chert's: Chert times a send when it
+    # arrives, after network latency, so a plan at exactly 10:00 would meet an avoidable 4002.
+    rules = dataclasses.replace(settings.rules(), line_gap_s=settings.rules().line_gap_s + GAP_MARGIN_S)
+    planner = LinePlanner(rules, lines, journal.first_touch_history())
     quiet = campaign.quiet_hours.hours(settings.timezone) if campaign.quiet_hours.enabled else None
     return Scheduler(planner, quiet, wait, journal.planned_lines())
 
@@ -272,3 +278,22 @@ def load_for_report(campaign_path: Path, journal: Path | None, encoding: str | N
     campaign = load_campaign(campaign_path)
     plan = build_plan(campaign, encoding=encoding)
     return plan, journal or campaign.default_journal
+
+
+def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[str, object] | None:
+    """For `status`: today's first-touch use per line, what is left, the next slot, rows held now."""
+    settings = campaign.capacity
+    if not settings.enabled:
+        return None
+    history = journal.first_touch_history()
+    lines = list(settings.lines) or sorted({line for line, _ in history})
+    if not lines:
+        return {"lines_known": False}
+    scheduler = Scheduler(LinePlanner(settings.rules(), lines, history))
+    snapshot = capacity_snapshot(scheduler, now)
+    held = 0
+    if campaign.quiet_hours.enabled:
+        hours = campaign.quiet_hours.hours(settings.timezone)
+        waiting = [r.phone for r in journal.rows() if r.state in ("pending", "sending") and r.phone]
+        held = sum(1 for phone in waiting if not quiet_ok(zones_for(phone, None, hours.fallback_zone), now, hours))
+    return {"lines_known": True, **snapshot, "held_by_quiet_hours": held}
