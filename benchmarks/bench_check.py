@@ -30,7 +30,11 @@ print(time.perf_counter() - start, valid)
 
 
 def measure(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Wall time and peak RSS of a command and its children (sampled every 20 ms)."""
+    """Wall time and peak memory of a command and its forked workers, sampled every 50 ms.
+
+    Memory is the sum of PSS (proportional set size): forked workers share the parent's
+    pages copy-on-write, and summing their RSS would count those pages two or three times.
+    """
     with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
         start = time.perf_counter()
         proc = subprocess.Popen(args, stdout=out_file, stderr=err_file, text=True, env=env)
@@ -39,10 +43,10 @@ def measure(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any
         while proc.poll() is None:
             try:
                 tree = [parent, *parent.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
             except psutil.Error:
                 pass
-            time.sleep(0.02)
+            time.sleep(0.05)
         elapsed = time.perf_counter() - start
         out_file.seek(0)
         err_file.seek(0)

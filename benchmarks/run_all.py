@@ -44,12 +44,12 @@ def table(results: dict[str, Any]) -> list[str]:
     check = results["check"]["check"]
     lines.append(
         f"| check, {check['rows']:,} rows | {check['check_s']} s ({check['check_rows_per_s']:,} rows/s), "
-        f"peak RSS {check['check_peak_rss_mb']} MB | bare phonenumbers loop {check['bare_phonenumbers_loop_s']} s; "
-        f"RSS aim ≤ 1,536 MB | {check['check_over_bare_time']} (time) |"
+        f"peak PSS {check['check_peak_rss_mb']} MB | bare phonenumbers loop {check['bare_phonenumbers_loop_s']} s; "
+        f"memory aim ≤ 1,536 MB | {check['check_over_bare_time']} (time) |"
     )
     lines.append(
         f"| send --dry-run, {check['rows']:,} rows | {check['dry_run_s']} s, "
-        f"peak RSS {check['dry_run_peak_rss_mb']} MB | | |"
+        f"peak PSS {check['dry_run_peak_rss_mb']} MB | | |"
     )
     journal = results["check"]["journal"]
     lines.append(

@@ -163,9 +163,9 @@ class Journal:
         """Bring the journal up to the plan in one transaction; refuse changed messages."""
         now = self._clock()
         known = {
-            key: (body_hash, state, attempts)
-            for key, body_hash, state, attempts in self._db.execute(
-                "SELECT key, body_hash, state, attempts FROM recipients WHERE state != 'skipped'"
+            key: (body_hash, state, attempts, row)
+            for key, body_hash, state, attempts, row in self._db.execute(
+                "SELECT key, body_hash, state, attempts, row FROM recipients WHERE state != 'skipped'"
             )
         }
         inserts, updates, changed = [], [], []
@@ -182,7 +182,8 @@ class Journal:
                 continue
             if previous[0] != digest and (previous[1] != "pending" or previous[2] > 0):
                 changed.append(recipient)
-            updates.append((recipient.row, digest, now, recipient.key))
+            if previous[0] != digest or previous[3] != recipient.row:  # only what moved or changed
+                updates.append((recipient.row, digest, now, recipient.key))
         if changed and not allow_changes:
             rows = ", ".join(str(r.row) for r in changed[:10]) + (" …" if len(changed) > 10 else "")
             raise JournalError(
@@ -193,7 +194,7 @@ class Journal:
             )
         stale = [
             k
-            for k, (_, state, attempts) in known.items()
+            for k, (_, state, attempts, _row) in known.items()
             if k not in sendable_keys and state == "pending" and attempts == 0
         ]
         self._write_sync(plan, inserts, updates, stale, now)
