@@ -32,10 +32,16 @@ def phone(i: int) -> str:
     return f"{area}.{local[:3]}.{local[3:]}"
 
 
+UNPLANNED = "\n[capacity]\nenabled = false\n[quiet_hours]\nenabled = false\n"
+
+
 def write_campaign(
     directory: Path, rows: int, *, duplicate_share: float = 0.0, extra: str = "", seed: int = 1, planned: bool = False
 ) -> Path:
-    """A CSV of `rows` leads (some numbers repeated) and a campaign file using it."""
+    """A CSV of `rows` leads (some numbers repeated) and a campaign file using it.
+
+    Unless ``planned``, capacity planning and quiet hours are off: these benchmarks measure
+    pacing and throughput against a sandbox with unlimited lines, at any hour."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     contacts = directory / "contacts.csv"
@@ -47,7 +53,7 @@ def write_campaign(
     campaign = directory / "campaign.toml"
     campaign.write_text(
         'id = "bench"\ncontacts = "contacts.csv"\n'
-        'body = "Hi {{ first_name }}, a quick hello from {{ city }}."\n' + extra,
+        'body = "Hi {{ first_name }}, a quick hello from {{ city }}."\n' + extra + ("" if planned else UNPLANNED),
         encoding="utf-8",
     )
     return campaign

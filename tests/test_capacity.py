@@ -201,7 +201,8 @@ def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Pa
     assert "Stopped: today's first-touch capacity is used up" in result.stdout
     assert "First-touch sends today per line: pl_a 1, pl_b 1" in result.stdout
     assert "Next send possible at " in result.stdout and "3 rows remain" in result.stdout
-    assert f"*/15 * * * * chertcast send {campaign} --yes" in result.stdout
+    assert f"*/15 * * * * cd {os.getcwd()} && " in result.stdout
+    assert f"-m chertcast send {campaign} --yes >> send.log 2>&1" in result.stdout
     assert again.returncode == 0 and "This run: sent 0" in again.stdout  # nothing possible until tomorrow
     assert sorted(d.phone_line_id for d in model.deliveries()) == ["pl_a", "pl_b"]
     assert model.stats()["capacity_refusals"] == 0  # chertcast knew its capacity: no wasted 4002

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import textwrap
@@ -9,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -187,6 +189,14 @@ def resume_command() -> str:
     return "chertcast " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "chertcast send CAMPAIGN"
 
 
+def cron_line() -> str:
+    """A crontab line that reruns this exact command every 15 minutes until the campaign is done."""
+    program = Path(sys.argv[0]).resolve()
+    runner = shlex.quote(str(program)) if program.name == "chertcast" else f"{shlex.quote(sys.executable)} -m chertcast"
+    command = f"{runner} {shlex.join(sys.argv[1:])}"
+    return f"*/15 * * * * cd {shlex.quote(os.getcwd())} && {command} >> send.log 2>&1"
+
+
 def send_header(prepared: Prepared, options: SendOptions) -> list[str]:
     counts = prepared.plan.counts()
     skipped = len(prepared.plan.recipients) - counts["sendable"]
@@ -244,7 +254,7 @@ def send_summary(result: SendResult, options: SendOptions) -> list[str]:
         zone = str(run.capacity["timezone"]) if run.capacity else "UTC"
         when = datetime.fromtimestamp(run.next_possible_at, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
         lines.append(f"Next send possible at {when} (in about {duration(run.next_possible_in_s or 0)}).")
-        lines.append(f"Run the same command then, or from cron: */15 * * * * {resume_command()} >> send.log 2>&1")
+        lines.append(f"Run the same command then, or let cron do it: {cron_line()}")
     elif run.stop_kind == "capacity" and run.next_possible_in_s is not None:
         lines.append(f"Next send possible in about {duration(run.next_possible_in_s)}.")
     remaining = result.counts.get("pending", 0) + result.counts.get("sending", 0)
