@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import tempfile
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from benchmarks.common import RESULTS, environment, machine
+from benchmarks.common import environment, machine, save
 from chertcast import runner
 from chertcast.capacity import CapacityRules
 from chertcast.pacing import FakeClock
@@ -81,10 +80,7 @@ def main() -> dict[str, Any]:
         "delivered": len({d.phone for d in model.deliveries()}),
         "wall_seconds": round(time.perf_counter() - began, 1),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "capacity.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
-    return results
+    return save("capacity", results)
 
 
 if __name__ == "__main__":

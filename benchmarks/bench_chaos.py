@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.chaos import run_chaos
-from benchmarks.common import RESULTS, machine, sandbox, write_campaign
+from benchmarks.common import FAULT_MIX, machine, sandbox, save, write_campaign
 
-FAULTS = (
-    "--error-500",
-    "0.05",
-    "--rate-limited",
-    "0.05",
-    "--retry-after",
-    "1",
-    "--drop-after",
-    "0.02",
-    "--latency-ms",
-    "5",
-    "--seed",
-    "13",
-)
+FAULTS = (*FAULT_MIX, "--latency-ms", "5", "--seed", "13")
 
 
 def main() -> dict[str, Any]:
@@ -49,10 +35,7 @@ def main() -> dict[str, Any]:
         )
         outcome["sandbox_faults"] = server.stats()["faults"]
     results = {"machine": machine(), "rows": args.rows, **outcome, "seconds": round(time.perf_counter() - start, 1)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "chaos.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
-    return results
+    return save("chaos", results)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import RESULTS, machine, sandbox, write_campaign
+from benchmarks.common import machine, sandbox, save, write_campaign
 
 BARE_LOOP = """
 import csv, sys, time, phonenumbers
@@ -88,38 +88,12 @@ def journal_first_request(rows: int, already_sent: float = 0.9) -> dict[str, Any
     with tempfile.TemporaryDirectory() as tmp, sandbox() as server:
         campaign = write_campaign(Path(tmp), rows)
         journal = Path(tmp) / "j.sqlite"
-        prep = measure(
-            [
-                sys.executable,
-                "-m",
-                "chertcast",
-                "send",
-                str(campaign),
-                "--journal",
-                str(journal),
-                "--limit",
-                "1",
-                "--yes",
-            ],
-            env=server.env(),
-        )
+        command = [sys.executable, "-m", "chertcast", "send", str(campaign), "--journal", str(journal)]
+        command += ["--limit", "1", "--yes"]
+        prep = measure(command, env=server.env())
         with sqlite3.connect(journal) as db:  # the fixture: mark the first 90 % as sent
             db.execute("UPDATE recipients SET state = 'sent' WHERE row <= ?", (int(rows * already_sent) + 1,))
-        resumed = measure(
-            [
-                sys.executable,
-                "-m",
-                "chertcast",
-                "send",
-                str(campaign),
-                "--journal",
-                str(journal),
-                "--limit",
-                "1",
-                "--yes",
-            ],
-            env=server.env(),
-        )
+        resumed = measure(command, env=server.env())
         deliveries = len(server.deliveries())
     return {
         "journal_rows": rows,
@@ -136,10 +110,7 @@ def main() -> dict[str, Any]:
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
     results = {"machine": machine(), "check": check_scale(args.rows), "journal": journal_first_request(args.rows)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "check.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
-    return results
+    return save("check", results)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import httpx
 
-from benchmarks.common import RESULTS, environment, machine, max_in_any_second, sandbox, write_campaign
+from benchmarks.common import FAULT_MIX, environment, machine, max_in_any_second, sandbox, save, write_campaign
 from chertcast import runner
 from chertcast.campaign import load_campaign
 from chertcast.preflight import build_plan
@@ -101,18 +101,7 @@ def ceiling(concurrencies: list[int], count: int) -> list[dict[str, Any]]:
 
 
 def under_faults(count: int, rate: float) -> dict[str, Any]:
-    flags = (
-        "--error-500",
-        "0.05",
-        "--rate-limited",
-        "0.05",
-        "--retry-after",
-        "1",
-        "--drop-after",
-        "0.02",
-        "--seed",
-        "7",
-    )
+    flags = (*FAULT_MIX, "--seed", "7")
     with tempfile.TemporaryDirectory() as tmp, sandbox(*flags) as server:
         extra = f"[send]\nrate = {rate}\nburst = 5\nconcurrency = 16\nmax_attempts = 12\n"
         campaign = write_campaign(Path(tmp), count, extra=extra)
@@ -145,10 +134,7 @@ def main() -> dict[str, Any]:
         "ceiling": ceiling([16, 64], 1500 if args.quick else 4000),
         "under_faults": under_faults(250 if args.quick else 500, 50.0),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "send.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
-    return results
+    return save("send", results)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import socket
@@ -126,6 +127,17 @@ def max_in_any_second(times: list[float]) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+FAULT_MIX = ("--error-500", "0.05", "--rate-limited", "0.05", "--retry-after", "1", "--drop-after", "0.02")
+
+
+def save(name: str, results: dict[str, Any]) -> dict[str, Any]:
+    """Write benchmarks/results/<name>.json and print it."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return results
 
 
 def machine() -> dict[str, Any]:
