@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -17,7 +18,10 @@ def _done(stats: RunStats) -> int:
 
 class BarProgress:
     def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
-        self._bar = tqdm(total=total, unit="msg", file=stream, dynamic_ncols=True, smoothing=0.1)
+        sized = shutil.get_terminal_size((0, 0)).columns > 0  # a pty of width 0 would hide the bar
+        self._bar = tqdm(
+            total=total, unit="msg", file=stream, dynamic_ncols=sized, ncols=None if sized else 100, smoothing=0.1
+        )
 
     def update(self, stats: RunStats) -> None:
         self._bar.n = _done(stats)
