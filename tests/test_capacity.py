@@ -226,3 +226,26 @@ def test_lines_are_discovered_from_phone_numbers(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(d.phone_line_id for d in model.deliveries()) == sorted(model.config.lines)
     assert model.stats()["capacity_refusals"] == 0
+
+
+def test_wait_stays_up_across_days(tmp_path: Path) -> None:
+    import os
+
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,name\n" + "".join(f"({EASTERN[i % 8]}) 555-{i:04d},L{i}\n" for i in range(100)))
+    extra = '[capacity]\nlines = ["pl_a", "pl_b"]\ntimezone = "America/New_York"\n'
+    campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
+    clock = FakeClock(at(0, 9))
+    model = SandboxModel(
+        SandboxConfig(lines=("pl_a", "pl_b"), capacity=CapacityRules(timezone="America/New_York"), clock=clock.wall)
+    )
+    with SandboxServer(model) as server:
+        os.environ.update(CHERT_BASE_URL=server.base_url, CHERT_SIGNING_SECRET=DEFAULT_SECRET)
+        try:
+            options = runner.SendOptions(journal=tmp_path / "j.sqlite", handle_signals=False, wait=True)
+            result = runner.execute(runner.prepare(campaign, options), options, clock=clock)
+        finally:
+            del os.environ["CHERT_BASE_URL"], os.environ["CHERT_SIGNING_SECRET"]
+    assert result.run is not None and result.run.stop_kind is None  # one run, no stop for the day
+    days = Counter(dt.datetime.fromtimestamp(d.time, NY).date() for d in model.deliveries())
+    assert sorted(days.values()) == [40, 60] and len(model.deliveries()) == 100

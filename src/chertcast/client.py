@@ -101,8 +101,8 @@ def parse_response(response: httpx.Response) -> Outcome:
     error = data["error"] if isinstance(data.get("error"), dict) else data
     code = error.get("code")
     retryable = error.get("retryable")
-    if not isinstance(retryable, bool):
-        retryable = response.status_code >= 500 or response.status_code == 429
+    if not isinstance(retryable, bool):  # a 2xx we cannot read may have been delivered: retry, same key
+        retryable = response.status_code >= 500 or response.status_code == 429 or response.is_success
     extra = {k: v for k, v in error.items() if k in ("attachment_index", "allowed_effects")}
     return Outcome(
         kind="error",

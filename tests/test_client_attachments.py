@@ -1,0 +1,92 @@
+"""The client reads every error shape; attachments are uploaded once per campaign."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+
+from chertcast.client import parse_response
+from chertcast.journal import Journal
+from chertcast.sandbox import DEFAULT_SECRET, SandboxModel, SandboxServer
+from tests.helpers import run_process, write_campaign, write_contacts
+
+
+def response(status: int, body: bytes | str, headers: dict[str, str] | None = None) -> httpx.Response:
+    content = body.encode() if isinstance(body, str) else body
+    return httpx.Response(status, content=content, headers=headers or {})
+
+
+def test_flat_envelope_and_junk_error_bodies() -> None:
+    flat = parse_response(
+        response(
+            503,
+            '{"status":"failed","code":4002,"message":"busy","retryable":true,"retry_after":30,"trace_id":"t1"}',
+            {"retry-after": "30"},
+        )
+    )
+    assert (flat.kind, flat.code, flat.retryable, flat.retry_after, flat.trace_id) == ("error", 4002, True, 30.0, "t1")
+    envelope = parse_response(
+        response(
+            401,
+            '{"success":false,"error":{"status":401,"code":2004,"message":"bad","retryable":false},"trace_id":"t2"}',
+        )
+    )
+    assert (envelope.code, envelope.retryable, envelope.trace_id) == (2004, False, "t2")
+    html = parse_response(response(502, "<html>Bad gateway</html>", {"x-trace-id": "t3"}))
+    assert html.kind == "error" and html.retryable and html.code is None and html.trace_id == "t3"
+    header_only = parse_response(
+        response(429, '{"status":"failed","code":1007,"message":"slow"}', {"retry-after": "7"})
+    )
+    assert header_only.retryable and header_only.retry_after == 7.0  # no retryable field: 429 is retryable
+    sent = parse_response(response(200, '{"status":"sent","message_id":"m","lead_id":"l","lead_created":true}'))
+    assert sent.delivered and sent.message_id == "m" and sent.lead_created is True
+    odd_success = parse_response(response(200, '{"ok":true}'))
+    assert odd_success.kind == "error" and odd_success.retryable  # safe: the key makes a retry harmless
+
+
+def test_local_file_uploaded_once_and_ids_in_every_shape(tmp_path: Path) -> None:
+    model = SandboxModel()
+    with SandboxServer(model) as server:
+        headers = {"authorization": f"Bearer {DEFAULT_SECRET}"}
+        created = httpx.post(
+            f"{server.base_url}/attachments",
+            headers=headers,
+            json={"filename": "p.heic", "content_type": "image/heic", "size_bytes": 2},
+        ).json()
+        httpx.put(created["upload_url"], content=b"ok", headers={**headers, "content-type": "image/heic"})
+        existing = created["attachment_id"]
+        (tmp_path / "brochure.pdf").write_bytes(b"%PDF-1.4 tiny")
+        contacts = write_contacts(tmp_path / "contacts.csv", 6)
+        extra = (
+            f'[send]\nattachments = ["brochure.pdf", "{existing}", {{id = "{existing}"}}, '
+            f'{{attachment_id = "{existing}", live_photo = true}}]\n'
+        )
+        campaign = write_campaign(tmp_path, contacts, extra=extra)
+        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        first = run_process("send", campaign, "--yes", "--limit", "3", env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        uploads_after_first = len(model._attachments)
+        second = run_process("send", campaign, "--yes", env=env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert len(model._attachments) == uploads_after_first == 2  # the pre-made one + brochure.pdf, once
+    deliveries = model.deliveries()
+    assert len(deliveries) == 6
+    uploaded = next(a for a in deliveries[0].attachments if a != existing)
+    assert all(d.attachments == (uploaded, existing, existing, existing) for d in deliveries)
+    with Journal(tmp_path / "campaign.journal.sqlite", "test-campaign", readonly=True) as journal:
+        assert (
+            journal.attachment_id(
+                str((tmp_path / "brochure.pdf").resolve()), __import__("hashlib").sha256(b"%PDF-1.4 tiny").hexdigest()
+            )
+            == uploaded
+        )
+
+
+def test_missing_attachment_file_is_a_row_error(tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,files\n4155550100,missing.png\n4155550101,\n")
+    campaign = write_campaign(tmp_path, contacts, body="Hi", extra='[columns]\nattachments = "files"\n')
+    result = run_process("check", campaign)
+    assert result.returncode == 1 and "attachment file 'missing.png' does not exist" in result.stdout
