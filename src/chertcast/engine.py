@@ -120,7 +120,6 @@ class RunStats:
     retries: int = 0
     retrying_now: int = 0
     capacity_waits: int = 0
-    held_by_quiet_hours: int = 0
 
 
 class Progress(Protocol):
@@ -268,7 +267,6 @@ class Engine:
                 continue
             scheduler.planner.record(line, now)
             group.start_soon(self._deliver, recipient, slots, line)
-        self.stats.held_by_quiet_hours = len(held) + sum(1 for r in queue if scheduler.held_until(r, now))
 
     async def _wait_until(
         self, scheduler: Scheduler, slots: anyio.Semaphore, now: float, until: float, why: str

@@ -274,12 +274,6 @@ async def _upload(client: ChertClient, path: Path, data: bytes) -> str:
     return str(body["attachment_id"])
 
 
-def load_for_report(campaign_path: Path, journal: Path | None, encoding: str | None) -> tuple[Plan, Path]:
-    campaign = load_campaign(campaign_path)
-    plan = build_plan(campaign, encoding=encoding)
-    return plan, journal or campaign.default_journal
-
-
 def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[str, object] | None:
     """For `status`: today's first-touch use per line, what is left, the next slot, rows held now."""
     settings = campaign.capacity
