@@ -76,6 +76,7 @@ class Scheduler:
     wait: bool = False  # --wait: stay up across days instead of ending today's run
     fixed_lines: dict[str, str] = field(default_factory=dict)  # lines already used by rows in 'sending'
     unanswered: Counter[str] = field(default_factory=Counter)  # planned sends in flight, per line
+    carried_over: set[str] = field(default_factory=set)  # keys left 'sending' by an earlier run: counted already
 
     def line_for(self, recipient: Recipient) -> str | None:
         return self.fixed_lines.get(recipient.key or "") or recipient.phone_line_id
@@ -94,8 +95,12 @@ class Scheduler:
             at = max(at, now + self.planner.rules.line_gap_s)
         return at
 
-    def launched(self, line: str, now: float) -> None:
-        self.planner.record(line, now)
+    def launched(self, key: str, line: str, now: float) -> None:
+        if key in self.carried_over:  # its first touch is in the history already: resent, not counted twice
+            self.carried_over.discard(key)
+            self.planner.block(line, now + self.planner.rules.line_gap_s)
+        else:
+            self.planner.record(line, now)
         self.unanswered[line] += 1
 
     def answered(self, line: str, now: float, *, first_touch: bool) -> None:
@@ -230,7 +235,9 @@ class Engine:
                     if not await self._launch(group, recipient):
                         break
             else:
-                await self._run_scheduled(group, self.settings.scheduler, recipients)
+                scheduler = self.settings.scheduler
+                scheduler.carried_over = {key for key, state in self.journal.states().items() if state == "sending"}
+                await self._run_scheduled(group, scheduler, recipients)
             await self._drain()
             group.cancel_scope.cancel()
         self.progress.close(self.stats)
@@ -294,7 +301,7 @@ class Engine:
                 self.in_flight.release()
                 queue.appendleft(recipient)
                 continue
-            scheduler.launched(line, now)
+            scheduler.launched(recipient.key or "", line, now)
             group.start_soon(self._deliver, recipient, line)
 
     async def _wait_until(self, scheduler: Scheduler, until: float, why: str) -> bool:
