@@ -62,6 +62,16 @@ def test_second_lock_is_refused_with_the_holder_and_sigkill_frees_it(tmp_path: P
     assert running(journal) is None and lock_path(journal).exists()
 
 
+def test_status_during_a_first_run_before_its_journal_exists(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, write_contacts(tmp_path / "contacts.csv", 2))
+    with holder_process(tmp_path / "campaign.journal.sqlite") as proc:
+        text = run_process("status", campaign)
+        data = run_process("status", campaign, "--json")
+    assert text.returncode == 0 and f"run in progress: pid {proc.pid} on " in text.stdout
+    assert "no journal written yet" in text.stdout
+    assert json.loads(data.stdout)["running"]["pid"] == proc.pid
+
+
 def test_send_while_another_run_holds_the_journal(tmp_path: Path) -> None:
     contacts = write_contacts(tmp_path / "contacts.csv", 5)
     campaign = write_campaign(tmp_path, contacts)

@@ -332,10 +332,15 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
     """Where the campaign stands: counts by state, common errors, last progress."""
     loaded = load_campaign(campaign)
     path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
+    holder = runlock.running(path)
+    if holder is not None and not path.exists():  # a first run, still planning: no journal yet
+        running = {"campaign": loaded.id, "journal": str(path), "running": holder.as_json()}
+        line = f"Campaign {loaded.id} ({path}): run in progress: {holder.describe()}; no journal written yet"
+        click.echo(json.dumps(running) if as_json else line)
+        return
     with Journal.open_existing(path, loaded.id) as opened:
         data = present.status_json(loaded.id, opened)
         data["capacity"] = runner.capacity_status(loaded, opened, time.time())
-    holder = runlock.running(path)
     data["running"] = holder.as_json() if holder is not None else None
     if as_json:
         click.echo(json.dumps(data))
