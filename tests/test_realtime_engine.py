@@ -277,3 +277,24 @@ def test_fake_clock_lets_answers_in_flight_land_before_jumping() -> None:
 async def _release_soon(in_flight: InFlight) -> None:
     await anyio.lowlevel.checkpoint()
     in_flight.release()
+
+
+def test_run_ends_the_moment_the_last_answer_lands(tmp_path: Path) -> None:
+    """The drain waits on an event, not a 10 ms poll: in virtual time the run ends exactly
+    when the slowest answer arrives."""
+    plan = plan_for(tmp_path, 3)
+    ended: list[float] = []
+
+    async def scenario() -> None:
+        clock = LoopClock(MONDAY_10AM)
+        model = SandboxModel(SandboxConfig(clock=clock.wall, faults=Faults(latency_ms=1234)))
+        with Journal(tmp_path / "j.sqlite", plan.campaign.id, clock=clock.wall) as journal:
+            journal.sync(plan)
+            async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
+                client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET), clock=clock.wall)
+                settings = EngineSettings(rate=100.0, burst=3, concurrency=3, handle_signals=False)
+                await Engine(client, journal, settings, clock).run(plan.sendable)
+        ended.append(clock.wall() - MONDAY_10AM)
+
+    in_virtual_time(scenario)
+    assert ended == [pytest.approx(1.234, abs=1e-6)]
