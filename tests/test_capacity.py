@@ -9,10 +9,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import anyio
 import httpx
 import pytest
 
 from chertcast import runner
+from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, LinePlanner, QuietHours, next_quiet_ok, quiet_ok, zones_for
 from chertcast.journal import Journal
 from chertcast.pacing import FakeClock
@@ -249,3 +251,17 @@ def test_wait_stays_up_across_days(tmp_path: Path) -> None:
     assert result.run is not None and result.run.stop_kind is None  # one run, no stop for the day
     days = Counter(dt.datetime.fromtimestamp(d.time, NY).date() for d in model.deliveries())
     assert sorted(days.values()) == [40, 60] and len(model.deliveries()) == 100
+
+
+def test_gap_margin_scales_with_the_gap(tmp_path: Path) -> None:
+    """A flat 5 s margin made a rehearsal gap of a second or two useless (1.2 s became 6.2 s)."""
+    assert runner.gap_margin(600.0) == 5.0  # Chert's 10 minutes: 5 s, as before
+    assert runner.gap_margin(1.2) == pytest.approx(0.12)
+    assert runner.gap_margin(0.0) == 0.0
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,name\n(212) 555-0001,NY\n")
+    extra = '[capacity]\nlines = ["pl_a"]\nline_gap_minutes = 0.02\n'
+    campaign = load_campaign(write_campaign(tmp_path, contacts, extra=extra, planned=True))
+    with Journal(tmp_path / "j.sqlite", campaign.id) as journal:
+        scheduler = anyio.run(runner.build_scheduler, campaign, None, journal, False)
+    assert scheduler is not None and scheduler.planner.rules.line_gap_s == pytest.approx(1.2 * 1.1)

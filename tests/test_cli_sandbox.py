@@ -65,3 +65,12 @@ def test_sandbox_port_in_use_is_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"chertcast: error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in result.stderr
+
+
+def test_sandbox_port_out_of_range_is_a_usage_error() -> None:
+    """It was an internal error (OverflowError from bind)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "chertcast", "sandbox", "--port", "70000"], capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 2 and "70000 is not in the range 0<=x<=65535" in result.stderr
+    assert "internal error" not in result.stderr

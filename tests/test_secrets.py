@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from chertcast.sandbox import Faults, SandboxConfig, SandboxModel, SandboxServer
@@ -20,7 +22,12 @@ def test_token_never_leaks(tmp_path: Path) -> None:
     model = SandboxModel(SandboxConfig(secret=TOKEN, faults=faults))
     outputs: list[str] = []
     with SandboxServer(model) as server:
-        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": TOKEN}
+        env = {
+            **os.environ,
+            "CHERT_BASE_URL": server.base_url,
+            "CHERT_SIGNING_SECRET": TOKEN,
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),  # any crash file lands in the scanned tree
+        }
         commands = [
             ["check", campaign],
             ["check", campaign, "--json"],
@@ -46,3 +53,35 @@ def test_token_never_leaks(tmp_path: Path) -> None:
         assert not any(needle in text for text in outputs)
         for path in files:
             assert needle.encode() not in path.read_bytes(), path
+
+
+# A bug whose exception message and traceback carry the secret (as a careless f-string would).
+CRASH_WITH_SECRET = """
+import os, click
+from chertcast.cli import friendly
+
+@click.command()
+@click.argument("value")
+@friendly
+def buggy(value):
+    token = os.environ["CHERT_SIGNING_SECRET"]
+    raise RuntimeError(f"could not use {token}")
+
+buggy()
+"""
+
+
+def test_crash_file_and_line_never_hold_the_secret(tmp_path: Path) -> None:
+    for debug in ("0", "1"):
+        env = {**os.environ, "CHERT_SIGNING_SECRET": TOKEN, "XDG_CACHE_HOME": str(tmp_path), "CHERTCAST_DEBUG": debug}
+        result = subprocess.run(
+            [sys.executable, "-c", CRASH_WITH_SECRET, TOKEN], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert result.returncode == 70
+        assert "RuntimeError: could not use <CHERT_SIGNING_SECRET>" in result.stderr
+        assert TOKEN not in result.stderr + result.stdout
+    crash_files = list((tmp_path / "chertcast" / "crashes").glob("crash-*.txt"))
+    assert len(crash_files) == 1  # debug printed instead of writing one
+    text = crash_files[0].read_text()
+    assert "could not use <CHERT_SIGNING_SECRET>" in text and "command: " in text  # argv held it too
+    assert TOKEN not in text

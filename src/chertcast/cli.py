@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -13,9 +15,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from chertcast import __version__, present, runner
+from chertcast import __version__, crashes, present, runlock, runner
 from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, parse_clock
+from chertcast.crashes import scrub
 from chertcast.errors import ChertcastError, InputError
 from chertcast.export import write_table
 from chertcast.journal import Journal
@@ -25,26 +28,47 @@ from chertcast.progress import BarProgress, LineProgress
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+DEBUG_ENV = "CHERTCAST_DEBUG"
+
+
 def friendly(func: F) -> F:
-    """Turn our errors into `chertcast: error: <one line>` and their exit code."""
+    """Turn our errors into `chertcast: error: <one line>` and their exit code.
+
+    A bug of ours (any other exception) is still one line, exit 70, and its traceback goes to
+    a crash file whose path the line gives (``CHERTCAST_DEBUG=1`` prints it instead).
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except runlock.AlreadyRunning as exc:  # cron met a run still going: that run does the work
+            click.echo(f"chertcast: {exc}", err=True)
+            sys.exit(exc.exit_code)
         except ChertcastError as exc:
             click.echo(f"chertcast: error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except (KeyboardInterrupt, click.exceptions.Abort):
             click.echo("chertcast: interrupted", err=True)
             sys.exit(130)
-        except Exception as exc:  # a bug of ours: still one line, never a traceback
-            click.echo(
-                f"chertcast: internal error: {type(exc).__name__}: {str(exc)[:300]} (please report this)", err=True
-            )
+        except Exception as exc:
+            report_bug(exc)
             sys.exit(70)
 
     return wrapper  # type: ignore[return-value]
+
+
+def report_bug(exc: BaseException) -> None:
+    """One scrubbed line on stderr; the scrubbed traceback in a crash file (or on stderr when debugging)."""
+    line = scrub(f"chertcast: internal error: {type(exc).__name__}: {str(exc)[:300]}")
+    details = scrub("".join(traceback.format_exception(exc)))
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        click.echo(details.rstrip(), err=True)
+        click.echo(f"{line} (a bug in chertcast; please report it with the traceback above)", err=True)
+        return
+    path = crashes.write(details)
+    where = f"details in {path}" if path is not None else "no crash file could be written; rerun with CHERTCAST_DEBUG=1"
+    click.echo(f"{line} (a bug in chertcast; {where}; please attach it to a report)", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +79,7 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8787, show_default=True, type=int, help="Port to listen on.")
+@click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--secret", default=None, help="Secret to accept (default: the documented sandbox secret).")
 @click.option("--latency-ms", default=0.0, show_default=True, help="Added latency per /send.")
 @click.option("--jitter-ms", default=0.0, show_default=True, help="Random extra latency, 0..N ms.")
@@ -75,6 +99,18 @@ def cli() -> None:
 @click.option("--window", default=None, help="Capacity mode: sending window, e.g. 09:00-18:00.")
 @click.option("--timezone", "zone", default="UTC", show_default=True, help="Capacity mode: the project's time zone.")
 @click.option("--project-daily-cap", default=None, type=int, help="Capacity mode: first-touch sends per day.")
+@click.option(
+    "--line-gap-s",
+    default=None,
+    type=click.FloatRange(min=0),
+    help="Capacity mode: seconds between a line's first touches (default 600; e.g. 1.5 for a rehearsal).",
+)
+@click.option(
+    "--line-daily-cap",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Capacity mode: first touches per line per day (default 30).",
+)
 @friendly
 def sandbox(
     host: str,
@@ -96,8 +132,13 @@ def sandbox(
     window: str | None,
     zone: str,
     project_daily_cap: int | None,
+    line_gap_s: float | None,
+    line_daily_cap: int | None,
 ) -> None:
-    """Serve a local Chert /send stand-in with fault injection, until Ctrl-C."""
+    """Serve a local Chert /send stand-in with fault injection, until Ctrl-C.
+
+    --line-gap-s and --line-daily-cap turn capacity mode on by themselves.
+    """
     from chertcast.sandbox.model import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel
     from chertcast.sandbox.server import serve_forever
 
@@ -113,7 +154,8 @@ def sandbox(
         rate_limit_per_s=rate_limit,
         seed=seed,
     )
-    rules = _capacity_rules(window, zone, project_daily_cap) if capacity else None
+    custom = line_gap_s is not None or line_daily_cap is not None
+    rules = _capacity_rules(window, zone, project_daily_cap, line_gap_s, line_daily_cap) if capacity or custom else None
     lines = tuple(f"pl_sandbox_line_{i}" for i in range(1, line_count + 1))
     config = SandboxConfig(
         secret=secret or DEFAULT_SECRET, faults=faults, dedup_window_s=dedup_window, lines=lines, capacity=rules
@@ -290,9 +332,16 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
     """Where the campaign stands: counts by state, common errors, last progress."""
     loaded = load_campaign(campaign)
     path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
+    holder = runlock.running(path)
+    if holder is not None and not path.exists():  # a first run, still planning: no journal yet
+        running = {"campaign": loaded.id, "journal": str(path), "running": holder.as_json()}
+        line = f"Campaign {loaded.id} ({path}): run in progress: {holder.describe()}; no journal written yet"
+        click.echo(json.dumps(running) if as_json else line)
+        return
     with Journal.open_existing(path, loaded.id) as opened:
         data = present.status_json(loaded.id, opened)
         data["capacity"] = runner.capacity_status(loaded, opened, time.time())
+    data["running"] = holder.as_json() if holder is not None else None
     if as_json:
         click.echo(json.dumps(data))
         return
@@ -328,7 +377,13 @@ def report(
     click.echo(f"wrote {written:,} rows to {out}")
 
 
-def _capacity_rules(window: str | None, zone: str, project_daily_cap: int | None) -> CapacityRules:
+def _capacity_rules(
+    window: str | None,
+    zone: str,
+    project_daily_cap: int | None,
+    line_gap_s: float | None = None,
+    line_daily_cap: int | None = None,
+) -> CapacityRules:
     start = end = None
     if window:
         try:
@@ -340,7 +395,15 @@ def _capacity_rules(window: str | None, zone: str, project_daily_cap: int | None
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ChertcastError(f"--timezone: unknown time zone {zone!r}") from None
-    return CapacityRules(window_start=start, window_end=end, timezone=zone, project_daily_cap=project_daily_cap)
+    defaults = CapacityRules()
+    return CapacityRules(
+        line_gap_s=defaults.line_gap_s if line_gap_s is None else line_gap_s,
+        line_daily_cap=line_daily_cap or defaults.line_daily_cap,
+        window_start=start,
+        window_end=end,
+        timezone=zone,
+        project_daily_cap=project_daily_cap,
+    )
 
 
 def main() -> None:

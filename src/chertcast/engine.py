@@ -11,7 +11,7 @@ import random
 import signal
 import sys
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,7 +23,7 @@ import anyio.abc
 from chertcast.capacity import LinePlanner, QuietHours, next_quiet_ok, quiet_ok, zones_for
 from chertcast.client import ChertClient, Outcome
 from chertcast.journal import Journal
-from chertcast.pacing import Clock, TokenBucket
+from chertcast.pacing import Clock, InFlight, TokenBucket, remaining
 from chertcast.preflight import Recipient
 
 STOP_CODES = {
@@ -62,12 +62,21 @@ def retry_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: random
 
 @dataclass
 class Scheduler:
-    """Capacity planning for first-touch sends: which line, when, and whose quiet hours allow it."""
+    """Capacity planning for first-touch sends: which line, when, and whose quiet hours allow it.
+
+    Chert times a first touch when it arrives, which is somewhere between our request and its
+    answer. So a line's next first touch is planned from the *answer* (the latest moment Chert
+    can have timed it), and while a line's first touch is unanswered its next slot is at least
+    a gap away; the answer landing wakes the engine to plan again. Latency and jitter then
+    cannot bring two first touches on a line closer than the gap, on any network.
+    """
 
     planner: LinePlanner
     quiet: QuietHours | None = None
     wait: bool = False  # --wait: stay up across days instead of ending today's run
     fixed_lines: dict[str, str] = field(default_factory=dict)  # lines already used by rows in 'sending'
+    unanswered: Counter[str] = field(default_factory=Counter)  # planned sends in flight, per line
+    carried_over: set[str] = field(default_factory=set)  # keys left 'sending' by an earlier run: counted already
 
     def line_for(self, recipient: Recipient) -> str | None:
         return self.fixed_lines.get(recipient.key or "") or recipient.phone_line_id
@@ -75,10 +84,34 @@ class Scheduler:
     def slot(self, recipient: Recipient, now: float) -> tuple[str, float]:
         line = self.line_for(recipient)
         if line is not None and line in self.planner.lines:
-            return line, self.planner.earliest(line, now)
+            return line, self.earliest(line, now)
         if line is not None:  # a line we do not plan for: Chert decides
             return line, now
-        return self.planner.next_slot(now)
+        return min(((line, self.earliest(line, now)) for line in self.planner.lines), key=lambda item: item[1])
+
+    def earliest(self, line: str, now: float) -> float:
+        at = self.planner.earliest(line, now)
+        if self.unanswered[line]:  # a placeholder: the answer sets the real slot
+            at = max(at, now + self.planner.rules.line_gap_s)
+        return at
+
+    def launched(self, key: str, line: str, now: float) -> None:
+        if key in self.carried_over:  # its first touch is in the history already: resent, not counted twice
+            self.carried_over.discard(key)
+            self.planner.block(line, now + self.planner.rules.line_gap_s)
+        else:
+            self.planner.record(line, now)
+        self.unanswered[line] += 1
+
+    def answered(self, line: str, now: float, *, first_touch: bool) -> None:
+        """A planned send was delivered: a first touch starts the gap now; a follow-up gives its slot back."""
+        if first_touch:
+            self.planner.block(line, now + self.planner.rules.line_gap_s)
+        else:
+            self.planner.release(line, now)
+
+    def finished(self, line: str) -> None:
+        self.unanswered[line] -= 1
 
     def held_until(self, recipient: Recipient, now: float) -> float | None:
         """When quiet hours hold this recipient, the time they end; else None."""
@@ -171,6 +204,7 @@ class Engine:
         self._stopping = anyio.Event()
         self._requeued: list[Recipient] = []
         self._waits: set[anyio.CancelScope] = set()
+        self.in_flight = InFlight(settings.concurrency)
 
     # ----------------------------------------------------------------- stop
 
@@ -193,36 +227,40 @@ class Engine:
     # ------------------------------------------------------------------ run
 
     async def run(self, recipients: list[Recipient]) -> RunResult:
-        slots = anyio.Semaphore(self.settings.concurrency)
         async with anyio.create_task_group() as group:
             if self.settings.handle_signals and threading.current_thread() is threading.main_thread():
                 group.start_soon(self._watch_signals, group.cancel_scope)
             if self.settings.scheduler is None:
                 for recipient in recipients:
-                    if not await self._launch(group, slots, recipient, None):
+                    if not await self._launch(group, recipient):
                         break
             else:
-                await self._run_scheduled(group, slots, self.settings.scheduler, recipients)
-            await self._drain(slots)
+                scheduler = self.settings.scheduler
+                scheduler.carried_over = {key for key, state in self.journal.states().items() if state == "sending"}
+                await self._run_scheduled(group, scheduler, recipients)
+            await self._drain()
             group.cancel_scope.cancel()
         self.progress.close(self.stats)
         return self._result
 
-    async def _launch(
-        self, group: anyio.abc.TaskGroup, slots: anyio.Semaphore, recipient: Recipient, line: str | None
-    ) -> bool:
-        await slots.acquire()
+    async def _launch(self, group: anyio.abc.TaskGroup, recipient: Recipient) -> bool:
+        await self.in_flight.acquire()
         await self._interruptible(self.bucket.acquire)
         if self.stopping:
-            slots.release()
+            self.in_flight.release()
             return False
-        group.start_soon(self._deliver, recipient, slots, line)
+        group.start_soon(self._deliver, recipient, None)
         return True
 
     async def _run_scheduled(
-        self, group: anyio.abc.TaskGroup, slots: anyio.Semaphore, scheduler: Scheduler, recipients: list[Recipient]
+        self, group: anyio.abc.TaskGroup, scheduler: Scheduler, recipients: list[Recipient]
     ) -> None:
-        """Launch first-touch sends only when a line has room and the recipient's hours allow."""
+        """Launch first-touch sends only when a line has room and the recipient's hours allow.
+
+        Each pass plans with the moment it starts (``now``); every wait below is toward a
+        deadline and is cut short when an answer lands, so a plan never outlives the moment
+        it was made for.
+        """
         queue = deque(recipients)
         held: list[tuple[float, Recipient]] = []
         while not self.stopping:
@@ -232,15 +270,13 @@ class Engine:
             queue.extend(r for until, r in held if until <= now)
             held = [(until, r) for until, r in held if until > now]
             if not queue:
-                if slots.value < self.settings.concurrency:  # answers in flight may hand rows back
-                    await anyio.sleep(0.005)
-                    continue
-                if not held:
-                    return
-                wake = min(until for until, _ in held)
-                if not await self._wait_until(
-                    scheduler, slots, now, wake, f"{len(held):,} rows are held by quiet hours"
-                ):
+                if held:
+                    wake = min(until for until, _ in held)
+                    if not await self._wait_until(scheduler, wake, f"{len(held):,} rows are held by quiet hours"):
+                        return
+                elif self.in_flight.count:  # answers in flight may hand rows back
+                    await self._interruptible(self.in_flight.changed().wait)
+                else:
                     return
                 continue
             recipient = queue.popleft()
@@ -251,40 +287,46 @@ class Engine:
             line, at = scheduler.slot(recipient, now)
             if at > now:
                 queue.appendleft(recipient)
-                if not await self._wait_until(scheduler, slots, now, at, "today's first-touch capacity is used up"):
+                if not await self._wait_until(scheduler, at, "today's first-touch capacity is used up"):
                     return
                 continue
-            await slots.acquire()
+            await self.in_flight.acquire()
             await self._interruptible(self.bucket.acquire)
             if self.stopping:
-                slots.release()
+                self.in_flight.release()
                 return
-            now = self.clock.wall()  # the token wait took time: plan with the moment of sending
+            now = self.clock.wall()  # the waits for a slot and a token took time: plan with the moment of sending
             line, at = scheduler.slot(recipient, now)
             if at > now:
-                slots.release()
+                self.in_flight.release()
                 queue.appendleft(recipient)
                 continue
-            scheduler.planner.record(line, now)
-            group.start_soon(self._deliver, recipient, slots, line)
+            scheduler.launched(recipient.key or "", line, now)
+            group.start_soon(self._deliver, recipient, line)
 
-    async def _wait_until(
-        self, scheduler: Scheduler, slots: anyio.Semaphore, now: float, until: float, why: str
-    ) -> bool:
-        """Wait for the next slot (today), or end the run (capacity returns another day)."""
-        while slots.value < self.settings.concurrency:  # let answers in flight land first: a
-            await anyio.sleep(0.005)  # handed-back row or a follow-up changes the plan
+    async def _wait_until(self, scheduler: Scheduler, until: float, why: str) -> bool:
+        """Wait for ``until`` or the next answer, whichever comes first; False ends the run.
+
+        When ``until`` is another day the run ends (capacity returns then), but only once no
+        answer is in flight: a handed-back row or a follow-up can still change the plan.
+        """
         if self._requeued:
             return True
+        busy = self.in_flight.count > 0
+        wake = self.in_flight.changed() if busy else None
+        now = self.clock.wall()
         if not scheduler.may_wait(now, until):
-            self.stop("capacity", why, next_in=until - now)
+            if wake is not None:
+                await self._interruptible(wake.wait)
+                return not self.stopping
+            self.stop("capacity", why, next_in=remaining(until, now))
             self._result.next_possible_at = until
             return False
-        await self._interruptible(partial(self.clock.sleep, until - self.clock.wall()))
+        await self._interruptible(partial(self.clock.sleep_until, until, wake))
         return not self.stopping
 
-    async def _interruptible(self, wait: Callable[[], Awaitable[None]]) -> None:
-        """Run a wait (token, backoff) that ``stop()`` cuts short."""
+    async def _interruptible(self, wait: Callable[[], Awaitable[object]]) -> None:
+        """Run a wait (token, backoff, slot) that ``stop()`` cuts short."""
         with anyio.CancelScope() as scope:
             self._waits.add(scope)
             try:
@@ -294,15 +336,21 @@ class Engine:
             finally:
                 self._waits.discard(scope)
 
-    async def _drain(self, slots: anyio.Semaphore) -> None:
-        """Wait until every in-flight send has finished (bounded by grace_s once stopping)."""
-        deadline: float | None = None
-        while slots.value < self.settings.concurrency:
-            if self.stopping and deadline is None:
-                deadline = anyio.current_time() + self.settings.grace_s
-            if deadline is not None and anyio.current_time() > deadline:
-                return
-            await anyio.sleep(0.01)
+    async def _drain(self) -> None:
+        """Wait until every send in flight has landed; once stopping, for at most ``grace_s``."""
+        async with anyio.create_task_group() as group:
+
+            async def landed() -> None:
+                await self.in_flight.idle()
+                group.cancel_scope.cancel()
+
+            async def grace() -> None:
+                await self._stopping.wait()
+                await anyio.sleep(self.settings.grace_s)
+                group.cancel_scope.cancel()
+
+            group.start_soon(landed)
+            group.start_soon(grace)
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -319,12 +367,14 @@ class Engine:
 
     # -------------------------------------------------------------- one row
 
-    async def _deliver(self, recipient: Recipient, slots: anyio.Semaphore, line: str | None) -> None:
+    async def _deliver(self, recipient: Recipient, line: str | None) -> None:
         try:
             self.stats.attempted_rows += 1
             await self._attempts(recipient, line)
         finally:
-            slots.release()
+            if line is not None and self.settings.scheduler is not None:
+                self.settings.scheduler.finished(line)
+            self.in_flight.release()
             self.progress.update(self.stats)
 
     async def _attempts(self, recipient: Recipient, line: str | None) -> None:
@@ -340,8 +390,8 @@ class Engine:
             outcome = await self.client.send(payload)
             if outcome.delivered:
                 scheduler = self.settings.scheduler
-                if scheduler is not None and line is not None and outcome.lead_created is False:
-                    scheduler.planner.release(line, self.clock.wall())  # a follow-up: no first touch spent
+                if scheduler is not None and line is not None:
+                    scheduler.answered(line, self.clock.wall(), first_touch=outcome.lead_created is not False)
                 self.journal.mark_delivered(key, outcome)
                 self.stats.sent += outcome.kind == "sent"
                 self.stats.duplicate += outcome.kind == "duplicate"

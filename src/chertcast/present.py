@@ -339,6 +339,8 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
     lines.append(f"  started      {data['created_at'] or '-'}")
     lines.append(f"  last run     {data['last_run_started_at'] or '-'}")
     lines.append(f"  last progress {data['last_progress_at'] or '-'}")
+    if data.get("running"):
+        lines.append(f"  run in progress: {data['running']['description']} (a new `send` leaves it to finish)")
     capacity = data.get("capacity")
     if capacity and capacity.get("lines_known"):
         zone = ZoneInfo(str(capacity["timezone"]))

@@ -24,8 +24,16 @@ from chertcast.errors import CampaignStopped, ConfigError
 from chertcast.journal import Journal
 from chertcast.pacing import Clock, RealClock
 from chertcast.preflight import Plan, Recipient, build_plan
+from chertcast.runlock import RunLock
 
-GAP_MARGIN_S = 5.0
+GAP_MARGIN_S = 5.0  # at most; see gap_margin
+GAP_MARGIN_SHARE = 0.1
+
+
+def gap_margin(gap_s: float) -> float:
+    """How much wider than Chert's gap a line's first touches are planned: 5 s on Chert's
+    10 minutes, 10 % of a rehearsal's second-scale gap (a flat 5 s would swamp it)."""
+    return min(GAP_MARGIN_S, GAP_MARGIN_SHARE * gap_s)
 
 
 @dataclass
@@ -56,6 +64,11 @@ class Prepared:
     new_rows: int
     rate: float
     concurrency: int
+    lock: RunLock | None = None  # a real send holds the journal's run lock until execute() ends
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 @dataclass
@@ -77,8 +90,20 @@ def journal_path_for(campaign: Campaign, options: SendOptions) -> Path:
 
 def prepare(campaign_path: Path, options: SendOptions) -> Prepared:
     campaign = load_campaign(campaign_path)
-    plan = build_plan(campaign, encoding=options.encoding)
     path = journal_path_for(campaign, options)
+    # One run per journal, taken before anything is read for planning or written: a second
+    # run (cron) leaves at once instead of planning the same rows (runlock.AlreadyRunning).
+    lock = None if options.dry_run else RunLock(path).acquire()
+    try:
+        return _prepare(campaign, path, options, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock | None) -> Prepared:
+    plan = build_plan(campaign, encoding=options.encoding)
     rate = options.rate or campaign.send.rate
     concurrency = options.concurrency or campaign.send.concurrency
     if options.dry_run:
@@ -98,7 +123,7 @@ def prepare(campaign_path: Path, options: SendOptions) -> Prepared:
     done = len(plan.sendable) - len(to_send)
     if options.limit is not None:
         to_send = to_send[: options.limit]
-    return Prepared(campaign, plan, path, to_send, done, new_rows, rate, concurrency)
+    return Prepared(campaign, plan, path, to_send, done, new_rows, rate, concurrency, lock)
 
 
 def _existing_states(path: Path, campaign_id: str) -> dict[str, str]:
@@ -121,15 +146,19 @@ def read_secret() -> Secret:
 def execute(
     prepared: Prepared, options: SendOptions, *, progress: Progress | None = None, clock: Clock | None = None
 ) -> SendResult:
-    """Send the prepared work. Blocking; runs its own event loop."""
-    if options.dry_run or not prepared.to_send:
-        return SendResult(prepared, None)
-    started = time.monotonic()
-    with _endpoint(prepared.campaign, options) as (base_url, secret, deliveries):
-        run = anyio.run(_run, prepared, options, base_url, secret, progress, clock or RealClock())
-        delivered = deliveries()
-    elapsed = time.monotonic() - started
-    return SendResult(prepared, run, delivered, elapsed, journal_counts(prepared.journal_path, prepared.campaign.id))
+    """Send the prepared work, then release the run lock. Blocking; runs its own event loop."""
+    try:
+        if options.dry_run or not prepared.to_send:
+            return SendResult(prepared, None)
+        started = time.monotonic()
+        with _endpoint(prepared.campaign, options) as (base_url, secret, deliveries):
+            run = anyio.run(_run, prepared, options, base_url, secret, progress, clock or RealClock())
+            delivered = deliveries()
+        elapsed = time.monotonic() - started
+        counts = journal_counts(prepared.journal_path, prepared.campaign.id)
+        return SendResult(prepared, run, delivered, elapsed, counts)
+    finally:
+        prepared.release()
 
 
 def journal_counts(path: Path, campaign_id: str) -> dict[str, int]:
@@ -186,9 +215,11 @@ async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Jour
     if not settings.enabled:
         return None
     lines = list(settings.lines) or await discover_lines(client)
-    # Plan each line's gap a few seconds wider than Chert's: Chert times a send when it
-    # arrives, after network latency, so a plan at exactly 10:00 would meet an avoidable 4002.
-    rules = dataclasses.replace(settings.rules(), line_gap_s=settings.rules().line_gap_s + GAP_MARGIN_S)
+    # The engine already counts a line's gap from the *answer* to its last first touch (the
+    # latest moment Chert can have timed it); the margin covers Chert timing a send a little
+    # after answering it (a queue, a clock's resolution).
+    gap = settings.rules().line_gap_s
+    rules = dataclasses.replace(settings.rules(), line_gap_s=gap + gap_margin(gap))
     planner = LinePlanner(rules, lines, journal.first_touch_history())
     quiet = campaign.quiet_hours.hours(settings.timezone) if campaign.quiet_hours.enabled else None
     return Scheduler(planner, quiet, wait, journal.planned_lines())

@@ -1,0 +1,109 @@
+"""One run per campaign journal: a second `send` leaves at once (exit 0), nothing else is
+blocked, `status` shows the run, and a SIGKILLed holder leaves no stale lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from chertcast.runlock import AlreadyRunning, RunLock, lock_path, running
+from chertcast.sandbox import DEFAULT_SECRET, SandboxModel, SandboxServer
+from tests.helpers import run_process, write_campaign, write_contacts
+
+HOLD = (
+    "import sys, time; from pathlib import Path; from chertcast.runlock import RunLock; "
+    "lock = RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(120)"
+)
+
+
+@contextmanager
+def holder_process(journal: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the journal's run lock (the real RunLock), until killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(journal)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_second_lock_is_refused_with_the_holder_and_sigkill_frees_it(tmp_path: Path) -> None:
+    journal = tmp_path / "c.journal.sqlite"
+    with holder_process(journal) as proc:
+        with pytest.raises(AlreadyRunning) as refused:
+            RunLock(journal).acquire()
+        holder = refused.value.holder
+        assert holder.pid == proc.pid and holder.host == socket.gethostname()
+        assert holder.since is not None and abs(holder.since - time.time()) < 60
+        assert f"pid {proc.pid} on {socket.gethostname()}, since 20" in str(refused.value)
+        assert refused.value.exit_code == 0
+        seen = running(journal)
+        assert seen is not None and seen.pid == proc.pid
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert running(journal) is None  # the kernel dropped the lock with the process
+        began = time.monotonic()
+        with RunLock(journal) as lock:
+            assert lock.held and time.monotonic() - began < 1
+            assert json.loads(lock_path(journal).read_text())["pid"] == os.getpid()
+            with pytest.raises(AlreadyRunning):  # one process, two runs: refused as well
+                RunLock(journal).acquire()
+    assert running(journal) is None and lock_path(journal).exists()
+
+
+def test_status_during_a_first_run_before_its_journal_exists(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, write_contacts(tmp_path / "contacts.csv", 2))
+    with holder_process(tmp_path / "campaign.journal.sqlite") as proc:
+        text = run_process("status", campaign)
+        data = run_process("status", campaign, "--json")
+    assert text.returncode == 0 and f"run in progress: pid {proc.pid} on " in text.stdout
+    assert "no journal written yet" in text.stdout
+    assert json.loads(data.stdout)["running"]["pid"] == proc.pid
+
+
+def test_send_while_another_run_holds_the_journal(tmp_path: Path) -> None:
+    contacts = write_contacts(tmp_path / "contacts.csv", 5)
+    campaign = write_campaign(tmp_path, contacts)
+    journal = tmp_path / "campaign.journal.sqlite"
+    model = SandboxModel()
+    with SandboxServer(model) as server:
+        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        assert run_process("send", campaign, "--yes", "--limit", "2", env=env).returncode == 0
+        with holder_process(journal) as proc:
+            began = time.monotonic()
+            second = run_process("send", campaign, "--yes", env=env)
+            took = time.monotonic() - began
+            others = {
+                "check": run_process("check", campaign, env=env),
+                "preview": run_process("preview", campaign, env=env),
+                "dry-run": run_process("send", campaign, "--dry-run", env=env),
+                "report": run_process("report", campaign, "--out", tmp_path / "r.csv", env=env),
+                "status": run_process("status", campaign, env=env),
+                "status-json": run_process("status", campaign, "--json", env=env),
+            }
+            sandbox_rehearsal = run_process("send", campaign, "--yes", "--sandbox", env=env)  # its own journal
+    assert second.returncode == 0 and took < 10
+    assert second.stdout == ""
+    assert second.stderr.strip().count("\n") == 0
+    assert second.stderr.startswith(f"chertcast: already sending: pid {proc.pid} on {socket.gethostname()}, since ")
+    assert len(model.deliveries()) == 2  # the second run sent nothing
+    for name, result in others.items():
+        assert result.returncode == 0, (name, result.stdout + result.stderr)
+        assert "already sending" not in result.stderr, name
+    assert f"run in progress: pid {proc.pid} on {socket.gethostname()}, since " in others["status"].stdout
+    assert json.loads(others["status-json"].stdout)["running"]["pid"] == proc.pid
+    assert "3 to send now, 2 already done" in others["dry-run"].stdout
+    assert sandbox_rehearsal.returncode == 0 and "sent 5" in sandbox_rehearsal.stdout
+    after = run_process("status", campaign, "--json", env=env)
+    assert json.loads(after.stdout)["running"] is None
