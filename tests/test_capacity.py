@@ -180,6 +180,7 @@ def test_quiet_hours_past_today_end_the_run_and_keep_rows_pending(tmp_path: Path
 def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Path) -> None:
     import json
     import os
+    import sys
 
     from tests.helpers import run_cli, run_process, write_contacts
 
@@ -201,8 +202,11 @@ def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Pa
     assert "Stopped: today's first-touch capacity is used up" in result.stdout
     assert "First-touch sends today per line: pl_a 1, pl_b 1" in result.stdout
     assert "Next send possible at " in result.stdout and "3 rows remain" in result.stdout
-    assert f"*/15 * * * * cd {os.getcwd()} && " in result.stdout
-    assert f"-m chertcast send {campaign} --yes >> send.log 2>&1" in result.stdout
+    assert f"*/15 * * * * cd {tmp_path} && CHERT_BASE_URL={server.base_url} {sys.executable} -m chertcast " in (
+        result.stdout
+    )
+    assert f"-m chertcast send {campaign} --yes >> {tmp_path / 'send.log'} 2>&1" in result.stdout
+    assert "cron does not see CHERT_SIGNING_SECRET from this shell" in result.stdout
     assert again.returncode == 0 and "This run: sent 0" in again.stdout  # nothing possible until tomorrow
     assert sorted(d.phone_line_id for d in model.deliveries()) == ["pl_a", "pl_b"]
     assert model.stats()["capacity_refusals"] == 0  # chertcast knew its capacity: no wasted 4002
