@@ -160,3 +160,19 @@ def test_progress_counts_duplicates_apart_from_sent() -> None:
     progress = LineProgress(5, stream=stream)
     progress.close(RunStats(sent=2, duplicate=3))
     assert "5/5 done, 2 sent, 3 duplicate, 0 failed" in stream.getvalue()
+
+
+def test_nothing_to_send_does_not_call_failed_rows_finished(tmp_path: Path) -> None:
+    from chertcast.sandbox import Faults, SandboxConfig, SandboxModel
+
+    path = campaign(tmp_path, 3, extra="[send]\nmax_attempts = 1\n")
+    model = SandboxModel(SandboxConfig(faults=Faults(error_500=1.0, seed=1)))
+    with SandboxServer(model) as server:
+        first = run_process("send", path, "--yes", env=env_for(server))
+        again = run_process("send", path, "--yes", env=env_for(server))
+    assert first.returncode == 1 and "3 rows failed: see them with" in first.stdout
+    assert "Nothing left to send" not in again.stdout
+    assert (
+        f"Nothing to send now, but 3 rows failed and were never delivered: see chertcast report {path} "
+        "--only failed --out failed.csv; send them again with --retry-failed"
+    ) in again.stdout

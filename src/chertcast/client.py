@@ -72,15 +72,6 @@ class Outcome:
         """A Chert error carries a numeric code; anything else came from somewhere else."""
         return self.code is not None
 
-    @property
-    def label(self) -> str:
-        """How people see the answer's kind: its Chert code, its HTTP status, or the network."""
-        if self.code is not None:
-            return str(self.code)
-        if self.http_status is not None:
-            return f"HTTP {self.http_status}"
-        return "no connection" if self.kind == "unreachable" else "network"
-
 
 def _parse_retry_after(body_value: Any, header: str | None) -> float | None:
     for value in (body_value, header):
