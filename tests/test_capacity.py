@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from chertcast import runner
-from chertcast.campaign import load_campaign
+from chertcast.campaign import gap_margin, load_campaign
 from chertcast.capacity import CapacityRules, LinePlanner, QuietHours, next_quiet_ok, quiet_ok, zones_for
 from chertcast.journal import Journal
 from chertcast.pacing import FakeClock
@@ -182,6 +182,7 @@ def test_quiet_hours_past_today_end_the_run_and_keep_rows_pending(tmp_path: Path
 def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Path) -> None:
     import json
     import os
+    import sys
 
     from tests.helpers import run_cli, run_process, write_contacts
 
@@ -203,8 +204,11 @@ def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Pa
     assert "Stopped: today's first-touch capacity is used up" in result.stdout
     assert "First-touch sends today per line: pl_a 1, pl_b 1" in result.stdout
     assert "Next send possible at " in result.stdout and "3 rows remain" in result.stdout
-    assert f"*/15 * * * * cd {os.getcwd()} && " in result.stdout
-    assert f"-m chertcast send {campaign} --yes >> send.log 2>&1" in result.stdout
+    assert f"*/15 * * * * cd {tmp_path} && CHERT_BASE_URL={server.base_url} {sys.executable} -m chertcast " in (
+        result.stdout
+    )
+    assert f"-m chertcast send {campaign} --yes >> {tmp_path / 'send.log'} 2>&1" in result.stdout
+    assert "cron does not see CHERT_SIGNING_SECRET from this shell" in result.stdout
     assert again.returncode == 0 and "This run: sent 0" in again.stdout  # nothing possible until tomorrow
     assert sorted(d.phone_line_id for d in model.deliveries()) == ["pl_a", "pl_b"]
     assert model.stats()["capacity_refusals"] == 0  # chertcast knew its capacity: no wasted 4002
@@ -255,9 +259,9 @@ def test_wait_stays_up_across_days(tmp_path: Path) -> None:
 
 def test_gap_margin_scales_with_the_gap(tmp_path: Path) -> None:
     """A flat 5 s margin made a rehearsal gap of a second or two useless (1.2 s became 6.2 s)."""
-    assert runner.gap_margin(600.0) == 5.0  # Chert's 10 minutes: 5 s, as before
-    assert runner.gap_margin(1.2) == pytest.approx(0.12)
-    assert runner.gap_margin(0.0) == 0.0
+    assert gap_margin(600.0) == 5.0  # Chert's 10 minutes: 5 s, as before
+    assert gap_margin(1.2) == pytest.approx(0.12)
+    assert gap_margin(0.0) == 0.0
     contacts = tmp_path / "contacts.csv"
     contacts.write_text("phone,name\n(212) 555-0001,NY\n")
     extra = '[capacity]\nlines = ["pl_a"]\nline_gap_minutes = 0.02\n'

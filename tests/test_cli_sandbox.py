@@ -65,6 +65,7 @@ def test_sandbox_port_in_use_is_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"chertcast: error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in result.stderr
+    assert result.stdout == ""  # neither "listening" nor the secret before failing
 
 
 def test_sandbox_port_out_of_range_is_a_usage_error() -> None:
@@ -74,3 +75,16 @@ def test_sandbox_port_out_of_range_is_a_usage_error() -> None:
     )
     assert result.returncode == 2 and "70000 is not in the range 0<=x<=65535" in result.stderr
     assert "internal error" not in result.stderr
+
+
+def test_sandbox_probabilities_outside_0_to_1_are_refused() -> None:
+    for option, value in (("--error-500", "2"), ("--drop-after", "-0.1"), ("--saturated", "1.5")):
+        result = subprocess.run(
+            [sys.executable, "-m", "chertcast", "sandbox", "--port", "0", option, value],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert result.returncode == 2, (option, result.stdout)
+        assert f"Invalid value for '{option}'" in result.stderr and "0<=x<=1" in result.stderr
+        assert result.stdout == ""

@@ -85,3 +85,69 @@ def test_crash_file_and_line_never_hold_the_secret(tmp_path: Path) -> None:
     text = crash_files[0].read_text()
     assert "could not use <CHERT_SIGNING_SECRET>" in text and "command: " in text  # argv held it too
     assert TOKEN not in text
+
+
+def _env_without_secret(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CHERT_SIGNING_SECRET", "CHERT_SIGNING_SECRET_FILE")}
+    return {**env, **extra}
+
+
+def test_secret_file_for_unattended_runs_never_leaks(tmp_path: Path) -> None:
+    contacts = write_contacts(tmp_path / "contacts.csv", 5)
+    campaign = write_campaign(tmp_path, contacts)
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(TOKEN + "\n")
+    secret_file.chmod(0o644)
+    model = SandboxModel(SandboxConfig(secret=TOKEN))
+    with SandboxServer(model) as server:
+        env = _env_without_secret(CHERT_BASE_URL=server.base_url, CHERT_SIGNING_SECRET_FILE=str(secret_file))
+        open_file = run_process("send", campaign, "--yes", env=env)
+        assert open_file.returncode == 2
+        assert open_file.stderr.strip() == (
+            f"chertcast: error: {secret_file}: the secret file is open to group or others (mode 0644); "
+            f"run: chmod 600 {secret_file}"
+        )
+        assert not (tmp_path / "campaign.journal.sqlite").exists()
+        secret_file.chmod(0o600)
+        sent = run_process("send", campaign, "--yes", env=env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert len(model.deliveries()) == 5
+    outputs = open_file.stdout + open_file.stderr + sent.stdout + sent.stderr
+    assert TOKEN not in outputs
+    for path in tmp_path.rglob("*.sqlite*"):
+        assert TOKEN.encode() not in path.read_bytes()
+
+
+def test_default_and_campaign_secret_files(tmp_path: Path) -> None:
+    contacts = write_contacts(tmp_path / "contacts.csv", 2)
+    home = tmp_path / "home"
+    default = home / ".config" / "chertcast" / "secret"
+    default.parent.mkdir(parents=True)
+    default.write_text(TOKEN)
+    default.chmod(0o600)
+    model = SandboxModel(SandboxConfig(secret=TOKEN))
+    with SandboxServer(model) as server:
+        env = _env_without_secret(CHERT_BASE_URL=server.base_url, HOME=str(home))
+        campaign = write_campaign(tmp_path, contacts)
+        by_default = run_process("send", campaign, "--yes", env=env)
+        assert by_default.returncode == 0, by_default.stdout + by_default.stderr
+        named = tmp_path / "keys" / "chert.secret"
+        named.parent.mkdir()
+        named.write_text(TOKEN)
+        named.chmod(0o640)
+        campaign = write_campaign(tmp_path, contacts, extra='[api]\nsecret_file = "keys/chert.secret"\n')
+        refused = run_process("send", campaign, "--yes", "--journal", tmp_path / "j2.sqlite", env=env)
+        assert refused.returncode == 2 and f"run: chmod 600 {named}" in refused.stderr
+        assert not (tmp_path / "j2.sqlite").exists()
+    assert len(model.deliveries()) == 2
+    assert TOKEN not in by_default.stdout + by_default.stderr + refused.stdout + refused.stderr
+
+
+def test_send_without_a_secret_creates_no_journal(tmp_path: Path) -> None:
+    contacts = write_contacts(tmp_path / "contacts.csv", 2)
+    campaign = write_campaign(tmp_path, contacts)
+    env = _env_without_secret(HOME=str(tmp_path), CHERT_BASE_URL="http://127.0.0.1:9/api/v1")
+    result = run_process("send", campaign, "--yes", env=env)
+    assert result.returncode == 2 and "CHERT_SIGNING_SECRET is not set" in result.stderr
+    assert "~/.config/chertcast/secret (chmod 600)" in result.stderr
+    assert not (tmp_path / "campaign.journal.sqlite").exists()

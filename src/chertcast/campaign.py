@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import tomllib
@@ -17,8 +18,22 @@ from chertcast.errors import ConfigError
 
 PRODUCTION_BASE_URL = "https://console.trychert.com/api/v1"
 SECRET_ENV = "CHERT_SIGNING_SECRET"
+SECRET_FILE_ENV = "CHERT_SIGNING_SECRET_FILE"
+DEFAULT_SECRET_FILE = Path("~/.config/chertcast/secret")
 BASE_URL_ENV = "CHERT_BASE_URL"
 DEFAULT_MAX_BODY_CHARS = 2000
+# Plan each line's gap a little wider than Chert's: Chert times a send when it arrives, so a
+# plan at exactly 10:00 could meet an avoidable 4002. 5 s on Chert's 10 minutes; 10 % of a
+# rehearsal's second-scale gap (a flat 5 s would swamp it).
+GAP_MARGIN_S = 5.0  # at most
+GAP_MARGIN_SHARE = 0.1
+
+
+def gap_margin(gap_s: float) -> float:
+    """How much wider than Chert's gap a line's first touches are planned."""
+    return min(GAP_MARGIN_S, GAP_MARGIN_SHARE * gap_s)
+
+
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
 
 
@@ -101,6 +116,12 @@ class CapacitySettings(_Strict):
             timezone=self.timezone,
         )
 
+    def planning_rules(self) -> CapacityRules:
+        """The rules chertcast plans with — Chert's, with the line-gap margin. The one place
+        the margin is applied: `send`, `check`'s calendar and `status`'s next slot all use it."""
+        rules = self.rules()
+        return dataclasses.replace(rules, line_gap_s=rules.line_gap_s + gap_margin(rules.line_gap_s))
+
 
 class QuietHoursSettings(_Strict):
     """Never deliver outside [start, end) in the recipient's local time."""
@@ -125,12 +146,12 @@ class ApiSettings(_Strict):
     base_url: str = PRODUCTION_BASE_URL
     auth: Literal["bearer", "hmac"] = "bearer"
     tenant: str | None = None
+    secret_file: Path | None = None  # for unattended runs: a file only its owner can read
 
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        check_base_url(value)
-        return value.rstrip("/")
+        return clean_base_url(value)
 
 
 class Campaign(_Strict):
@@ -172,14 +193,22 @@ class Campaign(_Strict):
             raise ConfigError(f"{self.source}: cannot read template {self.template}: {exc}") from None
 
     def resolved_base_url(self) -> str:
-        override = os.environ.get(BASE_URL_ENV)
+        override = os.environ.get(BASE_URL_ENV, "").strip()
         if override:
             try:
-                check_base_url(override)
+                return clean_base_url(override)
             except ValueError as exc:
                 raise ConfigError(f"{BASE_URL_ENV}: {exc}") from None
-            return override.rstrip("/")
         return self.api.base_url
+
+
+def clean_base_url(value: str) -> str:
+    """The base URL without surrounding spaces or a trailing slash, once it is known to be usable."""
+    cleaned = value.strip().rstrip("/")
+    if any(ch.isspace() for ch in cleaned):
+        raise ValueError(f"base_url {value!r} contains a space")
+    check_base_url(cleaned)
+    return cleaned
 
 
 def check_base_url(value: str) -> None:
@@ -218,6 +247,9 @@ def load_campaign(path: Path | str) -> Campaign:
     for key in ("contacts", "template"):
         if isinstance(data.get(key), str):
             data[key] = str((base / data[key]).resolve())
+    api = data.get("api")
+    if isinstance(api, dict) and isinstance(api.get("secret_file"), str):
+        api["secret_file"] = str((base / Path(api["secret_file"]).expanduser()).resolve())
     if isinstance(data.get("suppress"), list):
         data["suppress"] = [str((base / p).resolve()) if isinstance(p, str) else p for p in data["suppress"]]
     try:

@@ -248,3 +248,18 @@ def estimate_calendar(rules: CapacityRules, lines: Sequence[str], count: int, st
             simulated.append((day, min(per_day, rest)))
             rest -= per_day
     return Calendar(len(lines), simulated)
+
+
+def last_slot(rules: CapacityRules, lines: Sequence[str], count: int, start: float) -> float | None:
+    """When the last of ``count`` first-touch sends from ``start`` can go, with fresh capacity;
+    None when that is more than ``SIMULATED_SENDS`` sends away (use the calendar's days)."""
+    if count <= 0:
+        return start
+    if count > SIMULATED_SENDS:
+        return None
+    planner = LinePlanner(rules, lines)
+    at = start
+    for _ in range(count):
+        line, at = planner.next_slot(at)
+        planner.record(line, at)
+    return at

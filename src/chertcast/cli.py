@@ -19,13 +19,16 @@ from chertcast import __version__, crashes, present, runlock, runner
 from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, parse_clock
 from chertcast.crashes import scrub
-from chertcast.errors import ChertcastError, InputError
+from chertcast.credentials import locate_secret, read_secret
+from chertcast.errors import CampaignStopped, ChertcastError, InputError
 from chertcast.export import write_table
 from chertcast.journal import Journal
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
 
 F = TypeVar("F", bound=Callable[..., Any])
+PROBABILITY = click.FloatRange(0.0, 1.0)
+NON_NEGATIVE = click.FloatRange(min=0.0)
 
 
 DEBUG_ENV = "CHERTCAST_DEBUG"
@@ -71,6 +74,21 @@ def report_bug(exc: BaseException) -> None:
     click.echo(f"{line} (a bug in chertcast; {where}; please attach it to a report)", err=True)
 
 
+def quiet_pipe(func: F) -> F:
+    """A reader that stops early (`preview | head`) ends the output quietly, like any Unix tool."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)  # the interpreter's last flush goes nowhere
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, what the shell reports for `cat file | head`
+
+    return wrapper  # type: ignore[return-value]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="chertcast")
 def cli() -> None:
@@ -81,24 +99,42 @@ def cli() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--secret", default=None, help="Secret to accept (default: the documented sandbox secret).")
-@click.option("--latency-ms", default=0.0, show_default=True, help="Added latency per /send.")
-@click.option("--jitter-ms", default=0.0, show_default=True, help="Random extra latency, 0..N ms.")
-@click.option("--error-500", default=0.0, show_default=True, help="Probability of 3001 / HTTP 500.")
-@click.option("--rate-limited", default=0.0, show_default=True, help="Probability of 1007 / HTTP 429.")
-@click.option("--saturated", default=0.0, show_default=True, help="Probability of 4002 / HTTP 503.")
-@click.option("--retry-after", default=1, show_default=True, help="retry_after for 1007 and 4002, seconds.")
+@click.option("--latency-ms", default=0.0, show_default=True, type=NON_NEGATIVE, help="Added latency per /send.")
+@click.option("--jitter-ms", default=0.0, show_default=True, type=NON_NEGATIVE, help="Random extra latency, 0..N ms.")
+@click.option("--error-500", default=0.0, show_default=True, type=PROBABILITY, help="Probability of 3001 / HTTP 500.")
 @click.option(
-    "--drop-before", default=0.0, show_default=True, help="Probability the connection closes before processing."
+    "--rate-limited", default=0.0, show_default=True, type=PROBABILITY, help="Probability of 1007 / HTTP 429."
 )
-@click.option("--drop-after", default=0.0, show_default=True, help="Probability the connection closes after delivery.")
-@click.option("--rate-limit", default=None, type=float, help="Server-side limit in requests/s (over it: 1007).")
-@click.option("--dedup-window", default=600.0, show_default=True, help="Dedup window in seconds.")
+@click.option("--saturated", default=0.0, show_default=True, type=PROBABILITY, help="Probability of 4002 / HTTP 503.")
+@click.option(
+    "--retry-after", default=1, show_default=True, type=click.IntRange(min=0), help="retry_after for 1007 and 4002, s."
+)
+@click.option(
+    "--drop-before",
+    default=0.0,
+    show_default=True,
+    type=PROBABILITY,
+    help="Probability the connection closes before processing.",
+)
+@click.option(
+    "--drop-after",
+    default=0.0,
+    show_default=True,
+    type=PROBABILITY,
+    help="Probability the connection closes after delivery.",
+)
+@click.option(
+    "--rate-limit", default=None, type=click.FloatRange(min=0, min_open=True), help="Server-side limit in requests/s."
+)
+@click.option("--dedup-window", default=600.0, show_default=True, type=NON_NEGATIVE, help="Dedup window in seconds.")
 @click.option("--seed", default=None, type=int, help="Seed for reproducible faults.")
 @click.option("--lines", "line_count", default=3, show_default=True, type=click.IntRange(1, 500), help="Sender lines.")
 @click.option("--capacity", is_flag=True, help="Enforce Chert's first-touch capacity (10 min gap, 30/line/day).")
 @click.option("--window", default=None, help="Capacity mode: sending window, e.g. 09:00-18:00.")
 @click.option("--timezone", "zone", default="UTC", show_default=True, help="Capacity mode: the project's time zone.")
-@click.option("--project-daily-cap", default=None, type=int, help="Capacity mode: first-touch sends per day.")
+@click.option(
+    "--project-daily-cap", default=None, type=click.IntRange(min=1), help="Capacity mode: first-touch sends per day."
+)
 @click.option(
     "--line-gap-s",
     default=None,
@@ -112,6 +148,7 @@ def cli() -> None:
     help="Capacity mode: first touches per line per day (default 30).",
 )
 @friendly
+@quiet_pipe
 def sandbox(
     host: str,
     port: int,
@@ -140,7 +177,7 @@ def sandbox(
     --line-gap-s and --line-daily-cap turn capacity mode on by themselves.
     """
     from chertcast.sandbox.model import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel
-    from chertcast.sandbox.server import serve_forever
+    from chertcast.sandbox.server import bind, serve_forever
 
     faults = Faults(
         latency_ms=latency_ms,
@@ -160,14 +197,15 @@ def sandbox(
     config = SandboxConfig(
         secret=secret or DEFAULT_SECRET, faults=faults, dedup_window_s=dedup_window, lines=lines, capacity=rules
     )
+    try:
+        sock = bind(host, port)  # before saying "listening": a busy port fails first, alone
+    except OSError as exc:
+        raise ChertcastError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     shown_host = f"[{host}]" if ":" in host else host
-    click.echo(f"chertcast sandbox listening on http://{shown_host}:{port}/api/v1")
+    click.echo(f"chertcast sandbox listening on http://{shown_host}:{sock.getsockname()[1]}/api/v1")
     click.echo(f"accepted secret: {config.secret}  (sandbox only; export CHERT_SIGNING_SECRET={config.secret})")
     click.echo("ledger: GET /_sandbox/deliveries, GET /_sandbox/stats, POST /_sandbox/reset. Ctrl-C to stop.")
-    try:
-        serve_forever(SandboxModel(config), host, port)
-    except OSError as exc:
-        raise ChertcastError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    serve_forever(SandboxModel(config), sock)
 
 
 CAMPAIGN = click.argument("campaign", type=click.Path(path_type=Path))
@@ -179,6 +217,7 @@ ENCODING = click.option("--encoding", default=None, help="CSV text encoding (def
 @ENCODING
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @friendly
+@quiet_pipe
 def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     """Check every row of the contact sheet; send nothing.
 
@@ -189,7 +228,8 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(present.check_json(plan), ensure_ascii=False))
     else:
-        for line in [*present.plan_summary(plan), *present.calendar_lines(plan, time.time())]:
+        now = time.time()
+        for line in [*present.plan_summary(plan, now), *present.calendar_lines(plan, now)]:
             click.echo(line)
         if plan.issues:
             click.echo("")
@@ -204,8 +244,10 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
 @cli.command()
 @CAMPAIGN
 @ENCODING
-@click.option("--rows", "count", default=3, show_default=True, help="How many messages to show.")
-@click.option("--row", "row", default=None, type=int, help="Show the message for this sheet row.")
+@click.option(
+    "--rows", "count", default=3, show_default=True, type=click.IntRange(min=1), help="How many messages to show."
+)
+@click.option("--row", "row", default=None, type=click.IntRange(min=1), help="Show the message for this sheet row.")
 @click.option(
     "--out",
     default=None,
@@ -213,6 +255,7 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     help="Write every row with its message, status and key to FILE.csv or FILE.xlsx.",
 )
 @friendly
+@quiet_pipe
 def preview(campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None) -> None:
     """Show exactly what recipients will see (blank lines split bubbles); send nothing."""
     plan = build_plan(load_campaign(campaign), encoding=encoding)
@@ -230,12 +273,18 @@ def preview(campaign: Path, encoding: str | None, count: int, row: int | None, o
             )
     else:
         chosen = plan.sendable[:count]
+        if not chosen:
+            click.echo(
+                f"No row of {plan.sheet.path.name} can be sent ({len(plan.recipients):,} read); "
+                f"see why with: chertcast check {campaign}"
+            )
+            return
     for recipient in chosen:
         click.echo("\n".join(present.bubble_view(recipient)))
         click.echo("")
     remaining = len(plan.sendable) - len(chosen)
     if row is None and remaining > 0:
-        click.echo(f"… {remaining:,} more sendable messages (--out FILE.csv writes them all)")
+        click.echo(f"… {present.plural(remaining, 'more sendable message')} (--out FILE.csv writes them all)")
 
 
 @cli.command()
@@ -257,6 +306,7 @@ def preview(campaign: Path, encoding: str | None, count: int, row: int | None, o
 @click.option("--wait", is_flag=True, help="When today's capacity is spent, stay up and continue when it returns.")
 @ENCODING
 @friendly
+@quiet_pipe
 def send(
     campaign: Path,
     dry_run: bool,
@@ -273,7 +323,13 @@ def send(
     encoding: str | None,
 ) -> None:
     """Send the campaign: paced, retried, exactly once. Rerun the same command to resume."""
+    secret = None
+    if not dry_run and not sandbox:  # fail before anything is written or asked
+        loaded = load_campaign(campaign)
+        read_secret(loaded)
+        secret = locate_secret(loaded)
     options = runner.SendOptions(
+        yes=yes,
         dry_run=dry_run,
         sandbox=sandbox,
         limit=limit,
@@ -286,8 +342,6 @@ def send(
         wait=wait,
     )
     prepared = runner.prepare(campaign, options)
-    if not dry_run and not sandbox:
-        runner.read_secret()  # fail before asking anything
     out = sys.stderr if as_json else sys.stdout
     for line in present.send_header(prepared, options):
         click.echo(line, file=out)
@@ -298,16 +352,21 @@ def send(
     if not yes:
         if not sys.stdin.isatty():
             raise ChertcastError(
-                f"about to send {len(prepared.to_send):,} messages; not on a terminal, so add --yes to confirm"
+                f"about to send {present.plural(len(prepared.to_send), 'message')}; "
+                "not on a terminal, so add --yes to confirm"
             )
         if not click.confirm(present.confirm_question(prepared), default=False):
             click.echo("Nothing sent.")
             return
     total = len(prepared.to_send)
     bar = None if as_json else (BarProgress(total) if sys.stderr.isatty() else LineProgress(total))
-    result = runner.execute(prepared, options, progress=bar)
+    try:
+        result = runner.execute(prepared, options, progress=bar)
+    except CampaignStopped as exc:  # before the first /send: nothing was sent, every row waits
+        resume = present.resume_command(prepared.campaign.source, options)
+        raise CampaignStopped(f"{exc}. Nothing was sent; fix it, then resume with: {resume}") from None
     code = present.final_exit_code(prepared, result.run)
-    lines = present.send_summary(result, options)
+    lines = present.send_summary(result, options, secret)
     _finish_send(present.send_json(prepared, result, options, code), as_json, lines, code)
 
 
@@ -328,6 +387,7 @@ def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code:
 @click.option("--sandbox", is_flag=True, help="Show the sandbox rehearsal's journal.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
+@quiet_pipe
 def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -> None:
     """Where the campaign stands: counts by state, common errors, last progress."""
     loaded = load_campaign(campaign)
@@ -364,6 +424,7 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 @click.option("--sandbox", is_flag=True, help="Report on the sandbox rehearsal's journal.")
 @ENCODING
 @friendly
+@quiet_pipe
 def report(
     campaign: Path, out: Path, only: str | None, journal: Path | None, sandbox: bool, encoding: str | None
 ) -> None:

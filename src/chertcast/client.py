@@ -18,7 +18,14 @@ import httpx
 
 from chertcast.signing import sign
 
-OutcomeKind = Literal["sent", "duplicate", "error", "network"]
+# sent / duplicate: delivered. error: an HTTP answer that is not a success (a Chert error with
+# its code, or a non-Chert answer such as a proxy's page, which has an http_status but no code).
+# unreachable: no connection was made (DNS failure, refused, TLS): nothing was sent.
+# network: the connection failed after the request may have left: the outcome is unknown.
+OutcomeKind = Literal["sent", "duplicate", "error", "unreachable", "network"]
+# Non-Chert answers that mean "wrong place" or a gateway's own refusal: never Chert's verdict
+# on the row, so retried with the same key (and, before any success, a sign of a broken setup).
+SETUP_STATUSES = frozenset({401, 403, 404, 405, 407, 410, 421})
 
 
 class Secret:
@@ -60,6 +67,11 @@ class Outcome:
     def delivered(self) -> bool:
         return self.kind in ("sent", "duplicate")
 
+    @property
+    def is_chert_answer(self) -> bool:
+        """A Chert error carries a numeric code; anything else came from somewhere else."""
+        return self.code is not None
+
 
 def _parse_retry_after(body_value: Any, header: str | None) -> float | None:
     for value in (body_value, header):
@@ -100,6 +112,8 @@ def parse_response(response: httpx.Response) -> Outcome:
         )
     error = data["error"] if isinstance(data.get("error"), dict) else data
     code = error.get("code")
+    if not isinstance(code, int):  # JSON, but not Chert's error shape (another service, a gateway)
+        return _non_json(response, trace)
     retryable = error.get("retryable")
     if not isinstance(retryable, bool):  # a 2xx we cannot read may have been delivered: retry, same key
         retryable = response.status_code >= 500 or response.status_code == 429 or response.is_success
@@ -107,7 +121,7 @@ def parse_response(response: httpx.Response) -> Outcome:
     return Outcome(
         kind="error",
         http_status=response.status_code,
-        code=code if isinstance(code, int) else None,
+        code=code,
         message=str(error.get("message") or f"HTTP {response.status_code}")[:500],
         retryable=retryable,
         retry_after=_parse_retry_after(error.get("retry_after"), response.headers.get("retry-after")),
@@ -118,15 +132,24 @@ def parse_response(response: httpx.Response) -> Outcome:
 
 def _non_json(response: httpx.Response, trace: str | None) -> Outcome:
     """A proxy's HTML page, an empty 502, a success without the fields we need."""
-    retryable = response.status_code >= 500 or response.status_code == 429 or response.is_success
+    status = response.status_code
+    retryable = status >= 500 or status == 429 or response.is_success or status in SETUP_STATUSES
+    reason = f" {response.reason_phrase}" if response.reason_phrase else ""
     return Outcome(
         kind="error",
-        http_status=response.status_code,
-        message=f"HTTP {response.status_code} with an unexpected body",
+        http_status=status,
+        message=f"HTTP {status}{reason}{_from(response)} without a Chert error code",
         retryable=retryable,
         retry_after=_parse_retry_after(None, response.headers.get("retry-after")),
         trace_id=trace,
     )
+
+
+def _from(response: httpx.Response) -> str:
+    try:
+        return f" from {response.request.url.host}"
+    except RuntimeError:  # a response built without its request (tests)
+        return ""
 
 
 def _opt_str(value: Any) -> str | None:
@@ -148,6 +171,7 @@ class ChertClient:
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
+        self.host = httpx.URL(self._base).host
         self._secret = secret
         self._auth = auth
         self._tenant = tenant
@@ -168,9 +192,21 @@ class ChertClient:
         raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         try:
             response = await self._http.post(f"{self._base}/send", content=raw, headers=self._headers(raw))
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # no connection: nothing left this machine
+            return Outcome(kind="unreachable", message=self.describe_transport_error(exc), retryable=True)
         except httpx.TransportError as exc:
-            return Outcome(kind="network", message=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
+            return Outcome(kind="network", message=self.describe_transport_error(exc), retryable=True)
         return parse_response(response)
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    def describe_transport_error(self, exc: httpx.TransportError) -> str:
+        """'ConnectError connecting to api.example.com: [Errno -2] Name or service not known'."""
+        verb = "connecting to" if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) else "talking to"
+        detail = f": {exc}" if str(exc) else ""
+        return f"{type(exc).__name__} {verb} {self.host}{detail}"[:300]
 
     async def get_json(self, path: str) -> tuple[int, Any]:
         response = await self._http.get(f"{self._base}{path}", headers=self._headers(b""))

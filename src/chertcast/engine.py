@@ -21,14 +21,14 @@ import anyio
 import anyio.abc
 
 from chertcast.capacity import LinePlanner, QuietHours, next_quiet_ok, quiet_ok, zones_for
-from chertcast.client import ChertClient, Outcome
+from chertcast.client import SETUP_STATUSES, ChertClient, Outcome
 from chertcast.journal import Journal
 from chertcast.pacing import Clock, InFlight, TokenBucket, remaining
-from chertcast.preflight import Recipient
+from chertcast.preflight import AttachmentRef, Recipient
 
 STOP_CODES = {
     2001: "the tenant is unknown (check [api] tenant / x-chert-tenant)",
-    2004: "authentication failed: CHERT_SIGNING_SECRET is wrong for this API",
+    2004: "authentication failed: the signing secret (CHERT_SIGNING_SECRET or the secret file) is wrong for this API",
     2005: "the tenant is suspended or lacks permission",
     2008: "the account limit is reached",
     2012: "no credentials reached the API",
@@ -37,6 +37,55 @@ STOP_CODES = {
 }
 CAPACITY_CODE = 4002
 RATE_LIMIT_CODE = 1007
+ATTACHMENT_UNKNOWN_CODE = 5001
+
+
+@dataclass
+class SetupBreaker:
+    """Stops a run whose setup is broken, before it fails row after row.
+
+    Some answers can only mean a setup problem when nothing has succeeded yet: a non-Chert
+    404 (the base URL's path is wrong), a connection that cannot be made (a host typo, a
+    closed port). The first ``threshold`` identical ones before any success stop the
+    campaign — at any campaign size, within the first few requests. After one success the
+    setup is proven, and the same answers are ordinary trouble (retried, then failed).
+    """
+
+    threshold: int = 3
+    succeeded: bool = False
+    _signature: str | None = None
+    _count: int = 0
+
+    def success(self) -> None:
+        self.succeeded = True
+
+    def observe(self, outcome: Outcome, base_url: str) -> str | None:
+        """The stop reason once ``threshold`` identical setup answers have come; else None."""
+        signature = setup_signature(outcome)
+        if self.succeeded or signature is None:
+            return None
+        self._count = self._count + 1 if signature == self._signature else 1
+        self._signature = signature
+        if self._count < self.threshold:
+            return None
+        if outcome.kind == "unreachable":
+            return (
+                f"no connection could be made to the API {self._count} times and nothing has been sent "
+                f"({outcome.message}): check [api] base_url / CHERT_BASE_URL ({base_url}) and the network"
+            )
+        return (
+            f"the API base URL answered {self._count} times with {outcome.message} and nothing has been sent: "
+            f"{base_url}/send is not Chert's /send — check [api] base_url / CHERT_BASE_URL"
+        )
+
+
+def setup_signature(outcome: Outcome) -> str | None:
+    """What makes two setup answers identical; None for answers that may be the row's own."""
+    if outcome.kind == "unreachable":
+        return f"unreachable {outcome.message}"
+    if outcome.kind == "error" and not outcome.is_chert_answer and outcome.http_status in SETUP_STATUSES:
+        return f"http {outcome.http_status}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -52,7 +101,7 @@ def retry_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: random
     Network errors and ``retryable: true`` answers are retried; ``retry_after`` is honoured
     exactly; otherwise exponential backoff 1 s, 2 s, 4 s… with full jitter in [½, 1]×.
     """
-    if not (outcome.kind == "network" or outcome.retryable) or attempt >= policy.max_attempts:
+    if not (outcome.kind in ("network", "unreachable") or outcome.retryable) or attempt >= policy.max_attempts:
         return None
     if outcome.retry_after is not None:
         return float(outcome.retry_after)
@@ -139,6 +188,7 @@ class EngineSettings:
     capacity_wait_s: float = 900.0  # a 4002 asking us to wait longer than this ends today's run
     campaign_effect: str | None = None
     campaign_line: str | None = None
+    campaign_attachments: tuple[AttachmentRef, ...] = ()  # [send] attachments: a 5001 on one stops the run
     handle_signals: bool = True
     scheduler: Scheduler | None = None
 
@@ -200,6 +250,7 @@ class Engine:
         self.stats = RunStats()
         self._payload_for = payload_for or (lambda r: r.payload())
         self._recent_failures: deque[bool] = deque(maxlen=settings.failure_window)
+        self._setup = SetupBreaker()
         self._result = RunResult(self.stats)
         self._stopping = anyio.Event()
         self._requeued: list[Recipient] = []
@@ -354,13 +405,14 @@ class Engine:
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
+            async for received in signals:
                 if self.stopping and self._result.stop_kind == "interrupted":
                     # Second Ctrl-C: leave now. Every transition is already committed, and
                     # rows caught in flight stay 'sending' and are resent with the same key.
                     print("\nchertcast: stopped at once; the journal is consistent. Rerun to resume.", file=sys.stderr)
                     os._exit(130)
-                self.stop("interrupted", "interrupted (Ctrl-C); waiting for messages in flight")
+                name = "Ctrl-C" if received == signal.SIGINT else signal.Signals(received).name
+                self.stop("interrupted", f"interrupted ({name})")
                 print(
                     "\nchertcast: stopping: waiting for messages in flight (Ctrl-C again to quit now)", file=sys.stderr
                 )
@@ -469,9 +521,26 @@ class Engine:
             return f"4098: the campaign's effect {recipient.effect!r} is unknown to Chert (allowed: {allowed})"
         if code == 2006 and recipient.phone_line_id and recipient.phone_line_id == self.settings.campaign_line:
             return f"2006: the campaign's phone_line_id {recipient.phone_line_id!r} is not assigned to this tenant"
+        if code == ATTACHMENT_UNKNOWN_CODE:
+            shared = self._campaign_attachment(recipient, outcome)
+            if shared is not None:
+                return f"5001: the campaign's attachment {shared!r} ([send] attachments) is unknown to Chert"
+        return self._setup.observe(outcome, self.client.base_url)
+
+    def _campaign_attachment(self, recipient: Recipient, outcome: Outcome) -> str | None:
+        """The campaign-wide attachment a 5001 names (by ``attachment_index``, or the only kind the row has)."""
+        shared = self.settings.campaign_attachments
+        index = (outcome.extra or {}).get("attachment_index")
+        if isinstance(index, int) and 0 <= index < len(recipient.attachments):
+            ref = recipient.attachments[index]
+            return ref.value if ref in shared else None
+        if recipient.attachments and all(ref in shared for ref in recipient.attachments):
+            return ", ".join(ref.value for ref in recipient.attachments)
         return None
 
     def _record(self, *, failed: bool) -> None:
+        if not failed:
+            self._setup.success()
         window = self._recent_failures
         window.append(failed)
         if len(window) == window.maxlen:

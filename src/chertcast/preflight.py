@@ -236,6 +236,8 @@ def _missing_column(campaign: Campaign, sheet: Sheet, name: str, header: str) ->
 def load_suppression(campaign: Campaign) -> set[str]:
     numbers: set[str] = set()
     for path in campaign.suppress:
+        if not path.exists():
+            raise InputError(f"{path}: suppression list does not exist")
         if path.suffix.lower() == ".txt":
             cells = _text_lines(path)
         else:

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from chertcast.capacity import estimate_calendar
+from chertcast.campaign import BASE_URL_ENV, DEFAULT_SECRET_FILE, SECRET_ENV, SECRET_FILE_ENV, Campaign
+from chertcast.capacity import estimate_calendar, last_slot
+from chertcast.credentials import SecretSource
 from chertcast.engine import RunResult
 from chertcast.journal import STATES, Journal, JournalRow
 from chertcast.preflight import Issue, Plan, Recipient
-from chertcast.render import bubbles
 from chertcast.runner import Prepared, SendOptions, SendResult, journal_counts
 
 _FIX_WORDS = {
@@ -35,6 +38,11 @@ _FIX_WORDS = {
 }
 
 
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """'1 message', '2 messages', '1,000 rows'."""
+    return f"{count:,} {word if count == 1 else (words or word + 's')}"
+
+
 def duration(seconds: float) -> str:
     seconds = round(seconds)
     if seconds < 60:
@@ -43,7 +51,48 @@ def duration(seconds: float) -> str:
     if minutes < 60:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long sending ``count`` messages takes: the rate, and first-touch capacity when planned."""
+
+    seconds: float | None  # None: capacity decides, and chertcast cannot see it yet (lines unknown)
+    text: str
+
+
+def estimate(campaign: Campaign, count: int, rate: float, now: float) -> Estimate:
+    """The one estimate that `check`, the send header and the confirmation prompt all show.
+
+    With capacity planning on, every message is counted as a first-touch send (the most a
+    plan can need): follow-ups to existing leads go faster.
+    """
+    paced = max(0.0, count - campaign.send.burst) / rate
+    settings = campaign.capacity
+    if not settings.enabled or count == 0:
+        return Estimate(paced, duration(paced))
+    if not settings.lines:
+        limits = f"{settings.line_daily_cap}/line/day, {settings.line_gap_minutes:g} min apart"
+        return Estimate(
+            None,
+            f"at least {duration(paced)}; first-touch capacity ({limits}) decides — "
+            "list [capacity] lines for a calendar",
+        )
+    rules = settings.planning_rules()
+    calendar = estimate_calendar(rules, settings.lines, count, now)
+    last = last_slot(rules, settings.lines, count, now)
+    seconds = max(paced, last - now) if last is not None else None
+    if calendar.sending_days <= 1 and seconds is not None:
+        return Estimate(seconds, f"{duration(seconds)} (first-touch capacity on {plural(calendar.lines, 'line')})")
+    return Estimate(
+        seconds,
+        f"{plural(calendar.sending_days, 'sending day')} (first-touch capacity on "
+        f"{plural(calendar.lines, 'line')}; expected finish {calendar.finish})",
+    )
 
 
 def calendar_lines(plan: Plan, now: float) -> list[str]:
@@ -53,12 +102,12 @@ def calendar_lines(plan: Plan, now: float) -> list[str]:
         return ["  calendar: capacity planning is off ([capacity] enabled = false)"]
     if not settings.lines:
         return ["  calendar: sender lines are discovered when sending; list them in [capacity] lines for an estimate"]
-    calendar = estimate_calendar(settings.rules(), settings.lines, len(plan.sendable), now)
+    calendar = estimate_calendar(settings.planning_rules(), settings.lines, len(plan.sendable), now)
     window = f", window {settings.window_start}-{settings.window_end}" if settings.window_start else ""
     lines = [
-        f"  calendar: {len(plan.sendable):,} first-touch sends on {calendar.lines} lines "
+        f"  calendar: {plural(len(plan.sendable), 'first-touch send')} on {plural(calendar.lines, 'line')} "
         f"({settings.line_daily_cap}/line/day, {settings.line_gap_minutes:g} min apart{window}, {settings.timezone}): "
-        f"{calendar.sending_days} sending day{'s' if calendar.sending_days != 1 else ''}, "
+        f"{plural(calendar.sending_days, 'sending day')}, "
         f"expected finish {calendar.finish or '-'}"
     ]
     if calendar.sending_days > settings.horizon_days:
@@ -73,7 +122,7 @@ def calendar_json(plan: Plan, now: float) -> dict[str, Any] | None:
     settings = plan.campaign.capacity
     if not settings.enabled or not settings.lines:
         return None
-    calendar = estimate_calendar(settings.rules(), settings.lines, len(plan.sendable), now)
+    calendar = estimate_calendar(settings.planning_rules(), settings.lines, len(plan.sendable), now)
     return {
         "lines": calendar.lines,
         "sending_days": calendar.sending_days,
@@ -82,7 +131,7 @@ def calendar_json(plan: Plan, now: float) -> dict[str, Any] | None:
     }
 
 
-def plan_summary(plan: Plan) -> list[str]:
+def plan_summary(plan: Plan, now: float | None = None) -> list[str]:
     counts = plan.counts()
     errors = sum(1 for i in plan.issues if i.severity == "error")
     warnings = sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate")
@@ -91,13 +140,19 @@ def plan_summary(plan: Plan) -> list[str]:
         f"Campaign {plan.campaign.id}: {plan.sheet.path.name}, {len(plan.recipients)} rows read",
         *[f"  {note}" for note in plan.notes],
         f"  sendable     {counts['sendable']:>7,}",
-        f"  errors       {counts['error']:>7,} rows ({errors} problems)",
+        f"  errors       {counts['error']:>7,} {'row' if counts['error'] == 1 else 'rows'} "
+        f"({plural(errors, 'problem')})",
         f"  warnings     {warnings:>7,}",
         f"  duplicates   {counts['duplicate']:>7,}",
         f"  suppressed   {counts['suppressed']:>7,}",
-        f"  estimated send time: {duration(plan.estimated_seconds())} at {settings.rate:g} msg/s",
+        f"  estimated send time: {_plan_estimate(plan, now).text} at {settings.rate:g} msg/s",
     ]
     return lines
+
+
+def _plan_estimate(plan: Plan, now: float | None) -> Estimate:
+    moment = time.time() if now is None else now
+    return estimate(plan.campaign, len(plan.sendable), plan.campaign.send.rate, moment)
 
 
 def fix_list(issues: Iterable[Issue]) -> str:
@@ -137,10 +192,14 @@ def check_json(plan: Plan) -> dict[str, Any]:
         "duplicates": counts["duplicate"],
         "suppressed": counts["suppressed"],
         "warnings": sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate"),
-        "estimated_seconds": round(plan.estimated_seconds(), 1),
+        "estimated_seconds": _rounded(_plan_estimate(plan, None).seconds),
         "calendar": calendar_json(plan, time.time()),
         "issues": [issue.as_json() for issue in plan.issues],
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def bubble_view(recipient: Recipient, width: int = 64) -> list[str]:
@@ -152,17 +211,30 @@ def bubble_view(recipient: Recipient, width: int = 64) -> list[str]:
         if recipient.body is None:
             return lines
     assert recipient.body is not None
-    for index, bubble in enumerate(bubbles(recipient.body)):
+    for index, bubble in enumerate(_bubbles_as_written(recipient.body)):
         if index:
             lines.append("")
-        for paragraph in bubble.split("\n"):
-            for piece in textwrap.wrap(paragraph, width - 6) or [""]:
+        for paragraph in bubble:
+            indent = paragraph[: len(paragraph) - len(paragraph.lstrip())]
+            for piece in textwrap.wrap(paragraph, width - 6, subsequent_indent=indent) or [""]:
                 lines.append(f"   │ {piece}")
     extras = [f"effect: {recipient.effect}"] if recipient.effect else []
     extras += [f"attachment: {a.value}" for a in recipient.attachments]
     lines += [f"   + {extra}" for extra in extras]
-    lines.append(f"   key {recipient.key}")
+    if recipient.key:
+        lines.append(f"   key {recipient.key}")
     return lines
+
+
+def _bubbles_as_written(body: str) -> list[list[str]]:
+    """Blank lines split bubbles; each line keeps its own indentation (as sent)."""
+    groups: list[list[str]] = [[]]
+    for line in body.split("\n"):
+        if line.strip():
+            groups[-1].append(line.rstrip())
+        elif groups[-1]:
+            groups.append([])
+    return [group for group in groups if group]
 
 
 PREVIEW_HEADERS = ["e164_phone", "status", "reason", "body", "idempotency_key"]
@@ -185,42 +257,121 @@ def preview_rows(plan: Plan) -> Iterable[list[object]]:
 # ------------------------------------------------------------------- send
 
 
-def resume_command() -> str:
-    return "chertcast " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "chertcast send CAMPAIGN"
+def send_args(campaign: Path, options: SendOptions, *, cron: bool = False) -> list[str]:
+    """The `send` arguments that continue this run, from the parsed options (never argv).
+
+    Never --dry-run (it is how to send for real), --retry-failed or --allow-changes (both
+    already took effect in the journal); a cron line never gets --wait and always gets --yes.
+    """
+
+    def shown(path: Path) -> str:
+        return str(path.absolute() if cron else path)
+
+    args = ["send", shown(campaign)]
+    if options.journal is not None:
+        args += ["--journal", shown(options.journal)]
+    if options.sandbox:
+        args.append("--sandbox")
+    if options.rate is not None:
+        args += ["--rate", f"{options.rate:g}"]
+    if options.concurrency is not None:
+        args += ["--concurrency", str(options.concurrency)]
+    if options.limit is not None:
+        args += ["--limit", str(options.limit)]
+    if options.encoding:
+        args += ["--encoding", options.encoding]
+    if options.wait and not cron:
+        args.append("--wait")
+    if options.yes or cron:
+        args.append("--yes")
+    return args
 
 
-def cron_line() -> str:
-    """A crontab line that reruns this exact command every 15 minutes until the campaign is done."""
-    program = Path(sys.argv[0]).resolve()
-    runner = shlex.quote(str(program)) if program.name == "chertcast" else f"{shlex.quote(sys.executable)} -m chertcast"
-    command = f"{runner} {shlex.join(sys.argv[1:])}"
-    return f"*/15 * * * * cd {shlex.quote(os.getcwd())} && {command} >> send.log 2>&1"
+def resume_command(campaign: Path, options: SendOptions) -> str:
+    return "chertcast " + shlex.join(send_args(campaign, options))
 
 
-def send_header(prepared: Prepared, options: SendOptions) -> list[str]:
+def _program() -> str:
+    """This chertcast, by absolute path: cron has neither this shell's PATH nor its venv."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name == "chertcast":
+        found = argv0 if os.sep in argv0 else (shutil.which(argv0) or argv0)
+        return shlex.quote(os.path.abspath(found))
+    return f"{shlex.quote(os.path.abspath(sys.executable))} -m chertcast"
+
+
+def cron_line(campaign: Path, options: SendOptions, secret: SecretSource | None) -> str:
+    """A crontab line that reruns this send every 15 minutes until the campaign is done.
+
+    Cron runs without this shell's environment: paths are absolute, the base URL override
+    is carried over, and the secret comes from a file (never written into the line).
+    """
+    directory = campaign.absolute().parent
+    env = []
+    base_url = os.environ.get(BASE_URL_ENV, "").strip()
+    if base_url and not options.sandbox:
+        env.append(f"{BASE_URL_ENV}={shlex.quote(base_url)}")
+    if secret is not None and secret.kind == "env_file" and secret.path is not None:
+        env.append(f"{SECRET_FILE_ENV}={shlex.quote(str(secret.path))}")
+    command = " ".join([*env, _program(), shlex.join(send_args(campaign, options, cron=True))])
+    log = shlex.quote(str(directory / "send.log"))
+    line = f"*/15 * * * * cd {shlex.quote(str(directory))} && {command} >> {log} 2>&1"
+    return line.replace("%", "\\%")  # cron reads a bare % as a newline
+
+
+def cron_lines(campaign: Path, options: SendOptions, secret: SecretSource | None) -> list[str]:
+    lines = [f"Run the same command then, or let cron do it: {cron_line(campaign, options, secret)}"]
+    if not options.sandbox and (secret is None or not (secret.seen_by_cron or secret.kind == "env_file")):
+        lines.append(
+            f"  (cron does not see {SECRET_ENV} from this shell: put the secret in {DEFAULT_SECRET_FILE} "
+            f"and chmod 600 it, or name a file in [api] secret_file)"
+        )
+    return lines
+
+
+def send_header(prepared: Prepared, options: SendOptions, now: float | None = None) -> list[str]:
     counts = prepared.plan.counts()
     skipped = len(prepared.plan.recipients) - counts["sendable"]
     mode = "DRY RUN: " if options.dry_run else ("SANDBOX: " if options.sandbox else "")
+    eta = _send_estimate(prepared, now)
     lines = [
         f"{mode}campaign {prepared.campaign.id}: {len(prepared.to_send):,} to send now, "
-        f"{prepared.already_done:,} already done, {skipped:,} rows not sendable (see `chertcast check`)",
-        f"  rate {prepared.rate:g} msg/s, concurrency {prepared.concurrency}; "
-        f"estimated {duration(max(0, len(prepared.to_send) - prepared.campaign.send.burst) / prepared.rate)}",
+        f"{prepared.already_done:,} already done, {plural(skipped, 'row')} not sendable (see `chertcast check`)",
+        f"  rate {prepared.rate:g} msg/s, concurrency {prepared.concurrency}; estimated {eta.text}",
         f"  journal: {prepared.journal_path}",
     ]
     if options.dry_run:
-        lines.append("Nothing was sent (dry run). To send for real: " + resume_command().replace(" --dry-run", ""))
+        lines.append(
+            "Nothing was sent (dry run). To send for real: " + resume_command(prepared.campaign.source, options)
+        )
     elif not prepared.to_send:
-        lines.append("Nothing left to send: every sendable row is already finished.")
+        lines += _nothing_left(prepared, options)
     return lines
+
+
+def _nothing_left(prepared: Prepared, options: SendOptions) -> list[str]:
+    """Nothing to send — said truthfully: rows that failed or never went are not 'finished'."""
+    counts = journal_counts(prepared.journal_path, prepared.campaign.id)
+    failed = counts.get("failed", 0)
+    if not failed:
+        return ["Nothing left to send: every sendable row is already finished."]
+    return [
+        f"Nothing to send now, but {plural(failed, 'row')} failed and {'was' if failed == 1 else 'were'} "
+        f"never delivered: see {_report_command(prepared, options)} --only failed --out failed.csv; "
+        "send them again with --retry-failed"
+    ]
+
+
+def _send_estimate(prepared: Prepared, now: float | None) -> Estimate:
+    moment = time.time() if now is None else now
+    return estimate(prepared.campaign, len(prepared.to_send), prepared.rate, moment)
 
 
 def confirm_question(prepared: Prepared) -> str:
     recipients = len({r.phone for r in prepared.to_send})
-    eta = duration(max(0, len(prepared.to_send) - prepared.campaign.send.burst) / prepared.rate)
     return (
-        f"Send {len(prepared.to_send):,} messages to {recipients:,} recipients at "
-        f"{prepared.rate:g} msg/s (about {eta})?"
+        f"Send {plural(len(prepared.to_send), 'message')} to {plural(recipients, 'recipient')} at "
+        f"{prepared.rate:g} msg/s (about {_send_estimate(prepared, None).text})?"
     )
 
 
@@ -234,7 +385,7 @@ def final_exit_code(prepared: Prepared, run: RunResult | None) -> int:
     return 1 if run.stats.failed else 0
 
 
-def send_summary(result: SendResult, options: SendOptions) -> list[str]:
+def send_summary(result: SendResult, options: SendOptions, secret: SecretSource | None = None) -> list[str]:
     run = result.run
     assert run is not None
     stats = run.stats
@@ -250,25 +401,27 @@ def send_summary(result: SendResult, options: SendOptions) -> list[str]:
         lines.append(f"Stopped: {run.stop_reason}")
     if run.capacity is not None:
         lines += capacity_lines(run.capacity)
+    campaign = result.prepared.campaign.source
     if run.stop_kind == "capacity" and run.next_possible_at is not None:
         zone = str(run.capacity["timezone"]) if run.capacity else "UTC"
         when = datetime.fromtimestamp(run.next_possible_at, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
         lines.append(f"Next send possible at {when} (in about {duration(run.next_possible_in_s or 0)}).")
-        lines.append(f"Run the same command then, or let cron do it: {cron_line()}")
+        lines += cron_lines(campaign, options, secret)
     elif run.stop_kind == "capacity" and run.next_possible_in_s is not None:
         lines.append(f"Next send possible in about {duration(run.next_possible_in_s)}.")
     remaining = result.counts.get("pending", 0) + result.counts.get("sending", 0)
     if remaining:
-        lines.append(f"{remaining:,} rows remain. To resume, run: {resume_command()}")
-    if result.counts.get("failed"):
         lines.append(
-            f"{result.counts['failed']:,} rows failed: see them with "
-            f"chertcast report {_campaign_arg()} --only failed --out failed.csv"
-            f"{' --sandbox' if options.sandbox else ''}; retry with --retry-failed"
+            f"{plural(remaining, 'row')} {'remains' if remaining == 1 else 'remain'}. "
+            f"To resume, run: {resume_command(campaign, options)}"
         )
-    lines.append(
-        f"Report: chertcast report {_campaign_arg()} --out results.csv{' --sandbox' if options.sandbox else ''}"
-    )
+    failed = result.counts.get("failed", 0)
+    if failed:
+        lines.append(
+            f"{plural(failed, 'row')} failed: see {'it' if failed == 1 else 'them'} with "
+            f"{_report_command(result.prepared, options)} --only failed --out failed.csv; retry with --retry-failed"
+        )
+    lines.append(f"Report: {_report_command(result.prepared, options)} --out results.csv")
     return lines
 
 
@@ -281,9 +434,13 @@ def capacity_lines(capacity: dict[str, Any]) -> list[str]:
     ]
 
 
-def _campaign_arg() -> str:
-    args = [a for a in sys.argv[2:] if not a.startswith("-")]
-    return shlex.quote(args[0]) if args else "CAMPAIGN"
+def _report_command(prepared: Prepared, options: SendOptions) -> str:
+    args = ["report", str(prepared.campaign.source)]
+    if options.journal is not None:
+        args += ["--journal", str(options.journal)]
+    if options.sandbox:
+        args.append("--sandbox")
+    return "chertcast " + shlex.join(args)
 
 
 def send_json(prepared: Prepared, result: SendResult | None, options: SendOptions, code: int) -> dict[str, Any]:
@@ -306,7 +463,7 @@ def send_json(prepared: Prepared, result: SendResult | None, options: SendOption
         "stop_reason": run.stop_reason if run else None,
         "elapsed_s": round(result.elapsed_s, 3) if result else 0.0,
         "sandbox_deliveries": result.sandbox_deliveries if result else None,
-        "resume_command": resume_command(),
+        "resume_command": resume_command(prepared.campaign.source, options),
         "exit_code": code,
     }
 
@@ -353,10 +510,19 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
     if data["top_errors"]:
         lines.append("Most common errors:")
         lines += [
-            f"  {e['count']:>6,} × {e['code'] if e['code'] is not None else 'network'}: {e['message']}"
-            for e in data["top_errors"]
+            f"  {e['count']:>6,} × {_error_label(e['code'], e['message'])}: {e['message']}" for e in data["top_errors"]
         ]
     return lines
+
+
+def _error_label(code: int | None, message: str) -> str:
+    """A Chert code; else the HTTP status of a non-Chert answer; else the connection's trouble."""
+    if code is not None:
+        return str(code)
+    first = message.split(" ", 2)
+    if first[0] == "HTTP" and len(first) > 1 and first[1].isdigit():
+        return f"HTTP {first[1]}"
+    return "no connection" if " connecting to " in message else "network"
 
 
 # ----------------------------------------------------------------- report

@@ -26,7 +26,11 @@ class BarProgress:
     def update(self, stats: RunStats) -> None:
         self._bar.n = _done(stats)
         self._bar.set_postfix(
-            sent=stats.sent + stats.duplicate, failed=stats.failed, retrying=stats.retrying_now, refresh=False
+            sent=stats.sent,
+            duplicate=stats.duplicate,
+            failed=stats.failed,
+            retrying=stats.retrying_now,
+            refresh=False,
         )
         self._bar.refresh()
 
@@ -57,7 +61,7 @@ class LineProgress:
         eta = (self._total - done) / rate if rate > 0 else float("inf")
         eta_text = f"{eta:,.0f}s" if eta != float("inf") else "?"
         print(
-            f"progress: {done:,}/{self._total:,} done, {stats.sent + stats.duplicate:,} sent, "
+            f"progress: {done:,}/{self._total:,} done, {stats.sent:,} sent, {stats.duplicate:,} duplicate, "
             f"{stats.failed:,} failed, {stats.retrying_now} retrying, {rate:,.1f} msg/s, ETA {eta_text}",
             file=self._stream,
             flush=True,

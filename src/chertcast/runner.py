@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import mimetypes
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -16,24 +14,16 @@ from pathlib import Path
 import anyio
 import httpx
 
-from chertcast.campaign import SECRET_ENV, Campaign, load_campaign
-from chertcast.capacity import LinePlanner, quiet_ok, zones_for
+from chertcast.campaign import Campaign, load_campaign
+from chertcast.capacity import LinePlanner, QuietHours, quiet_ok, zones_for
 from chertcast.client import ChertClient, Secret
-from chertcast.engine import Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
-from chertcast.errors import CampaignStopped, ConfigError
+from chertcast.credentials import read_secret
+from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
+from chertcast.errors import CampaignStopped
 from chertcast.journal import Journal
 from chertcast.pacing import Clock, RealClock
-from chertcast.preflight import Plan, Recipient, build_plan
+from chertcast.preflight import Plan, Recipient, build_plan, campaign_attachments
 from chertcast.runlock import RunLock
-
-GAP_MARGIN_S = 5.0  # at most; see gap_margin
-GAP_MARGIN_SHARE = 0.1
-
-
-def gap_margin(gap_s: float) -> float:
-    """How much wider than Chert's gap a line's first touches are planned: 5 s on Chert's
-    10 minutes, 10 % of a rehearsal's second-scale gap (a flat 5 s would swamp it)."""
-    return min(GAP_MARGIN_S, GAP_MARGIN_SHARE * gap_s)
 
 
 @dataclass
@@ -50,6 +40,7 @@ class SendOptions:
     grace_s: float = 30.0
     handle_signals: bool = True
     wait: bool = False
+    yes: bool = False  # confirmed on the command line (kept in the printed resume command)
 
 
 @dataclass
@@ -133,16 +124,6 @@ def _existing_states(path: Path, campaign_id: str) -> dict[str, str]:
         return journal.states()
 
 
-def read_secret() -> Secret:
-    value = os.environ.get(SECRET_ENV, "").strip()
-    if not value:
-        raise ConfigError(
-            f"{SECRET_ENV} is not set: export the signing secret from the Chert console "
-            "(or rehearse with --sandbox, which needs none)"
-        )
-    return Secret(value)
-
-
 def execute(
     prepared: Prepared, options: SendOptions, *, progress: Progress | None = None, clock: Clock | None = None
 ) -> SendResult:
@@ -171,7 +152,7 @@ def journal_counts(path: Path, campaign_id: str) -> dict[str, int]:
 @contextmanager
 def _endpoint(campaign: Campaign, options: SendOptions) -> Iterator[tuple[str, Secret, Callable[[], int | None]]]:
     if not options.sandbox:
-        yield campaign.resolved_base_url(), read_secret(), lambda: None
+        yield campaign.resolved_base_url(), read_secret(campaign), lambda: None
         return
     from chertcast.sandbox import SandboxModel, SandboxServer
 
@@ -216,11 +197,9 @@ async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Jour
         return None
     lines = list(settings.lines) or await discover_lines(client)
     # The engine already counts a line's gap from the *answer* to its last first touch (the
-    # latest moment Chert can have timed it); the margin covers Chert timing a send a little
-    # after answering it (a queue, a clock's resolution).
-    gap = settings.rules().line_gap_s
-    rules = dataclasses.replace(settings.rules(), line_gap_s=gap + gap_margin(gap))
-    planner = LinePlanner(rules, lines, journal.first_touch_history())
+    # latest moment Chert can have timed it); the margin (campaign.gap_margin) covers Chert
+    # timing a send a little after answering it (a queue, a clock's resolution).
+    planner = LinePlanner(settings.planning_rules(), lines, journal.first_touch_history())
     quiet = campaign.quiet_hours.hours(settings.timezone) if campaign.quiet_hours.enabled else None
     return Scheduler(planner, quiet, wait, journal.planned_lines())
 
@@ -228,11 +207,15 @@ async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Jour
 async def discover_lines(client: ChertClient) -> list[str]:
     try:
         status, body = await client.get_json("/phone-numbers")
-    except httpx.HTTPError as exc:
-        raise CampaignStopped(f"cannot list sender lines (GET /phone-numbers): {type(exc).__name__}") from None
+    except httpx.TransportError as exc:
+        raise CampaignStopped(
+            f"cannot list sender lines (GET {client.base_url}/phone-numbers): {client.describe_transport_error(exc)}"
+        ) from None
     numbers = body.get("phone_numbers") if isinstance(body, dict) else None
     if status >= 300 or not isinstance(numbers, list):
-        raise CampaignStopped(f"cannot list sender lines (GET /phone-numbers answered HTTP {status})")
+        raise CampaignStopped(
+            f"cannot list sender lines (GET {client.base_url}/phone-numbers answered HTTP {status}{_meaning(body)})"
+        )
     lines = [
         str(n.get("phone_line_id") or n.get("id"))
         for n in numbers
@@ -241,6 +224,17 @@ async def discover_lines(client: ChertClient) -> list[str]:
     if not lines:
         raise CampaignStopped("Chert lists no active sender line for this tenant; set [capacity] lines")
     return lines
+
+
+def _meaning(body: object) -> str:
+    """What a Chert error body says, e.g. ': 2004: authentication failed: CHERT_SIGNING_SECRET is wrong …'."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if not isinstance(code, int):
+        return " without a Chert error code: check [api] base_url / CHERT_BASE_URL" if body is None else ""
+    assert isinstance(error, dict)
+    meaning = STOP_CODES.get(code) or str(error.get("message") or "")
+    return f": {code}: {meaning}" if meaning else f": {code}"
 
 
 def capacity_snapshot(scheduler: Scheduler, now: float) -> dict[str, object]:
@@ -266,6 +260,7 @@ def _engine_settings(prepared: Prepared, options: SendOptions) -> EngineSettings
         grace_s=options.grace_s,
         campaign_effect=send.effect,
         campaign_line=send.phone_line_id,
+        campaign_attachments=campaign_attachments(prepared.campaign),
         handle_signals=options.handle_signals,
     )
 
@@ -314,11 +309,22 @@ def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[st
     lines = list(settings.lines) or sorted({line for line, _ in history})
     if not lines:
         return {"lines_known": False}
-    scheduler = Scheduler(LinePlanner(settings.rules(), lines, history))
+    scheduler = Scheduler(LinePlanner(settings.planning_rules(), lines, history))
     snapshot = capacity_snapshot(scheduler, now)
     held = 0
     if campaign.quiet_hours.enabled:
         hours = campaign.quiet_hours.hours(settings.timezone)
-        waiting = [r.phone for r in journal.rows() if r.state in ("pending", "sending") and r.phone]
-        held = sum(1 for phone in waiting if not quiet_ok(zones_for(phone, None, hours.fallback_zone), now, hours))
+        # The row's own time-zone column wins over the number's zones, as when sending.
+        # (getattr: the journal's `timezone` column comes with the journal-truth work.)
+        waiting = [
+            (r.phone, getattr(r, "timezone", None))
+            for r in journal.rows()
+            if r.state in ("pending", "sending") and r.phone
+        ]
+        held = held_by_quiet_hours(waiting, now, hours)
     return {"lines_known": True, **snapshot, "held_by_quiet_hours": held}
+
+
+def held_by_quiet_hours(waiting: list[tuple[str, str | None]], now: float, hours: QuietHours) -> int:
+    """How many of these (phone, row time zone) recipients quiet hours hold at ``now``."""
+    return sum(1 for phone, zone in waiting if not quiet_ok(zones_for(phone, zone, hours.fallback_zone), now, hours))

@@ -38,9 +38,14 @@ def _config(model: SandboxModel, log_level: str) -> uvicorn.Config:
     )
 
 
-def serve_forever(model: SandboxModel, host: str, port: int) -> None:
-    """Serve until Ctrl-C (the ``chertcast sandbox`` command)."""
-    uvicorn.Server(_config(model, "warning")).run(sockets=[_bind(host, port)])
+def serve_forever(model: SandboxModel, sock: socket.socket) -> None:
+    """Serve on an already bound socket until Ctrl-C (the ``chertcast sandbox`` command)."""
+    uvicorn.Server(_config(model, "warning")).run(sockets=[sock])
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind and listen first, so a busy port fails before anything is announced."""
+    return _bind(host, port)
 
 
 def _bind(host: str, port: int) -> socket.socket:
