@@ -14,7 +14,7 @@ from pathlib import Path
 from chertcast.journal import Journal
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, SandboxServer
 from tests.conftest import ROOT
-from tests.helpers import run_cli, run_process, write_campaign, write_contacts
+from tests.helpers import assert_journal_matches_ledger, run_cli, run_process, write_campaign, write_contacts
 
 DEMO = ROOT / "campaigns" / "welcome.toml"
 
@@ -92,7 +92,7 @@ def test_json_summary_status_and_report(tmp_path: Path) -> None:
     out = tmp_path / "report.csv"
     assert run_cli("report", path, "--out", out).exit_code == 0
     lines = out.read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0] == "row,phone,name,e164_phone,state,message_id,error_code,error_message"
+    assert lines[0] == "row,phone,name,e164_phone,state,message_id,error_code,error_message,note"
     assert lines[1].startswith("2,(212) 555-0000,Lead 0,'+12125550000,sent,")
 
 
@@ -117,16 +117,48 @@ def test_failed_rows_report_and_retry_failed(tmp_path: Path) -> None:
         assert len(model.deliveries()) == 10
 
 
-def test_changed_message_refused_unless_allowed(tmp_path: Path) -> None:
+def test_delivered_rows_never_block_a_changed_template(tmp_path: Path) -> None:
     path = campaign(tmp_path, 4)
     with SandboxServer() as server:
         assert run_process("send", path, "--yes", "--limit", "2", env=env_for(server)).returncode == 0
         path.write_text(path.read_text().replace("Hi {{", "Hello {{"))
-        refused = run_process("send", path, "--yes", env=env_for(server))
-        assert refused.returncode == 2 and "changed since it was attempted (sheet rows 2, 3)" in refused.stderr
-        allowed = run_process("send", path, "--yes", "--allow-changes", env=env_for(server))
-        assert allowed.returncode == 0, allowed.stdout
+        result = run_process("send", path, "--yes", env=env_for(server))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "2 to send now, 2 already done" in result.stdout
         assert sorted(d.body.split()[0] for d in server.model.deliveries()) == ["Hello", "Hello", "Hi", "Hi"]
+        assert_journal_matches_ledger(
+            tmp_path / "campaign.journal.sqlite", "test-campaign", server.model.deliveries(), settled=True
+        )
+
+
+def test_unknown_outcomes_keep_their_first_message_and_settle_on_the_next_run(tmp_path: Path) -> None:
+    """Drops after delivery outlast max_attempts: the rows are 'unknown', not failed; a changed
+    template is refused (by --dry-run too); --allow-changes resends the *first* request."""
+    path = campaign(tmp_path, 13, extra="[send]\nmax_attempts = 2\n")
+    journal = tmp_path / "campaign.journal.sqlite"
+    model = SandboxModel(SandboxConfig(faults=Faults(drop_after=1.0)))
+    with SandboxServer(model) as server:
+        first = run_process("send", path, "--yes", env=env_for(server))
+        assert first.returncode == 1, first.stdout + first.stderr
+        assert "failed 0, outcome unknown 13" in first.stdout and "13 rows remain" in first.stdout
+        assert_journal_matches_ledger(journal, "test-campaign", model.deliveries(), settled=False)
+        status = json.loads(run_cli("status", path, "--json").output)
+        assert (status["unknown"], status["failed"], status["sent"]) == (13, 0, 0)
+        assert "outcome unknown for 13 rows" in run_cli("status", path).output
+        path.write_text(path.read_text().replace("Hi {{", "Hello {{"))
+        dry = run_process("send", path, "--dry-run", env=env_for(server))
+        refused = run_process("send", path, "--yes", env=env_for(server))
+        for result in (dry, refused):
+            assert result.returncode == 2, result.stdout + result.stderr
+            assert "13 of them may already have been delivered" in result.stderr
+        model.config.faults.drop_after = 0.0
+        settled = run_process("send", path, "--yes", "--allow-changes", env=env_for(server))
+        assert settled.returncode == 0, settled.stdout + settled.stderr
+        assert "13 changed rows keep their original message" in settled.stdout
+        deliveries = model.deliveries()
+    assert len(deliveries) == 13 and all(d.body.startswith("Hi ") for d in deliveries)
+    assert model.stats()["replays"] == 13 * 2  # the second attempt of each row, then the settling run
+    assert_journal_matches_ledger(journal, "test-campaign", deliveries, settled=True)
 
 
 def test_auth_failure_exits_3_with_resume_command(tmp_path: Path) -> None:

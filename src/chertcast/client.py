@@ -55,6 +55,7 @@ class Outcome:
     phone_line_id: str | None = None
     trace_id: str | None = None
     extra: Mapping[str, Any] | None = None
+    request_sent: bool = True  # False only when the connection never opened (nothing reached Chert)
 
     @property
     def delivered(self) -> bool:
@@ -169,7 +170,10 @@ class ChertClient:
         try:
             response = await self._http.post(f"{self._base}/send", content=raw, headers=self._headers(raw))
         except httpx.TransportError as exc:
-            return Outcome(kind="network", message=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
+            unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+            return Outcome(
+                kind="network", message=f"{type(exc).__name__}: {exc}"[:300], retryable=True, request_sent=not unsent
+            )
         return parse_response(response)
 
     async def get_json(self, path: str) -> tuple[int, Any]:
