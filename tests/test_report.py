@@ -7,6 +7,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from chertcast.sandbox import DEFAULT_SECRET, SandboxServer
 from tests.helpers import assert_journal_matches_ledger, numbers, run_cli, run_process, write_campaign
@@ -39,6 +40,7 @@ def test_report_of_a_resorted_sheet_with_a_new_suppression_and_a_removed_row(tmp
         kept = [r for r in rows if not r.endswith(",Alan")]
         contacts.write_text("phone,name\n" + "\n".join(reversed(kept)) + "\n")
         (tmp_path / "optout.txt").write_text(phones[1] + "\n")
+        check_report(campaign, tmp_path / "before.csv", ledger)  # straight after the edit
         again = run_process("send", campaign, "--yes", env=env_for(server))
         assert again.returncode == 0 and "Nothing left to send" in again.stdout, again.stdout + again.stderr
         assert len(server.model.deliveries()) == 7
@@ -47,7 +49,10 @@ def test_report_of_a_resorted_sheet_with_a_new_suppression_and_a_removed_row(tmp
         )
     status = json.loads(run_cli("status", campaign, "--json").output)
     assert (status["total"], status["sent"], status["skipped"]) == (8, 7, 1)  # 7 people + Linus's second row
-    out = tmp_path / "report.csv"
+    check_report(campaign, tmp_path / "after.csv", ledger)  # and after a send synced the journal
+
+
+def check_report(campaign: Path, out: Path, ledger: dict[str, Any]) -> None:
     assert run_cli("report", campaign, "--out", out).exit_code == 0
     report = read_report(out)
     assert len(report) == 8  # the 7 sheet rows, then Alan from the journal

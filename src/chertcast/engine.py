@@ -391,7 +391,7 @@ class Engine:
         unknown = outcome_unknown(outcome)  # it may have been delivered: keep 'sending'
         stop = self._stop_reason(recipient, outcome)
         if stop is not None:
-            self.journal.note_error(key, outcome.code, outcome.message, state="pending")
+            self.journal.note_error(key, outcome.code, outcome.message, state="sending" if unknown else "pending")
             self.stop("campaign", stop)
             return None
         if outcome.code == CAPACITY_CODE:
