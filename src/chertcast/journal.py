@@ -18,7 +18,7 @@ Every transition is its own committed transaction (autocommit, WAL, synchronous=
 a SIGKILL loses nothing; a power cut can lose the last few transitions, which only makes
 those rows go out again *with the same key*, which is safe (see above).
 
-Schema version 2 (chertcast 0.2): a journal written by 0.1.0 (version 1) is upgraded in
+Schema version 2: a journal written by chertcast 0.1.0 (version 1) is upgraded in
 place the first time it is opened.
 """
 
