@@ -72,3 +72,26 @@ def write_contacts(path: Path, count: int, extra_rows: str = "") -> Path:
     lines = ["phone,name"] + [f"{n},Lead {i}" for i, n in enumerate(numbers(count))]
     path.write_text("\n".join(lines) + "\n" + extra_rows, encoding="utf-8")
     return path
+
+
+def assert_journal_matches_ledger(journal_path: Path, campaign_id: str, ledger: list[Any], *, settled: bool) -> None:
+    """The journal tells the truth about the sandbox's ledger (deliveries with idempotency_key,
+    message_id, phone): every row journaled ``sent``/``duplicate`` was delivered with that
+    message_id; no delivered row is ``failed`` or ``pending``: at worst its outcome is
+    ``unknown``/``sending`` until a later run settles it. ``settled``: no such row is left, so the
+    journal's sent rows equal the ledger's deliveries one for one."""
+    from chertcast.journal import Journal
+
+    by_key = {d.idempotency_key: d for d in ledger}
+    assert len(by_key) == len(ledger), "a key was delivered twice"
+    with Journal(journal_path, campaign_id, readonly=True) as journal:
+        rows = {r.key: r for r in journal.rows() if not r.key.startswith("skip:")}
+    delivered = {k: r for k, r in rows.items() if r.state in ("sent", "duplicate")}
+    for key, row in delivered.items():
+        assert key in by_key, f"journal says {row.state} but the ledger has no delivery: {row}"
+        assert row.message_id == by_key[key].message_id and row.phone == by_key[key].phone, row
+    for key in by_key.keys() - delivered.keys():
+        row = rows.get(key)
+        assert row is not None, f"delivered but not journaled: {key}"
+        assert row.state in ("unknown", "sending"), f"delivered but journaled {row.state}: {row}"
+        assert not settled, f"delivered, still {row.state} after the settling run: {row}"

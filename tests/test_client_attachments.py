@@ -78,7 +78,9 @@ def test_local_file_uploaded_once_and_ids_in_every_shape(tmp_path: Path) -> None
     with Journal(tmp_path / "campaign.journal.sqlite", "test-campaign", readonly=True) as journal:
         assert (
             journal.attachment_id(
-                str((tmp_path / "brochure.pdf").resolve()), __import__("hashlib").sha256(b"%PDF-1.4 tiny").hexdigest()
+                str((tmp_path / "brochure.pdf").resolve()),
+                __import__("hashlib").sha256(b"%PDF-1.4 tiny").hexdigest(),
+                server.base_url,
             )
             == uploaded
         )

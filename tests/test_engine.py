@@ -11,12 +11,13 @@ import pytest
 
 from chertcast.campaign import load_campaign
 from chertcast.client import ChertClient, Outcome, Secret
-from chertcast.engine import Engine, EngineSettings, RetryPolicy, retry_delay
-from chertcast.journal import Journal
+from chertcast.engine import Engine, EngineSettings, RetryPolicy, outcome_unknown, retry_delay
+from chertcast.errors import JournalError
+from chertcast.journal import UNFINISHED, Journal
 from chertcast.pacing import FakeClock, TokenBucket
 from chertcast.preflight import Plan, build_plan
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, SandboxServer, sandbox_transport
-from tests.helpers import write_campaign, write_contacts
+from tests.helpers import assert_journal_matches_ledger, write_campaign, write_contacts
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +40,7 @@ async def run_engine(
 ) -> Engine:
     journal.sync(plan)
     states = journal.states()
-    todo = [r for r in plan.sendable if states[r.key or ""] in ("pending", "sending")]
+    todo = [r for r in plan.sendable if states[r.key or ""] in UNFINISHED]
     options = {"rate": 50.0, "burst": 5, "concurrency": 16, "handle_signals": False, **settings}
     async with httpx.AsyncClient(transport=transport or sandbox_transport(model)) as http:
         engine = Engine(
@@ -252,3 +253,79 @@ async def test_resume_sends_only_what_is_left_and_new_rows(tmp_path: Path) -> No
         await run_engine(bigger, journal, model, FakeClock())
         assert_exactly_once(bigger, journal, model)
     assert len(model.deliveries()) == 35
+
+
+async def test_drops_that_outlast_max_attempts_leave_rows_unknown_then_a_rerun_settles_them(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path, 13)
+    model = SandboxModel(SandboxConfig(faults=Faults(drop_after=1.0)))
+    path = tmp_path / "j.sqlite"
+    with Journal(path, plan.campaign.id) as journal:
+        engine = await run_engine(plan, journal, model, FakeClock(), retry=RetryPolicy(max_attempts=3))
+        counts = journal.counts()
+    assert (engine.stats.unknown, engine.stats.failed, counts["unknown"], counts["failed"]) == (13, 0, 13, 0)
+    assert_journal_matches_ledger(path, plan.campaign.id, model.deliveries(), settled=False)
+    model.config.faults.drop_after = 0.0
+    with Journal(path, plan.campaign.id) as journal:
+        engine = await run_engine(plan, journal, model, FakeClock())
+        assert_exactly_once(plan, journal, model)
+    assert engine.stats.sent == 13 and len(model.deliveries()) == 13
+    assert_journal_matches_ledger(path, plan.campaign.id, model.deliveries(), settled=True)
+
+
+async def test_an_error_answer_after_a_lost_one_is_still_an_unknown_outcome(tmp_path: Path) -> None:
+    """A drop after delivery, then 500s until the retries run out: the row may have been delivered,
+    so it is 'unknown' (never 'failed') and the next run's replay finds its message_id."""
+    plan = make_plan(tmp_path, 300)
+    model = SandboxModel(SandboxConfig(faults=Faults(drop_after=0.4, error_500=0.5, seed=8)))
+    path = tmp_path / "j.sqlite"
+    with Journal(path, plan.campaign.id) as journal:
+        await run_engine(plan, journal, model, FakeClock(), retry=RetryPolicy(max_attempts=2))
+        rows = [r for r in journal.rows() if r.state == "unknown"]
+    assert any(r.error_code == 3001 for r in rows), "no row met a drop and then a 500"
+    assert_journal_matches_ledger(path, plan.campaign.id, model.deliveries(), settled=False)
+    model.config.faults.drop_after = model.config.faults.error_500 = 0.0
+    with Journal(path, plan.campaign.id) as journal:
+        await run_engine(plan, journal, model, FakeClock(), retry=RetryPolicy(max_attempts=2))
+        await run_engine(plan, journal, model, FakeClock())  # rows failed by a plain 500 stay failed
+        journal.reset_failed()
+        await run_engine(plan, journal, model, FakeClock())
+        assert_exactly_once(plan, journal, model)
+
+
+async def test_a_crash_mid_request_then_a_changed_template_resends_the_first_message(tmp_path: Path) -> None:
+    """SIGKILL after the request left (rows 'sending'), then the template is edited and the run
+    resumed with --allow-changes: those rows repeat their first request under the same key (Chert
+    replays it: no 1012, no 'failed'); the rows never attempted get the new text."""
+    plan = make_plan(tmp_path, 6)
+    model = SandboxModel()
+    path = tmp_path / "j.sqlite"
+    with Journal(path, plan.campaign.id) as journal:
+        journal.sync(plan)
+        async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
+            client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET))
+            for recipient in plan.sendable[:3]:  # as the engine does, then the process dies unanswered
+                assert recipient.key is not None
+                journal.mark_sending(recipient.key, None, recipient.payload())
+                assert (await client.send(recipient.payload())).kind == "sent"
+    campaign = tmp_path / "campaign.toml"
+    campaign.write_text(campaign.read_text().replace("Hi {{", "Hello {{"))
+    changed = build_plan(load_campaign(campaign))
+    with Journal(path, plan.campaign.id) as journal:
+        with pytest.raises(JournalError, match="3 of them may already have been delivered"):
+            journal.sync(changed)
+        assert journal.sync(changed, allow_changes=True).kept_original == 3
+        engine = await run_engine(changed, journal, model, FakeClock())
+        assert_exactly_once(changed, journal, model)
+    assert engine.stats.failed == 0 and model.stats()["replays"] == 3
+    bodies = {d.phone: d.body.split()[0] for d in model.deliveries()}
+    assert [bodies[r.phone] for r in changed.sendable] == ["Hi"] * 3 + ["Hello"] * 3
+
+
+def test_which_outcomes_may_have_been_delivered() -> None:
+    assert outcome_unknown(Outcome("network", message="ReadError: peer closed"))
+    assert not outcome_unknown(Outcome("network", message="ConnectError: refused", request_sent=False))
+    assert outcome_unknown(Outcome("error", http_status=200, retryable=True))  # a 2xx we could not read
+    assert outcome_unknown(Outcome("error", http_status=504, message="HTTP 504 with an unexpected body"))
+    assert not outcome_unknown(Outcome("error", http_status=500, code=3001, retryable=True))  # Chert: not sent
+    assert not outcome_unknown(Outcome("error", http_status=404, message="HTTP 404 with an unexpected body"))
+    assert not outcome_unknown(Outcome("error", http_status=429, code=1007, retryable=True))

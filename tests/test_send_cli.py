@@ -14,7 +14,14 @@ from pathlib import Path
 from chertcast.journal import Journal
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, SandboxServer
 from tests.conftest import ROOT
-from tests.helpers import run_cli, run_process, write_campaign, write_contacts
+from tests.helpers import (
+    assert_journal_matches_ledger,
+    numbers,
+    run_cli,
+    run_process,
+    write_campaign,
+    write_contacts,
+)
 
 DEMO = ROOT / "campaigns" / "welcome.toml"
 
@@ -92,7 +99,7 @@ def test_json_summary_status_and_report(tmp_path: Path) -> None:
     out = tmp_path / "report.csv"
     assert run_cli("report", path, "--out", out).exit_code == 0
     lines = out.read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0] == "row,phone,name,e164_phone,state,message_id,error_code,error_message"
+    assert lines[0] == "row,phone,name,e164_phone,state,message_id,error_code,error_message,note"
     assert lines[1].startswith("2,(212) 555-0000,Lead 0,'+12125550000,sent,")
 
 
@@ -115,18 +122,101 @@ def test_failed_rows_report_and_retry_failed(tmp_path: Path) -> None:
         assert retried.returncode == 0, retried.stdout + retried.stderr
         assert Counter(d.phone for d in model.deliveries()).most_common(1)[0][1] == 1
         assert len(model.deliveries()) == 10
+        assert_journal_matches_ledger(
+            tmp_path / "campaign.journal.sqlite", "test-campaign", model.deliveries(), settled=True
+        )
 
 
-def test_changed_message_refused_unless_allowed(tmp_path: Path) -> None:
+def test_delivered_rows_never_block_a_changed_template(tmp_path: Path) -> None:
     path = campaign(tmp_path, 4)
     with SandboxServer() as server:
         assert run_process("send", path, "--yes", "--limit", "2", env=env_for(server)).returncode == 0
         path.write_text(path.read_text().replace("Hi {{", "Hello {{"))
-        refused = run_process("send", path, "--yes", env=env_for(server))
-        assert refused.returncode == 2 and "changed since it was attempted (sheet rows 2, 3)" in refused.stderr
-        allowed = run_process("send", path, "--yes", "--allow-changes", env=env_for(server))
-        assert allowed.returncode == 0, allowed.stdout
+        result = run_process("send", path, "--yes", env=env_for(server))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "2 to send now, 2 already done" in result.stdout
         assert sorted(d.body.split()[0] for d in server.model.deliveries()) == ["Hello", "Hello", "Hi", "Hi"]
+        assert_journal_matches_ledger(
+            tmp_path / "campaign.journal.sqlite", "test-campaign", server.model.deliveries(), settled=True
+        )
+
+
+def test_unknown_outcomes_keep_their_first_message_and_settle_on_the_next_run(tmp_path: Path) -> None:
+    """Drops after delivery outlast max_attempts: the rows are 'unknown', not failed; a changed
+    template is refused (by --dry-run too); --allow-changes resends the *first* request."""
+    path = campaign(tmp_path, 13, extra="[send]\nmax_attempts = 2\n")
+    journal = tmp_path / "campaign.journal.sqlite"
+    model = SandboxModel(SandboxConfig(faults=Faults(drop_after=1.0)))
+    with SandboxServer(model) as server:
+        first = run_process("send", path, "--yes", env=env_for(server))
+        assert first.returncode == 1, first.stdout + first.stderr
+        assert "failed 0, outcome unknown 13" in first.stdout and "13 rows remain" in first.stdout
+        assert_journal_matches_ledger(journal, "test-campaign", model.deliveries(), settled=False)
+        status = json.loads(run_cli("status", path, "--json").output)
+        assert (status["unknown"], status["failed"], status["sent"]) == (13, 0, 0)
+        assert "outcome unknown for 13 rows" in run_cli("status", path).output
+        path.write_text(path.read_text().replace("Hi {{", "Hello {{"))
+        dry = run_process("send", path, "--dry-run", env=env_for(server))
+        refused = run_process("send", path, "--yes", env=env_for(server))
+        for result in (dry, refused):
+            assert result.returncode == 2, result.stdout + result.stderr
+            assert "13 of them may already have been delivered" in result.stderr
+        model.config.faults.drop_after = 0.0
+        settled = run_process("send", path, "--yes", "--allow-changes", env=env_for(server))
+        assert settled.returncode == 0, settled.stdout + settled.stderr
+        assert "13 changed rows keep their original message" in settled.stdout
+        deliveries = model.deliveries()
+    assert len(deliveries) == 13 and all(d.body.startswith("Hi ") for d in deliveries)
+    assert model.stats()["replays"] == 13 * 2  # the second attempt of each row, then the settling run
+    assert_journal_matches_ledger(journal, "test-campaign", deliveries, settled=True)
+
+
+def test_resorting_a_repeated_number_never_refuses_a_delivered_recipient(tmp_path: Path) -> None:
+    ada, grace = numbers(2)
+    contacts = tmp_path / "contacts.csv"
+    rows = [f"{ada},Ada", f"{grace},Grace", f"{ada.replace('(', '').replace(') ', '.')},Ada Lovelace"]
+    contacts.write_text("phone,name\n" + "\n".join(rows) + "\n")
+    path = write_campaign(tmp_path, contacts)
+    with SandboxServer() as server:
+        assert run_process("send", path, "--yes", env=env_for(server)).returncode == 0
+        contacts.write_text("phone,name\n" + "\n".join(reversed(rows)) + "\n")  # now 'Ada Lovelace' is first
+        for flags in (["--dry-run"], ["--yes"]):
+            again = run_process("send", path, *flags, env=env_for(server))
+            assert again.returncode == 0, again.stdout + again.stderr
+            assert "0 to send now, 2 already done" in again.stdout
+        assert sorted(d.body for d in server.model.deliveries()) == ["Hi Ada", "Hi Grace"]
+
+
+def test_a_changed_attachment_file_is_a_change_and_maybe_delivered_rows_keep_their_upload(tmp_path: Path) -> None:
+    card = tmp_path / "card.png"
+    card.write_bytes(b"first card")
+    path = campaign(tmp_path, 3, extra='[send]\nattachments = ["card.png"]\nmax_attempts = 1\n')
+    model = SandboxModel(SandboxConfig(faults=Faults(drop_after=1.0)))
+    with SandboxServer(model) as server:
+        assert run_process("send", path, "--yes", env=env_for(server)).returncode == 1  # 3 outcomes unknown
+        (first_upload,) = {d.attachments for d in model.deliveries()}
+        card.write_bytes(b"second card")  # same path, new content
+        write_contacts(tmp_path / "contacts.csv", 4)  # and one row more
+        refused = run_process("send", path, "--yes", env=env_for(server))
+        assert refused.returncode == 2 and "3 recipient(s) changed since it was attempted" in refused.stderr
+        model.config.faults.drop_after = 0.0
+        allowed = run_process("send", path, "--yes", "--allow-changes", env=env_for(server))
+        assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+        deliveries = model.deliveries()
+        assert_journal_matches_ledger(tmp_path / "campaign.journal.sqlite", "test-campaign", deliveries, settled=True)
+    assert [d.attachments for d in deliveries[:3]] == [first_upload] * 3  # replayed, never re-uploaded for them
+    assert len(deliveries) == 4 and deliveries[3].attachments != first_upload  # the new row gets the new card
+    assert len(model._attachments) == 2
+
+
+def test_resuming_a_sandbox_rehearsal_uploads_local_attachments_to_the_new_sandbox(tmp_path: Path) -> None:
+    (tmp_path / "card.png").write_bytes(b"card")
+    path = campaign(tmp_path, 4, extra='[send]\nattachments = ["card.png"]\n')
+    first = run_process("send", path, "--sandbox", "--yes", "--limit", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = run_process("send", path, "--sandbox", "--yes")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "This run: sent 2, duplicate 0, failed 0" in second.stdout
 
 
 def test_auth_failure_exits_3_with_resume_command(tmp_path: Path) -> None:
@@ -168,6 +258,9 @@ def test_sigkill_mid_run_then_resume_is_exactly_once(tmp_path: Path) -> None:
         rows = {r.key: r for r in journal.rows()}
     ledger = {d.idempotency_key: d.message_id for d in model.deliveries()}
     assert {k: r.message_id for k, r in rows.items()} == ledger
+    assert_journal_matches_ledger(
+        tmp_path / "campaign.journal.sqlite", "test-campaign", model.deliveries(), settled=True
+    )
 
 
 def test_ctrl_c_stops_cleanly_then_resume_finishes(tmp_path: Path) -> None:
@@ -191,4 +284,6 @@ def test_ctrl_c_stops_cleanly_then_resume_finishes(tmp_path: Path) -> None:
         final = run_process("send", path, "--yes", "--rate", "1000", env=env_for(server))
         assert final.returncode == 0
         per_phone = Counter(d.phone for d in server.model.deliveries())
+        deliveries = server.model.deliveries()
     assert len(per_phone) == 300 and max(per_phone.values()) == 1
+    assert_journal_matches_ledger(tmp_path / "campaign.journal.sqlite", "test-campaign", deliveries, settled=True)

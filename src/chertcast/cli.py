@@ -22,7 +22,7 @@ from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
 from chertcast.errors import CampaignStopped, ChertcastError, InputError
 from chertcast.export import write_table
-from chertcast.journal import Journal
+from chertcast.journal import STATES, Journal
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
 
@@ -414,7 +414,7 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
 @click.option(
     "--only",
-    type=click.Choice(["pending", "sending", "sent", "duplicate", "failed", "skipped"]),
+    type=click.Choice(STATES),
     default=None,
     help="Only rows in this state (e.g. failed: a sheet to fix and rerun).",
 )

@@ -62,6 +62,7 @@ class Outcome:
     phone_line_id: str | None = None
     trace_id: str | None = None
     extra: Mapping[str, Any] | None = None
+    request_sent: bool = True  # False only when the connection never opened (nothing reached Chert)
 
     @property
     def delivered(self) -> bool:
@@ -192,8 +193,9 @@ class ChertClient:
         raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         try:
             response = await self._http.post(f"{self._base}/send", content=raw, headers=self._headers(raw))
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # no connection: nothing left this machine
-            return Outcome(kind="unreachable", message=self.describe_transport_error(exc), retryable=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing left this machine
+            message = self.describe_transport_error(exc)
+            return Outcome(kind="unreachable", message=message, retryable=True, request_sent=False)
         except httpx.TransportError as exc:
             return Outcome(kind="network", message=self.describe_transport_error(exc), retryable=True)
         return parse_response(response)

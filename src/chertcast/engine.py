@@ -109,6 +109,20 @@ def retry_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: random
     return backoff * (0.5 + rng.random() / 2)
 
 
+def outcome_unknown(outcome: Outcome) -> bool:
+    """Whether an attempt that brought no success may still have been delivered.
+
+    An error answer from Chert (it carries a code) means not sent, and so does a connection that
+    never opened. A request that left but whose answer was lost (a dropped connection, a
+    timeout), a 2xx we cannot read, or a gateway's 5xx page may have been delivered.
+    """
+    if outcome.kind == "network":
+        return outcome.request_sent
+    if outcome.code is not None or outcome.http_status is None:
+        return False
+    return outcome.http_status >= 500 or 200 <= outcome.http_status < 300
+
+
 @dataclass
 class Scheduler:
     """Capacity planning for first-touch sends: which line, when, and whose quiet hours allow it.
@@ -200,6 +214,7 @@ class RunStats:
     sent: int = 0
     duplicate: int = 0
     failed: int = 0
+    unknown: int = 0  # retries spent without knowing whether the message was delivered
     retries: int = 0
     retrying_now: int = 0
     capacity_waits: int = 0
@@ -431,13 +446,16 @@ class Engine:
 
     async def _attempts(self, recipient: Recipient, line: str | None) -> None:
         assert recipient.key is not None
-        key, payload = recipient.key, self._payload_for(recipient)
-        if line is not None:
-            payload = {**payload, "phone_line_id": line}  # planned: the line is always explicit
+        key = recipient.key
+        payload = self.journal.replay_payload(key)  # an earlier attempt may have been delivered: repeat it exactly
+        if payload is None:
+            payload = self._payload_for(recipient)
+            if line is not None:
+                payload = {**payload, "phone_line_id": line}  # planned: the line is always explicit
         attempt = 0
         while True:
             attempt += 1
-            self.journal.mark_sending(key, line)
+            self.journal.mark_sending(key, line, payload)
             self.stats.requests += 1
             outcome = await self.client.send(payload)
             if outcome.delivered:
@@ -472,18 +490,21 @@ class Engine:
         """Journal the answer; return the delay before retrying, or None when the row is done."""
         key = recipient.key
         assert key is not None
-        unknown = outcome.kind == "network"  # it may have been delivered: keep 'sending'
+        unknown = outcome_unknown(outcome)  # it may have been delivered: keep 'sending'
         stop = self._stop_reason(recipient, outcome)
         if stop is not None:
-            self.journal.note_error(key, outcome.code, outcome.message, state="pending")
+            self.journal.note_error(key, outcome.code, outcome.message, state="sending" if unknown else "pending")
             self.stop("campaign", stop)
             return None
         if outcome.code == CAPACITY_CODE:
             return self._capacity_wait(key, outcome)
         delay = retry_delay(outcome, attempt, self.settings.retry, self.rng)
         if delay is None:
-            self.journal.mark_failed(key, outcome.code, _describe(outcome, attempt))
-            self.stats.failed += 1
+            state = self.journal.mark_failed(key, outcome.code, _describe(outcome, attempt), outcome_unknown=unknown)
+            if state == "unknown":  # never 'failed': the next run resends the first request, same key
+                self.stats.unknown += 1
+            else:
+                self.stats.failed += 1
             self._record(failed=True)
             return None
         self.journal.note_error(key, outcome.code, outcome.message, state="sending" if unknown else "pending")

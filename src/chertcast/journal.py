@@ -1,14 +1,25 @@
-"""The SQLite journal: one row per planned recipient, its state, and what the API said.
+"""The SQLite journal: one row per recipient, its state, and what the API said.
 
-States: ``pending → sending → sent | duplicate | failed``; rows the plan will never send
-are ``skipped`` with their reason. A row is marked ``sending`` (committed) *before* its
+States: ``pending → sending → sent | duplicate | failed | unknown``; rows the plan will never
+send are ``skipped`` with their reason. A row is marked ``sending`` (committed) *before* its
 request and gets its outcome (committed) *after* the answer, so after any crash a row is
 either finished or will be sent again with the same idempotency key: the server answers
 a repeat of a delivered request with the original response, and nobody is messaged twice.
 
+An attempt whose request may have reached Chert without an answer we could read (a dropped
+connection, a gateway timeout, a crash mid-request) leaves the row *maybe delivered*: the
+journal keeps the exact request of its first attempt (``sent_payload``) and every later
+attempt, in this run or the next, resends exactly that under the same key, so Chert's replay
+tells the truth. Such a row is never ``failed``: when its retries run out it is ``unknown``
+("outcome unknown") and the next run resolves it. Only a row known to be undelivered (an
+error answer from Chert) may get a new message.
+
 Every transition is its own committed transaction (autocommit, WAL, synchronous=NORMAL):
 a SIGKILL loses nothing; a power cut can lose the last few transitions, which only makes
-those rows go out again *with the same key*, which is safe (see the module above).
+those rows go out again *with the same key*, which is safe (see above).
+
+Schema version 2: a journal written by chertcast 0.1.0 (version 1) is upgraded in
+place the first time it is opened.
 """
 
 from __future__ import annotations
@@ -18,26 +29,27 @@ import json
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from chertcast.client import Outcome
-from chertcast.errors import JournalError
+from chertcast.errors import InputError, JournalError
 from chertcast.preflight import Plan, Recipient
 
-SCHEMA_VERSION = 1
-FINAL = ("sent", "duplicate", "failed")
-STATES = ("pending", "sending", "sent", "duplicate", "failed", "skipped")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS recipients (
+SCHEMA_VERSION = 2
+STATES = ("pending", "sending", "unknown", "sent", "duplicate", "failed", "skipped")
+UNFINISHED = ("pending", "sending", "unknown")  # resent, with the same key, by the next run
+DELIVERED = ("sent", "duplicate")
+SANDBOX_ENDPOINT = "sandbox:"  # prefix of a built-in sandbox's endpoint: new with every run
+_RECIPIENT_COLUMNS = """
     key TEXT PRIMARY KEY,
     row INTEGER NOT NULL,
     phone TEXT,
     body_hash TEXT,
-    state TEXT NOT NULL CHECK (state IN ('pending','sending','sent','duplicate','failed','skipped')),
+    state TEXT NOT NULL
+        CHECK (state IN ('pending','sending','unknown','sent','duplicate','failed','skipped')),
     reason TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     error_code INTEGER,
@@ -50,30 +62,86 @@ CREATE TABLE IF NOT EXISTS recipients (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     first_attempt_at REAL,
-    finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS recipients_state ON recipients (state);
-CREATE TABLE IF NOT EXISTS attachments (
+    finished_at REAL,
+    timezone TEXT,
+    maybe_delivered INTEGER NOT NULL DEFAULT 0,
+    sent_payload TEXT,
+    sent_endpoint TEXT
+"""
+_ATTACHMENT_COLUMNS = """
+    endpoint TEXT,
     path TEXT NOT NULL,
     content_sha256 TEXT NOT NULL,
     attachment_id TEXT NOT NULL,
     uploaded_at REAL NOT NULL,
-    PRIMARY KEY (path, content_sha256)
-);
+    UNIQUE (endpoint, path, content_sha256)
+"""
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS recipients ({_RECIPIENT_COLUMNS});
+CREATE INDEX IF NOT EXISTS recipients_state ON recipients (state);
+CREATE TABLE IF NOT EXISTS attachments ({_ATTACHMENT_COLUMNS});
+"""
+_V1_RECIPIENT_COLUMNS = (
+    "key, row, phone, body_hash, state, reason, attempts, error_code, error_message, message_id, lead_id, "
+    "lead_created, convo_id, phone_line_id, created_at, updated_at, first_attempt_at, finished_at"
+)
+# Version 1 → 2: the state list grew ('unknown'), which a CHECK constraint pins, so the table is
+# rebuilt (SQLite's documented procedure); attachments gained the endpoint they were uploaded to
+# (NULL: uploaded by 0.1.0 to an endpoint it did not record).
+_UPGRADE_FROM_V1 = f"""
+BEGIN IMMEDIATE;
+ALTER TABLE recipients RENAME TO recipients_v1;
+CREATE TABLE recipients ({_RECIPIENT_COLUMNS});
+INSERT INTO recipients ({_V1_RECIPIENT_COLUMNS}) SELECT {_V1_RECIPIENT_COLUMNS} FROM recipients_v1;
+UPDATE recipients SET maybe_delivered = 1 WHERE state = 'sending';
+DROP TABLE recipients_v1;
+CREATE INDEX recipients_state ON recipients (state);
+ALTER TABLE attachments RENAME TO attachments_v1;
+CREATE TABLE attachments ({_ATTACHMENT_COLUMNS});
+INSERT INTO attachments (path, content_sha256, attachment_id, uploaded_at)
+    SELECT path, content_sha256, attachment_id, uploaded_at FROM attachments_v1;
+DROP TABLE attachments_v1;
+INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+COMMIT;
 """
 
 
-def message_hash(recipient: Recipient) -> str:
-    """Hash of everything the request carries for this recipient (body, name, effect, ...)."""
+def file_sha256(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the attachment: {exc.strerror}") from None
+
+
+def message_hash(recipient: Recipient, file_digest: Callable[[str], str] = file_sha256) -> str:
+    """Hash of everything the request carries for this recipient (body, name, effect, ...).
+
+    A local attachment counts by its *content*: the same path with new bytes is a new message.
+    """
+    return _hash(recipient, lambda path: "sha256:" + file_digest(path))
+
+
+def _legacy_message_hash(recipient: Recipient) -> str:
+    """chertcast 0.1.0's hash, which counted a local attachment by its path (kept to read its journals)."""
+    return _hash(recipient, lambda path: path)
+
+
+def _hash(recipient: Recipient, file_identity: Callable[[str], str]) -> str:
     fields = [
         recipient.body,
         recipient.name,
         recipient.external_id,
         recipient.phone_line_id,
         recipient.effect,
-        [(a.value, a.shape, a.live_photo) for a in recipient.attachments],
+        [(file_identity(a.value) if a.is_file else a.value, a.shape, a.live_photo) for a in recipient.attachments],
     ]
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()[:32]
+
+
+def is_sandbox(endpoint: str | None) -> bool:
+    return endpoint is not None and endpoint.startswith(SANDBOX_ENDPOINT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +160,25 @@ class JournalRow:
     convo_id: str | None
     phone_line_id: str | None
     updated_at: float
+    timezone: str | None = None  # the row's own time-zone column, for quiet hours
+    maybe_delivered: bool = False  # an attempt may have been delivered: resent only as first sent
 
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
     new: int
     changed_allowed: int
+    kept_original: int = 0  # changed in the sheet, but maybe delivered: resent as first sent
+    states: dict[str, str] | None = None
+
+
+class _Known(NamedTuple):
+    body_hash: str | None
+    state: str
+    attempts: int
+    row: int
+    maybe_delivered: bool
+    timezone: str | None
 
 
 class Journal:
@@ -105,6 +186,7 @@ class Journal:
 
     def __init__(self, path: Path, campaign_id: str, *, clock: Any = time.time, readonly: bool = False) -> None:
         self.path = path
+        self.endpoint: str | None = None  # where this run sends; see use_endpoint()
         self._clock = clock
         try:
             if readonly:
@@ -114,7 +196,9 @@ class Journal:
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA busy_timeout=5000")
                 self._db.executescript(_SCHEMA)
+                self._upgrade()
             self._db.execute("PRAGMA busy_timeout=5000")
             self._claim(campaign_id, readonly)
         except sqlite3.DatabaseError as exc:
@@ -133,11 +217,34 @@ class Journal:
                 f"{self.path} belongs to campaign {owner!r}, not {campaign_id!r}; use --journal to choose another file"
             )
 
+    def _outdated(self) -> bool:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(recipients)")}
+        return bool(columns) and "maybe_delivered" not in columns
+
+    def _upgrade(self) -> None:
+        if not self._outdated():
+            return
+        try:
+            self._db.executescript(_UPGRADE_FROM_V1)
+        except sqlite3.DatabaseError:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
     @classmethod
     def open_existing(cls, path: Path, campaign_id: str) -> Journal:
+        """Read-only; a journal written by an older chertcast is upgraded first (once)."""
         if not path.exists():
             raise JournalError(f"{path}: no journal yet; nothing has been sent for this campaign")
-        return cls(path, campaign_id, readonly=True)
+        journal = cls(path, campaign_id, readonly=True)
+        if journal._outdated():
+            journal.close()
+            try:
+                cls(path, campaign_id).close()
+            except JournalError as exc:
+                raise JournalError(f"{exc}; it was written by an older chertcast and must be upgraded") from None
+            journal = cls(path, campaign_id, readonly=True)
+        return journal
 
     def close(self) -> None:
         self._db.close()
@@ -159,62 +266,110 @@ class Journal:
 
     # ------------------------------------------------------------------ plan
 
-    def sync(self, plan: Plan, *, allow_changes: bool = False) -> SyncResult:
-        """Bring the journal up to the plan in one transaction; refuse changed messages."""
+    def sync(
+        self, plan: Plan, *, allow_changes: bool = False, retry_failed: bool = False, write: bool = True
+    ) -> SyncResult:
+        """Bring the journal up to the plan in one transaction; refuse changed messages.
+
+        Rows are matched by key (who the recipient is), never by sheet row. A delivered row is
+        never a reason to refuse: its history stays as it was sent. ``write=False`` (a dry run)
+        runs every check and writes nothing.
+        """
         now = self._clock()
         known = {
-            key: (body_hash, state, attempts, row)
-            for key, body_hash, state, attempts, row in self._db.execute(
-                "SELECT key, body_hash, state, attempts, row FROM recipients WHERE state != 'skipped'"
+            key: _Known(body_hash, state, attempts, row, bool(maybe), zone)
+            for key, body_hash, state, attempts, row, maybe, zone in self._db.execute(
+                "SELECT key, body_hash, state, attempts, row, maybe_delivered, timezone FROM recipients "
+                "WHERE state != 'skipped'"
             )
         }
+        digests: dict[str, str] = {}
+
+        def digest_of(path: str) -> str:
+            if path not in digests:
+                digests[path] = file_sha256(path)
+            return digests[path]
+
         inserts, updates, changed = [], [], []
-        sendable_keys = set()
-        for recipient in plan.recipients:
-            if recipient.status != "sendable":
-                continue
+        kept_original = 0
+        for recipient in plan.sendable:
             assert recipient.key is not None
-            sendable_keys.add(recipient.key)
-            digest = message_hash(recipient)
+            digest = message_hash(recipient, digest_of)
             previous = known.get(recipient.key)
             if previous is None:
-                inserts.append((recipient.key, recipient.row, recipient.phone, digest, "pending", now, now))
+                inserts.append(
+                    (recipient.key, recipient.row, recipient.phone, digest, recipient.timezone, "pending", now, now)
+                )
                 continue
-            if previous[0] != digest and (previous[1] != "pending" or previous[2] > 0):
-                changed.append(recipient)
-            if previous[0] != digest or previous[3] != recipient.row:  # only what moved or changed
-                updates.append((recipient.row, digest, now, recipient.key))
-        if changed and not allow_changes:
-            rows = ", ".join(str(r.row) for r in changed[:10]) + (" …" if len(changed) > 10 else "")
-            raise JournalError(
-                f"the message for {len(changed)} recipient(s) changed since it was attempted "
-                f"(sheet rows {rows}); they keep their idempotency keys, so Chert may refuse or "
-                "ignore the new text. Rerun with --allow-changes to send the new text to those "
-                "not yet delivered (delivered ones are never re-sent)"
+            same = previous.body_hash == digest or (
+                any(a.is_file for a in recipient.attachments) and previous.body_hash == _legacy_message_hash(recipient)
             )
-        stale = [
-            k
-            for k, (_, state, attempts, _row) in known.items()
-            if k not in sendable_keys and state == "pending" and attempts == 0
-        ]
-        self._write_sync(plan, inserts, updates, stale, now)
-        return SyncResult(new=len(inserts), changed_allowed=len(changed))
+            resent = previous.state in UNFINISHED or (previous.state == "failed" and retry_failed)
+            attempted = previous.attempts > 0 or previous.state != "pending"
+            if not same and resent and attempted:
+                changed.append(recipient)
+                kept_original += previous.maybe_delivered or previous.state in ("sending", "unknown")
+            # a delivered message, or one attempted and not sent this run, keeps the hash of what was attempted
+            held = previous.state in DELIVERED or (not same and attempted and not resent)
+            body_hash = previous.body_hash if held else digest
+            if (recipient.row, body_hash, recipient.timezone) != (previous.row, previous.body_hash, previous.timezone):
+                updates.append((recipient.row, body_hash, recipient.timezone, now, recipient.key))
+        if changed and not allow_changes:
+            raise JournalError(_changed_message(changed, kept_original))
+        sendable_keys = {r.key for r in plan.sendable}
+        stale = {
+            k for k, v in known.items() if k not in sendable_keys and v.state == "pending" and not v.maybe_delivered
+        }
+        moves, skipped = self._unsendable(plan, known.keys() - stale - sendable_keys, now)
+        if write:
+            self._write_sync(inserts, updates, moves, skipped, stale, now)
+        states = {k: v.state for k, v in known.items() if k not in stale} | {r[0]: "pending" for r in inserts}
+        return SyncResult(len(inserts), len(changed), kept_original, states)
 
-    def _write_sync(self, plan: Plan, inserts: list[Any], updates: list[Any], stale: list[str], now: float) -> None:
-        skipped = [
-            (f"skip:{r.row}", r.row, r.phone, f"{r.status}: {r.reason}", now, now)
-            for r in plan.recipients
-            if r.status != "sendable"
-        ]
+    @staticmethod
+    def _unsendable(plan: Plan, history: set[str], now: float) -> tuple[list[Any], list[Any]]:
+        """Rows not sent this time. A recipient with history (sent, unknown, failed) keeps its journal
+        row, moved to the sheet row it is on now; any other such row is journaled as skipped."""
+        moves, skipped = [], []
+        for recipient in plan.recipients:
+            if recipient.status == "sendable":
+                continue
+            if recipient.key in history:
+                history.discard(recipient.key)  # the first sheet row of that number carries it
+                moves.append((recipient.row, now, recipient.key))
+                continue
+            skipped.append(
+                (
+                    f"skip:{recipient.row}",
+                    recipient.row,
+                    recipient.phone,
+                    f"{recipient.status}: {recipient.reason}",
+                    now,
+                    now,
+                )
+            )
+        return moves, skipped
+
+    def _write_sync(
+        self, inserts: list[Any], updates: list[Any], moves: list[Any], skipped: list[Any], stale: set[str], now: float
+    ) -> None:
         with self.transaction():
             self._db.execute("DELETE FROM recipients WHERE state = 'skipped'")
             self._db.executemany("DELETE FROM recipients WHERE key = ?", [(k,) for k in stale])
+            # rows found 'sending' were in flight when a run ended: they may have been delivered
+            self._db.execute("UPDATE recipients SET maybe_delivered = 1 WHERE state = 'sending'")
             self._db.executemany(
-                "INSERT INTO recipients (key, row, phone, body_hash, state, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO recipients (key, row, phone, body_hash, timezone, state, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 inserts,
             )
-            self._db.executemany("UPDATE recipients SET row = ?, body_hash = ?, updated_at = ? WHERE key = ?", updates)
+            self._db.executemany(
+                "UPDATE recipients SET row = ?, body_hash = ?, timezone = ?, updated_at = ? WHERE key = ?", updates
+            )
+            self._db.executemany(
+                "UPDATE recipients SET row = ?, updated_at = ? WHERE key = ? AND row != ?",
+                [(row, at, key, row) for row, at, key in moves],
+            )
             self._db.executemany(
                 "INSERT INTO recipients (key, row, phone, state, reason, created_at, updated_at) "
                 "VALUES (?, ?, ?, 'skipped', ?, ?, ?)",
@@ -231,21 +386,55 @@ class Journal:
         wanted = set(keys) if keys is not None else None
         return {k: s for k, s in rows if wanted is None or k in wanted}
 
-    def mark_sending(self, key: str, line: str | None = None) -> None:
-        """Committed before the request; a planned line is kept so a resume reuses it (same request)."""
+    def use_endpoint(self, endpoint: str) -> None:
+        """Say where this run sends (a base URL, or ``sandbox:<id>`` for a built-in sandbox).
+
+        A built-in sandbox lives only as long as its run: what earlier attempts sent to another
+        sandbox (or to a real API, when this run is a rehearsal) cannot have reached this one,
+        so those rows are plain pending rows here, sent with the current message.
+        """
+        self.endpoint = endpoint
+        self._db.execute(
+            "UPDATE recipients SET state = CASE WHEN state IN ('sending', 'unknown') THEN 'pending' ELSE state END, "
+            "maybe_delivered = 0, sent_payload = NULL, sent_endpoint = NULL, updated_at = ? "
+            "WHERE state IN ('pending', 'sending', 'unknown', 'failed') AND sent_endpoint IS NOT NULL "
+            "AND sent_endpoint != ? AND (sent_endpoint LIKE 'sandbox:%' OR ? LIKE 'sandbox:%')",
+            (self._clock(), endpoint, endpoint),
+        )
+
+    def replay_payload(self, key: str) -> dict[str, Any] | None:
+        """The exact request of the first attempt, when that attempt may have been delivered."""
+        row = self._db.execute(
+            "SELECT sent_payload FROM recipients WHERE key = ? AND maybe_delivered = 1 AND sent_payload IS NOT NULL",
+            (key,),
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def replay_keys(self) -> set[str]:
+        rows = self._db.execute(
+            "SELECT key FROM recipients WHERE maybe_delivered = 1 AND sent_payload IS NOT NULL "
+            "AND state IN ('pending', 'sending', 'unknown')"
+        )
+        return {key for (key,) in rows}
+
+    def mark_sending(self, key: str, line: str | None = None, payload: dict[str, Any] | None = None) -> None:
+        """Committed before the request. The first attempt's request is kept (a resend must repeat it),
+        and a planned line too, so a resume reuses it."""
         now = self._clock()
+        raw = None if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         self._db.execute(
             "UPDATE recipients SET state = 'sending', attempts = attempts + 1, updated_at = ?, "
-            "first_attempt_at = COALESCE(first_attempt_at, ?), phone_line_id = COALESCE(?, phone_line_id) "
-            "WHERE key = ?",
-            (now, now, line, key),
+            "first_attempt_at = COALESCE(first_attempt_at, ?), phone_line_id = COALESCE(?, phone_line_id), "
+            "sent_endpoint = CASE WHEN sent_payload IS NULL THEN ? ELSE sent_endpoint END, "
+            "sent_payload = COALESCE(sent_payload, ?) WHERE key = ?",
+            (now, now, line, self.endpoint, raw, key),
         )
 
     def planned_lines(self) -> dict[str, str]:
         """Lines already used by attempted, unfinished rows: a resend must use the same one."""
         rows = self._db.execute(
-            "SELECT key, phone_line_id FROM recipients WHERE state IN ('sending', 'pending') "
-            "AND attempts > 0 AND phone_line_id IS NOT NULL"
+            "SELECT key, COALESCE(json_extract(sent_payload, '$.phone_line_id'), phone_line_id) AS line "
+            "FROM recipients WHERE state IN ('sending', 'pending', 'unknown') AND attempts > 0 AND line IS NOT NULL"
         )
         return dict(rows.fetchall())
 
@@ -253,7 +442,7 @@ class Journal:
         """(line, time) of every first-touch send so far, and of unresolved attempts (conservative)."""
         rows = self._db.execute(
             "SELECT phone_line_id, COALESCE(finished_at, updated_at) FROM recipients WHERE phone_line_id IS NOT NULL "
-            "AND ((state IN ('sent', 'duplicate') AND lead_created = 1) OR state = 'sending')"
+            "AND ((state IN ('sent', 'duplicate') AND lead_created = 1) OR state IN ('sending', 'unknown'))"
         )
         return [(line, float(at)) for line, at in rows]
 
@@ -277,20 +466,37 @@ class Journal:
         )
         self.set_meta("last_progress_at", str(now))
 
-    def mark_failed(self, key: str, code: int | None, message: str) -> None:
+    def mark_failed(self, key: str, code: int | None, message: str, *, outcome_unknown: bool = False) -> str:
+        """Retries are spent; returns the state written.
+
+        A row that this or any earlier attempt may have delivered (``outcome_unknown``, or journaled
+        so) is ``unknown``, never ``failed``: the next run resends its first request with the same key.
+        """
         now = self._clock()
         self._db.execute(
-            "UPDATE recipients SET state = 'failed', error_code = ?, error_message = ?, "
-            "updated_at = ?, finished_at = ? WHERE key = ?",
-            (code, message, now, now, key),
+            "UPDATE recipients SET maybe_delivered = maybe_delivered OR :unknown, "
+            "state = CASE WHEN maybe_delivered OR :unknown THEN 'unknown' ELSE 'failed' END, "
+            "sent_payload = CASE WHEN maybe_delivered OR :unknown THEN sent_payload END, "
+            "sent_endpoint = CASE WHEN maybe_delivered OR :unknown THEN sent_endpoint END, "
+            "finished_at = CASE WHEN maybe_delivered OR :unknown THEN NULL ELSE :now END, "
+            "error_code = :code, error_message = :message, updated_at = :now WHERE key = :key",
+            {"unknown": outcome_unknown, "code": code, "message": message, "now": now, "key": key},
         )
         self.set_meta("last_progress_at", str(now))
+        row = self._db.execute("SELECT state FROM recipients WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else "failed"
 
     def note_error(self, key: str, code: int | None, message: str, *, state: str) -> None:
-        """A non-final answer: remember it; ``state`` is 'pending' (not delivered) or 'sending' (unknown)."""
+        """A non-final answer: remember it. ``state`` is 'sending' when this attempt may have been
+        delivered, 'pending' when it was not; a row that an earlier attempt may have delivered stays
+        'sending' (its outcome is still unknown) and keeps its first request."""
         self._db.execute(
-            "UPDATE recipients SET state = ?, error_code = ?, error_message = ?, updated_at = ? WHERE key = ?",
-            (state, code, message, self._clock(), key),
+            "UPDATE recipients SET maybe_delivered = maybe_delivered OR :unknown, "
+            "state = CASE WHEN maybe_delivered OR :unknown THEN 'sending' ELSE 'pending' END, "
+            "sent_payload = CASE WHEN maybe_delivered OR :unknown THEN sent_payload END, "
+            "sent_endpoint = CASE WHEN maybe_delivered OR :unknown THEN sent_endpoint END, "
+            "error_code = :code, error_message = :message, updated_at = :now WHERE key = :key",
+            {"unknown": state == "sending", "code": code, "message": message, "now": self._clock(), "key": key},
         )
 
     def reset_failed(self) -> int:
@@ -301,16 +507,21 @@ class Journal:
 
     # ------------------------------------------------------------ attachments
 
-    def attachment_id(self, path: str, content_sha256: str) -> str | None:
+    def attachment_id(self, path: str, content_sha256: str, endpoint: str) -> str | None:
+        """The id this file's content got at ``endpoint``; an upload by chertcast 0.1.0 (endpoint not
+        recorded) counts for a real API, never for a built-in sandbox (gone with its run)."""
         row = self._db.execute(
-            "SELECT attachment_id FROM attachments WHERE path = ? AND content_sha256 = ?", (path, content_sha256)
+            "SELECT attachment_id FROM attachments WHERE path = ? AND content_sha256 = ? "
+            "AND (endpoint = ? OR (endpoint IS NULL AND ? NOT LIKE 'sandbox:%')) ORDER BY endpoint IS NULL LIMIT 1",
+            (path, content_sha256, endpoint, endpoint),
         ).fetchone()
         return row[0] if row else None
 
-    def remember_attachment(self, path: str, content_sha256: str, attachment_id: str) -> None:
+    def remember_attachment(self, path: str, content_sha256: str, attachment_id: str, endpoint: str) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO attachments VALUES (?, ?, ?, ?)",
-            (path, content_sha256, attachment_id, self._clock()),
+            "INSERT OR REPLACE INTO attachments (endpoint, path, content_sha256, attachment_id, uploaded_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (endpoint, path, content_sha256, attachment_id, self._clock()),
         )
 
     # ---------------------------------------------------------------- reading
@@ -318,11 +529,13 @@ class Journal:
     def rows(self) -> Iterator[JournalRow]:
         cursor = self._db.execute(
             "SELECT key, row, phone, state, reason, attempts, error_code, error_message, message_id, "
-            "lead_id, lead_created, convo_id, phone_line_id, updated_at FROM recipients ORDER BY row"
+            "lead_id, lead_created, convo_id, phone_line_id, updated_at, timezone, maybe_delivered "
+            "FROM recipients ORDER BY row"
         )
         for values in cursor:
             values = list(values)
             values[10] = None if values[10] is None else bool(values[10])
+            values[15] = bool(values[15])
             yield JournalRow(*values)
 
     def counts(self) -> Counter[str]:
@@ -338,6 +551,20 @@ class Journal:
                 (limit,),
             )
         ]
+
+
+def _changed_message(changed: list[Recipient], kept_original: int) -> str:
+    rows = ", ".join(str(r.row) for r in changed[:10]) + (" …" if len(changed) > 10 else "")
+    kept = (
+        f"; {kept_original} of them may already have been delivered and would be resent with their original message"
+        if kept_original
+        else ""
+    )
+    return (
+        f"the message for {len(changed)} recipient(s) changed since it was attempted (sheet rows {rows}){kept}. "
+        "Rerun with --allow-changes to send the new text to those known not to have received a message "
+        "(delivered ones are never re-sent)"
+    )
 
 
 class _Transaction:

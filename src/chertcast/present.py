@@ -20,7 +20,7 @@ from chertcast.campaign import BASE_URL_ENV, DEFAULT_SECRET_FILE, SECRET_ENV, SE
 from chertcast.capacity import estimate_calendar, last_slot
 from chertcast.credentials import SecretSource
 from chertcast.engine import RunResult
-from chertcast.journal import STATES, Journal, JournalRow
+from chertcast.journal import STATES, UNFINISHED, Journal, JournalRow
 from chertcast.preflight import Issue, Plan, Recipient
 from chertcast.runner import Prepared, SendOptions, SendResult, journal_counts
 
@@ -340,6 +340,11 @@ def send_header(prepared: Prepared, options: SendOptions, now: float | None = No
         f"  rate {prepared.rate:g} msg/s, concurrency {prepared.concurrency}; estimated {eta.text}",
         f"  journal: {prepared.journal_path}",
     ]
+    if prepared.kept_original:
+        lines.append(
+            f"  {prepared.kept_original:,} changed rows keep their original message: an earlier attempt "
+            "may have delivered it, so it is resent exactly, with the same key"
+        )
     if options.dry_run:
         lines.append(
             "Nothing was sent (dry run). To send for real: " + resume_command(prepared.campaign.source, options)
@@ -382,7 +387,7 @@ def final_exit_code(prepared: Prepared, run: RunResult | None) -> int:
         return 130
     if run.stop_kind == "campaign":
         return 3
-    return 1 if run.stats.failed else 0
+    return 1 if run.stats.failed or run.stats.unknown else 0
 
 
 def send_summary(result: SendResult, options: SendOptions, secret: SecretSource | None = None) -> list[str]:
@@ -390,8 +395,9 @@ def send_summary(result: SendResult, options: SendOptions, secret: SecretSource 
     assert run is not None
     stats = run.stats
     rate = (stats.sent + stats.duplicate + stats.failed) / result.elapsed_s if result.elapsed_s else 0.0
+    unknown = f", outcome unknown {stats.unknown:,}" if stats.unknown else ""
     lines = [
-        f"This run: sent {stats.sent:,}, duplicate {stats.duplicate:,}, failed {stats.failed:,} "
+        f"This run: sent {stats.sent:,}, duplicate {stats.duplicate:,}, failed {stats.failed:,}{unknown} "
         f"in {duration(result.elapsed_s)} ({rate:,.1f} msg/s; {stats.requests:,} requests, {stats.retries:,} retries)",
         "Journal: " + ", ".join(f"{s} {result.counts.get(s, 0):,}" for s in STATES),
     ]
@@ -409,7 +415,7 @@ def send_summary(result: SendResult, options: SendOptions, secret: SecretSource 
         lines += cron_lines(campaign, options, secret)
     elif run.stop_kind == "capacity" and run.next_possible_in_s is not None:
         lines.append(f"Next send possible in about {duration(run.next_possible_in_s)}.")
-    remaining = result.counts.get("pending", 0) + result.counts.get("sending", 0)
+    remaining = sum(result.counts.get(state, 0) for state in UNFINISHED)
     if remaining:
         lines.append(
             f"{plural(remaining, 'row')} {'remains' if remaining == 1 else 'remain'}. "
@@ -456,6 +462,7 @@ def send_json(prepared: Prepared, result: SendResult | None, options: SendOption
         "sent": stats.sent if stats else 0,
         "duplicate": stats.duplicate if stats else 0,
         "failed": stats.failed if stats else 0,
+        "unknown": stats.unknown if stats else 0,
         "requests": stats.requests if stats else 0,
         "retries": stats.retries if stats else 0,
         "journal_counts": {s: counts.get(s, 0) for s in STATES},
@@ -493,6 +500,11 @@ def _iso(value: str | None) -> str | None:
 def status_lines(data: dict[str, Any], path: Any) -> list[str]:
     lines = [f"Campaign {data['campaign']} ({path})", f"  total        {data['total']:>7,}"]
     lines += [f"  {state:<12} {data[state]:>7,}" for state in STATES]
+    if data.get("unknown"):
+        lines.append(
+            f"  outcome unknown for {data['unknown']:,} rows: the next `chertcast send` resends them "
+            "with the same keys, and Chert's answer settles them"
+        )
     lines.append(f"  started      {data['created_at'] or '-'}")
     lines.append(f"  last run     {data['last_run_started_at'] or '-'}")
     lines.append(f"  last progress {data['last_progress_at'] or '-'}")
@@ -527,47 +539,55 @@ def _error_label(code: int | None, message: str) -> str:
 
 # ----------------------------------------------------------------- report
 
-REPORT_HEADERS = ["e164_phone", "state", "message_id", "error_code", "error_message"]
+REPORT_HEADERS = ["e164_phone", "state", "message_id", "error_code", "error_message", "note"]
+_UNSETTLED_NOTES = {
+    "unknown": "outcome unknown: the next `chertcast send` resends it with the same key, and Chert's answer settles it",
+    "sending": "in flight, or outcome unknown if no run is going: the next `chertcast send` settles it",
+}
 
 
 def report_rows(plan: Plan, journal_rows: list[JournalRow], only: str | None) -> tuple[list[str], list[list[object]]]:
-    by_key = {row.key: row for row in journal_rows}
-    width = len(plan.sheet.headers)
-    rows: list[list[object]] = []
-    seen: set[str] = set()
+    """Each sheet row with the outcome of the person on it, joined by key (who they are), never by
+    row position; recipients journaled but no longer in the sheet follow, so no delivery drops out.
+
+    A number's outcome goes on its sendable row; when no row of it is sendable any more (newly
+    suppressed, say), on its first row. ``only`` keeps the rows in that state.
+    """
+    entries = {row.key: row for row in journal_rows if not row.key.startswith("skip:")}
+    sendable_keys = {r.key for r in plan.sendable}
+    used: set[str] = set()
+    rows: list[tuple[str, list[object]]] = []
     for recipient, cells in zip(plan.recipients, plan.sheet.frame.iter_rows(), strict=True):
-        key = recipient.key if recipient.status == "sendable" else f"skip:{recipient.row}"
-        assert key is not None
-        seen.add(key)
-        entry = by_key.get(key)
-        state = entry.state if entry else ("pending" if recipient.status == "sendable" else "skipped")
-        message = (
-            entry.error_message if entry and entry.error_message else (entry.reason if entry else recipient.reason)
-        )
-        rows.append(
-            [
-                recipient.row,
-                *cells,
-                recipient.phone or "",
-                state,
-                entry.message_id if entry else "",
-                entry.error_code if entry and entry.error_code is not None else "",
-                message or "",
-            ]
-        )
-    for entry in journal_rows:  # journaled, but no longer in the sheet
-        if entry.key not in seen:
-            rows.append(
-                [
-                    entry.row,
-                    *([""] * width),
-                    entry.phone or "",
-                    entry.state,
-                    entry.message_id or "",
-                    entry.error_code if entry.error_code is not None else "",
-                    entry.error_message or "",
-                ]
-            )
-    if only:
-        rows = [r for r in rows if r[width + 2] == only]
-    return ["row", *plan.sheet.headers, *REPORT_HEADERS], rows
+        key = recipient.key
+        sendable = recipient.status == "sendable"
+        entry = None
+        if key is not None and key not in used and (sendable or key not in sendable_keys):
+            entry = entries.get(key)
+            if entry is not None or sendable:
+                used.add(key)
+        rows.append(_report_row(recipient, cells, entry))
+    width = len(plan.sheet.headers)
+    for entry in journal_rows:  # journaled, but no longer in the sheet: keep their history
+        if entry.key not in used and not entry.key.startswith("skip:"):
+            note = f"not in the sheet any more (was row {entry.row})"
+            rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note]))
+    return ["row", *plan.sheet.headers, *REPORT_HEADERS], [cells for state, cells in rows if only in (None, state)]
+
+
+def _report_row(recipient: Recipient, cells: tuple[str, ...], entry: JournalRow | None) -> tuple[str, list[object]]:
+    phone = recipient.phone or ""
+    reason = f"{recipient.status}: {recipient.reason}"
+    if entry is None:
+        state = "pending" if recipient.status == "sendable" else "skipped"
+        message = "" if state == "pending" else reason
+        return state, [recipient.row, *cells, phone, state, "", "", message, ""]
+    note = _UNSETTLED_NOTES.get(entry.state, "")
+    if recipient.status != "sendable":
+        note = f"now {recipient.status} ({recipient.reason})"
+    return entry.state, [recipient.row, *cells, phone, *_outcome(entry), note]
+
+
+def _outcome(entry: JournalRow) -> list[object]:
+    """state, message_id, error_code, error_message."""
+    code = entry.error_code if entry.error_code is not None else ""
+    return [entry.state, entry.message_id or "", code, entry.error_message or ""]

@@ -6,6 +6,7 @@ import hashlib
 import mimetypes
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from chertcast.client import ChertClient, Secret
 from chertcast.credentials import read_secret
 from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
 from chertcast.errors import CampaignStopped
-from chertcast.journal import Journal
+from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
 from chertcast.pacing import Clock, RealClock
 from chertcast.preflight import Plan, Recipient, build_plan, campaign_attachments
 from chertcast.runlock import RunLock
@@ -61,6 +62,8 @@ class Prepared:
         if self.lock is not None:
             self.lock.release()
 
+    kept_original: int = 0  # changed in the sheet but maybe delivered: resent with their first message
+
 
 @dataclass
 class SendResult:
@@ -80,6 +83,8 @@ def journal_path_for(campaign: Campaign, options: SendOptions) -> Path:
 
 
 def prepare(campaign_path: Path, options: SendOptions) -> Prepared:
+    """The plan, checked against the journal. A dry run runs the very same checks (a changed
+    message is refused alike) and writes nothing."""
     campaign = load_campaign(campaign_path)
     path = journal_path_for(campaign, options)
     # One run per journal, taken before anything is read for planning or written: a second
@@ -97,31 +102,29 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
     plan = build_plan(campaign, encoding=options.encoding)
     rate = options.rate or campaign.send.rate
     concurrency = options.concurrency or campaign.send.concurrency
-    if options.dry_run:
-        states = _existing_states(path, campaign.id)
-        new_rows = sum(1 for r in plan.sendable if r.key not in states)
-    else:
-        with Journal(path, campaign.id) as journal:
-            synced = journal.sync(plan, allow_changes=options.allow_changes)
-            if options.retry_failed:
-                journal.reset_failed()
-            states = journal.states()
-        new_rows = synced.new
-    retry = (
-        ("pending", "sending") if not (options.dry_run and options.retry_failed) else ("pending", "sending", "failed")
-    )
-    to_send = [r for r in plan.sendable if states.get(r.key or "", "pending") in retry]
+    synced = _sync(plan, path, options)
+    retry = ("pending", "sending", "unknown", "failed") if options.retry_failed else UNFINISHED
+    to_send = [r for r in plan.sendable if (synced.states or {}).get(r.key or "", "pending") in retry]
     done = len(plan.sendable) - len(to_send)
     if options.limit is not None:
         to_send = to_send[: options.limit]
-    return Prepared(campaign, plan, path, to_send, done, new_rows, rate, concurrency, lock)
+    return Prepared(
+        campaign, plan, path, to_send, done, synced.new, rate, concurrency, lock, kept_original=synced.kept_original
+    )
 
 
-def _existing_states(path: Path, campaign_id: str) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    with Journal.open_existing(path, campaign_id) as journal:
-        return journal.states()
+def _sync(plan: Plan, path: Path, options: SendOptions) -> SyncResult:
+    changes = {"allow_changes": options.allow_changes, "retry_failed": options.retry_failed}
+    if options.dry_run:
+        if not path.exists():
+            return SyncResult(new=len(plan.sendable), changed_allowed=0, states={})
+        with Journal.open_existing(path, plan.campaign.id) as journal:
+            return journal.sync(plan, **changes, write=False)
+    with Journal(path, plan.campaign.id) as journal:
+        synced = journal.sync(plan, **changes)
+        if options.retry_failed:
+            journal.reset_failed()
+        return synced
 
 
 def execute(
@@ -132,8 +135,8 @@ def execute(
         if options.dry_run or not prepared.to_send:
             return SendResult(prepared, None)
         started = time.monotonic()
-        with _endpoint(prepared.campaign, options) as (base_url, secret, deliveries):
-            run = anyio.run(_run, prepared, options, base_url, secret, progress, clock or RealClock())
+        with _endpoint(prepared.campaign, options) as (endpoint, base_url, secret, deliveries):
+            run = anyio.run(_run, prepared, options, endpoint, base_url, secret, progress, clock or RealClock())
             delivered = deliveries()
         elapsed = time.monotonic() - started
         counts = journal_counts(prepared.journal_path, prepared.campaign.id)
@@ -150,19 +153,29 @@ def journal_counts(path: Path, campaign_id: str) -> dict[str, int]:
 
 
 @contextmanager
-def _endpoint(campaign: Campaign, options: SendOptions) -> Iterator[tuple[str, Secret, Callable[[], int | None]]]:
+def _endpoint(campaign: Campaign, options: SendOptions) -> Iterator[tuple[str, str, Secret, Callable[[], int | None]]]:
+    """(endpoint, base URL, secret, ledger size). The endpoint names the server the journal's
+    attempts and attachment ids belong to: the base URL, or a new id for each built-in sandbox."""
     if not options.sandbox:
-        yield campaign.resolved_base_url(), read_secret(campaign), lambda: None
+        base_url = campaign.resolved_base_url()
+        yield base_url.rstrip("/"), base_url, read_secret(campaign), lambda: None
         return
     from chertcast.sandbox import SandboxModel, SandboxServer
 
     with SandboxServer(SandboxModel()) as server:
         secret = Secret(server.model.config.secret)
-        yield server.base_url, secret, lambda: len(server.model.deliveries())
+        endpoint = f"{SANDBOX_ENDPOINT}{uuid.uuid4().hex}"
+        yield endpoint, server.base_url, secret, lambda: len(server.model.deliveries())
 
 
 async def _run(
-    prepared: Prepared, options: SendOptions, base_url: str, secret: Secret, progress: Progress | None, clock: Clock
+    prepared: Prepared,
+    options: SendOptions,
+    endpoint: str,
+    base_url: str,
+    secret: Secret,
+    progress: Progress | None,
+    clock: Clock,
 ) -> RunResult:
     settings = prepared.campaign.send
     limits = httpx.Limits(max_connections=prepared.concurrency, max_keepalive_connections=prepared.concurrency)
@@ -171,7 +184,10 @@ async def _run(
         api = prepared.campaign.api
         client = ChertClient(http, base_url, secret, auth=api.auth, tenant=api.tenant, clock=clock.wall)
         with Journal(prepared.journal_path, prepared.campaign.id, clock=clock.wall) as journal:
-            uploaded = await upload_attachments(client, journal, prepared.to_send)
+            journal.use_endpoint(endpoint)
+            replays = journal.replay_keys()  # these resend their first request, attachment ids included
+            fresh = [r for r in prepared.to_send if r.key not in replays]
+            uploaded = await upload_attachments(client, journal, fresh, endpoint)
             engine_settings = _engine_settings(prepared, options)
             engine_settings.scheduler = await build_scheduler(prepared.campaign, client, journal, options.wait)
             engine = Engine(
@@ -265,17 +281,19 @@ def _engine_settings(prepared: Prepared, options: SendOptions) -> EngineSettings
     )
 
 
-async def upload_attachments(client: ChertClient, journal: Journal, recipients: list[Recipient]) -> dict[str, str]:
-    """Upload each local file once per campaign; the journal remembers its id across runs."""
+async def upload_attachments(
+    client: ChertClient, journal: Journal, recipients: list[Recipient], endpoint: str
+) -> dict[str, str]:
+    """Upload each local file's content once per endpoint; the journal remembers its id across runs."""
     ids: dict[str, str] = {}
     files = sorted({a.value for r in recipients for a in r.attachments if a.is_file})
     for path in files:
         data = Path(path).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        known = journal.attachment_id(path, digest)
+        known = journal.attachment_id(path, digest, endpoint)
         if known is None:
             known = await _upload(client, Path(path), data)
-            journal.remember_attachment(path, digest, known)
+            journal.remember_attachment(path, digest, known, endpoint)
         ids[path] = known
     return ids
 
@@ -316,11 +334,7 @@ def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[st
         hours = campaign.quiet_hours.hours(settings.timezone)
         # The row's own time-zone column wins over the number's zones, as when sending.
         # (getattr: the journal's `timezone` column comes with the journal-truth work.)
-        waiting = [
-            (r.phone, getattr(r, "timezone", None))
-            for r in journal.rows()
-            if r.state in ("pending", "sending") and r.phone
-        ]
+        waiting = [(r.phone, r.timezone) for r in journal.rows() if r.state in UNFINISHED and r.phone]
         held = held_by_quiet_hours(waiting, now, hours)
     return {"lines_known": True, **snapshot, "held_by_quiet_hours": held}
 
