@@ -6,6 +6,7 @@ policy without sleeping, and the engine runs on an injectable clock.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -14,13 +15,14 @@ import threading
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Protocol
 
 import anyio
 import anyio.abc
 
-from chertcast.capacity import LinePlanner, QuietHours, next_quiet_ok, quiet_ok, zones_for
+from chertcast.capacity import LinePlanner, QuietHours, never_reason, next_allowed, zones_for
 from chertcast.client import ChertClient, Outcome
 from chertcast.journal import Journal
 from chertcast.pacing import Clock, InFlight, TokenBucket, remaining
@@ -37,6 +39,7 @@ STOP_CODES = {
 }
 CAPACITY_CODE = 4002
 RATE_LIMIT_CODE = 1007
+LONG_WAIT_S = 60.0  # a wait this long or longer prints a line saying what for and until when
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Scheduler:
     fixed_lines: dict[str, str] = field(default_factory=dict)  # lines already used by rows in 'sending'
     unanswered: Counter[str] = field(default_factory=Counter)  # planned sends in flight, per line
     carried_over: set[str] = field(default_factory=set)  # keys left 'sending' by an earlier run: counted already
+    foreign_blocked: dict[str, float] = field(default_factory=dict)  # lines we do not plan: 4002 until
 
     def line_for(self, recipient: Recipient) -> str | None:
         return self.fixed_lines.get(recipient.key or "") or recipient.phone_line_id
@@ -85,8 +89,8 @@ class Scheduler:
         line = self.line_for(recipient)
         if line is not None and line in self.planner.lines:
             return line, self.earliest(line, now)
-        if line is not None:  # a line we do not plan for: Chert decides
-            return line, now
+        if line is not None:  # a line we do not plan for: Chert decides, but a 4002's wait holds
+            return line, max(now, self.foreign_blocked.get(line, now))
         return min(((line, self.earliest(line, now)) for line in self.planner.lines), key=lambda item: item[1])
 
     def earliest(self, line: str, now: float) -> float:
@@ -110,17 +114,33 @@ class Scheduler:
         else:
             self.planner.release(line, now)
 
+    def refused(self, line: str, now: float, until: float) -> None:
+        """Chert answered 4002 for a send on ``line``: its slot is given back, the line waits."""
+        if line in self.planner.lines:
+            self.planner.release(line, now)
+            self.planner.block(line, until)
+        else:
+            self.foreign_blocked[line] = max(until, self.foreign_blocked.get(line, until))
+
     def finished(self, line: str) -> None:
         self.unanswered[line] -= 1
 
     def held_until(self, recipient: Recipient, now: float) -> float | None:
-        """When quiet hours hold this recipient, the time they end; else None."""
+        """When quiet hours hold this recipient, the first moment both they and the sending
+        window allow it; ``math.inf`` when they never meet (``never``); None when not held."""
         if self.quiet is None or recipient.phone is None:
             return None
         zones = zones_for(recipient.phone, recipient.timezone, self.quiet.fallback_zone)
-        if quiet_ok(zones, now, self.quiet):
-            return None
-        return next_quiet_ok(zones, now, self.quiet)
+        until = next_allowed(now, zones, self.quiet, self.planner.rules)
+        if until is None:
+            return math.inf
+        return None if until <= now else until
+
+    def never(self, recipient: Recipient) -> str:
+        """Why a recipient ``held_until`` calls never-sendable can never be sent."""
+        assert self.quiet is not None and recipient.phone is not None
+        zones = zones_for(recipient.phone, recipient.timezone, self.quiet.fallback_zone)
+        return never_reason(zones, self.quiet, self.planner.rules)
 
     def may_wait(self, now: float, until: float) -> bool:
         """Within today's sending day we wait; past it, the run ends unless --wait."""
@@ -203,6 +223,9 @@ class Engine:
         self._result = RunResult(self.stats)
         self._stopping = anyio.Event()
         self._requeued: list[Recipient] = []
+        self._held: list[tuple[float, Recipient]] = []  # rows waiting for a moment (quiet hours, a 4002)
+        self._capacity_held: set[str] = set()  # keys in _held because of a 4002
+        self.notice: Callable[[str], None] = lambda text: print(f"chertcast: {text}", file=sys.stderr, flush=True)
         self._waits: set[anyio.CancelScope] = set()
         self.in_flight = InFlight(settings.concurrency)
 
@@ -262,32 +285,40 @@ class Engine:
         it was made for.
         """
         queue = deque(recipients)
-        held: list[tuple[float, Recipient]] = []
+        held = self._held
+        never = 0
         while not self.stopping:
             queue.extend(self._requeued)
             self._requeued.clear()
             now = self.clock.wall()
             queue.extend(r for until, r in held if until <= now)
-            held = [(until, r) for until, r in held if until > now]
+            held[:] = [(until, r) for until, r in held if until > now]
             if not queue:
                 if held:
                     wake = min(until for until, _ in held)
-                    if not await self._wait_until(scheduler, wake, f"{len(held):,} rows are held by quiet hours"):
+                    if not await self._wait_until(scheduler, wake, self._held_reason(never)):
                         return
                 elif self.in_flight.count:  # answers in flight may hand rows back
                     await self._interruptible(self.in_flight.changed().wait)
                 else:
+                    if never:
+                        self.stop("capacity", _never_text(never))
                     return
                 continue
             recipient = queue.popleft()
             until = scheduler.held_until(recipient, now)
+            if until == math.inf:  # quiet hours and the window never meet: held, with its reason
+                never += 1
+                self.journal.note_error(recipient.key or "", None, scheduler.never(recipient), state="pending")
+                continue
             if until is not None:
                 held.append((until, recipient))
                 continue
             line, at = scheduler.slot(recipient, now)
             if at > now:
                 queue.appendleft(recipient)
-                if not await self._wait_until(scheduler, at, "today's first-touch capacity is used up"):
+                why = "today's first-touch capacity is used up" + (f"; {_never_text(never)}" if never else "")
+                if not await self._wait_until(scheduler, at, why):
                     return
                 continue
             await self.in_flight.acquire()
@@ -322,8 +353,27 @@ class Engine:
             self.stop("capacity", why, next_in=remaining(until, now))
             self._result.next_possible_at = until
             return False
+        self._announce(why, until)
         await self._interruptible(partial(self.clock.sleep_until, until, wake))
         return not self.stopping
+
+    def _held_reason(self, never: int) -> str:
+        by_4002 = sum(1 for _, r in self._held if (r.key or "") in self._capacity_held)
+        quiet = len(self._held) - by_4002
+        parts = [f"{quiet:,} rows are held by quiet hours"] if quiet else []
+        parts += [f"{by_4002:,} rows wait for a 4002's retry_after"] if by_4002 else []
+        parts += [_never_text(never)] if never else []
+        return "; ".join(parts) or "rows are held"
+
+    def _announce(self, why: str, until: float) -> None:
+        """A progress line for a long wait: what we wait for and until when."""
+        now = self.clock.wall()
+        if until - now < LONG_WAIT_S:
+            return
+        scheduler = self.settings.scheduler
+        zone = scheduler.planner.rules.zone if scheduler is not None else None
+        when = datetime.fromtimestamp(until, zone or UTC).strftime("%Y-%m-%d %H:%M:%S %Z")
+        self.notice(f"waiting: {why}; until {when} (in {remaining(until, now):,.0f}s)")
 
     async def _interruptible(self, wait: Callable[[], Awaitable[object]]) -> None:
         """Run a wait (token, backoff, slot) that ``stop()`` cuts short."""
@@ -440,24 +490,36 @@ class Engine:
         return delay
 
     def _hand_back(self, recipient: Recipient, line: str, outcome: Outcome) -> None:
-        """A planned send met 4002: the line is busier than we knew; wait it out, never fail the row."""
+        """A planned send met 4002: never a row failure. Its ``retry_after`` is honoured for
+        the line it concerns (a planned line is blocked, so no send goes to it before then; a
+        line we do not plan for is blocked in the scheduler) and the row waits in ``_held``
+        until a line can take it. Longer than ``capacity_wait_s``: the run stops (exit 0)."""
         assert recipient.key is not None and self.settings.scheduler is not None
+        scheduler = self.settings.scheduler
         now = self.clock.wall()
-        planner = self.settings.scheduler.planner
-        planner.release(line, now)
-        planner.block(line, now + (outcome.retry_after if outcome.retry_after is not None else 60.0))
+        wait = float(outcome.retry_after) if outcome.retry_after is not None else 60.0
+        scheduler.refused(line, now, now + wait)
         self.journal.note_error(recipient.key, outcome.code, outcome.message, state="pending")
         self.stats.capacity_waits += 1
-        self._requeued.append(recipient)
+        if wait > self.settings.capacity_wait_s:
+            self.stop("capacity", f"Chert's sender lines are saturated (4002, retry after {wait:,.0f}s)", next_in=wait)
+            self._result.next_possible_at = now + wait
+            return
+        self._capacity_held.add(recipient.key)
+        self._held.append((now + wait, recipient))
 
     def _capacity_wait(self, key: str, outcome: Outcome) -> float | None:
+        """Planning off: a 4002 is this row's wait (the run goes on; a 1007 is what pauses it)."""
         wait = outcome.retry_after if outcome.retry_after is not None else 60.0
         self.journal.note_error(key, outcome.code, outcome.message, state="pending")
         self.stats.capacity_waits += 1
         if wait > self.settings.capacity_wait_s:
-            self.stop("capacity", "every sender line is saturated for now (4002)", next_in=wait)
+            self.stop(
+                "capacity", f"every sender line is saturated for now (4002, retry after {wait:,.0f}s)", next_in=wait
+            )
+            self._result.next_possible_at = self.clock.wall() + wait
             return None
-        self.bucket.pause(wait)
+        self._announce(f"row {key[:12]}… got 4002 (sender lines saturated)", self.clock.wall() + wait)
         return wait
 
     def _stop_reason(self, recipient: Recipient, outcome: Outcome) -> str | None:
@@ -482,6 +544,13 @@ class Engine:
                     f"{share:.0%} of the last {len(window)} sends failed "
                     f"(threshold {self.settings.failure_threshold:.0%})",
                 )
+
+
+def _never_text(count: int) -> str:
+    return (
+        f"{count:,} row{'s' if count != 1 else ''} can never be sent: quiet hours and the sending window never "
+        "meet for them (see `chertcast check`; the journal notes each reason)"
+    )
 
 
 def _describe(outcome: Outcome, attempt: int) -> str:

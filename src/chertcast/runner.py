@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import mimetypes
 import os
 import random
@@ -17,7 +18,17 @@ import anyio
 import httpx
 
 from chertcast.campaign import SECRET_ENV, Campaign, load_campaign
-from chertcast.capacity import LinePlanner, quiet_ok, zones_for
+from chertcast.capacity import (
+    Calendar,
+    CapacityRules,
+    LinePlanner,
+    QuietHours,
+    Unsendable,
+    estimate_calendar,
+    quiet_ok,
+    unsendable,
+    zones_for,
+)
 from chertcast.client import ChertClient, Secret
 from chertcast.engine import Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
 from chertcast.errors import CampaignStopped, ConfigError
@@ -215,14 +226,66 @@ async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Jour
     if not settings.enabled:
         return None
     lines = list(settings.lines) or await discover_lines(client)
-    # The engine already counts a line's gap from the *answer* to its last first touch (the
-    # latest moment Chert can have timed it); the margin covers Chert timing a send a little
-    # after answering it (a queue, a clock's resolution).
-    gap = settings.rules().line_gap_s
-    rules = dataclasses.replace(settings.rules(), line_gap_s=gap + gap_margin(gap))
-    planner = LinePlanner(rules, lines, journal.first_touch_history())
-    quiet = campaign.quiet_hours.hours(settings.timezone) if campaign.quiet_hours.enabled else None
-    return Scheduler(planner, quiet, wait, journal.planned_lines())
+    journal.set_meta(LINES_META, json.dumps(lines))  # status and check plan with the same lines
+    planner = LinePlanner(capacity_rules(campaign), lines, journal.first_touch_history())
+    return Scheduler(planner, quiet_hours(campaign), wait, journal.planned_lines())
+
+
+LINES_META = "capacity_lines"
+
+
+def capacity_rules(campaign: Campaign) -> CapacityRules:
+    """The rules send, status and check all plan with (one place, one gap).
+
+    The engine already counts a line's gap from the *answer* to its last first touch (the
+    latest moment Chert can have timed it); the margin covers Chert timing a send a little
+    after answering it (a queue, a clock's resolution)."""
+    rules = campaign.capacity.rules()
+    return dataclasses.replace(rules, line_gap_s=rules.line_gap_s + gap_margin(rules.line_gap_s))
+
+
+def quiet_hours(campaign: Campaign) -> QuietHours | None:
+    return campaign.quiet_hours.hours(campaign.capacity.timezone) if campaign.quiet_hours.enabled else None
+
+
+def known_lines(campaign: Campaign, journal: Journal | None) -> list[str]:
+    """[capacity] lines, else the lines the last send discovered (journal meta), else none."""
+    if campaign.capacity.lines:
+        return list(campaign.capacity.lines)
+    stored = journal.meta(LINES_META) if journal is not None else None
+    return [str(line) for line in json.loads(stored)] if stored else []
+
+
+@dataclass
+class CapacityOutlook:
+    """check's view: what is left to send, what never can be, and the days it takes."""
+
+    lines: list[str]
+    to_send: int
+    unsendable: list[Unsendable]
+    calendar: Calendar | None
+
+
+def capacity_outlook(campaign: Campaign, plan: Plan, now: float) -> CapacityOutlook | None:
+    """Rows already sent (the journal, if one exists) are not counted; rows whose windows never
+    meet are named, not planned; today's use in the journal is counted; same rules as send."""
+    if not campaign.capacity.enabled:
+        return None
+    path = campaign.default_journal
+    journal = Journal.open_existing(path, campaign.id) if path.exists() else None
+    try:
+        states = journal.states() if journal is not None else {}
+        history = journal.first_touch_history() if journal is not None else []
+        lines = known_lines(campaign, journal)
+    finally:
+        if journal is not None:
+            journal.close()
+    waiting = [r for r in plan.sendable if states.get(r.key or "", "pending") in ("pending", "sending")]
+    rules = capacity_rules(campaign)
+    never = unsendable(((r.row, r.phone, r.timezone) for r in waiting if r.phone), quiet_hours(campaign), rules, now)
+    count = len(waiting) - len(never)
+    calendar = estimate_calendar(rules, lines, count, now, history) if lines and count else None
+    return CapacityOutlook(lines, count, never, calendar)
 
 
 async def discover_lines(client: ChertClient) -> list[str]:
@@ -311,10 +374,10 @@ def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[st
     if not settings.enabled:
         return None
     history = journal.first_touch_history()
-    lines = list(settings.lines) or sorted({line for line, _ in history})
+    lines = known_lines(campaign, journal) or sorted({line for line, _ in history})
     if not lines:
         return {"lines_known": False}
-    scheduler = Scheduler(LinePlanner(settings.rules(), lines, history))
+    scheduler = Scheduler(LinePlanner(capacity_rules(campaign), lines, history))
     snapshot = capacity_snapshot(scheduler, now)
     held = 0
     if campaign.quiet_hours.enabled:
