@@ -10,6 +10,7 @@ import datetime as dt
 import itertools
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -80,6 +81,7 @@ def run_engine(
     server_lines: tuple[str, ...] | None = None,
     quiet: QuietHours | None = None,
     faults: Faults | None = None,
+    known: dict[str, str] | None = None,
     **settings: object,
 ) -> Outcome:
     out = Outcome(SandboxModel())
@@ -94,6 +96,8 @@ def run_engine(
                 faults=faults or Faults(latency_ms=300, jitter_ms=300, seed=4),
             )
         )
+        for phone, line in (known or {}).items():
+            out.model.seed_conversation(phone, line)
         options = {"rate": 5.0, "burst": 1, "concurrency": 4, "handle_signals": False, **settings}
         with Journal(tmp_path / "j.sqlite", plan.campaign.id, clock=clock.wall) as journal:
             journal.sync(plan)
@@ -193,6 +197,34 @@ def test_check_names_rows_that_can_never_be_sent(tmp_path: Path) -> None:
     assert "calendar: 1 first-touch sends on 1 lines" in output
     data = json.loads(run_cli("check", campaign, "--json").output)["calendar"]
     assert [u["row"] for u in data["unsendable"]] == [2, 3] and data["to_send"] == 1
+
+
+# ------------------------------------------------------------------ 3. no conversation moves
+
+
+def test_existing_conversations_keep_their_line_and_capacity_is_fully_used(tmp_path: Path) -> None:
+    """Planning sent phone_line_id on every send, which re-pins a known recipient's conversation
+    (SPEC §7). Now Chert picks the line (none is sent) and the answer says which it took."""
+    phones = [f"+1212555{i:04d}" for i in range(40)]
+    known = dict.fromkeys(phones[:10], "pl_c")  # earlier conversations, all on one line
+    plan = plan_of(tmp_path, [(p, "") for p in phones])
+    out = run_engine(
+        tmp_path,
+        plan,
+        start=ny(10),
+        server=CapacityRules(line_gap_s=60, line_daily_cap=5, timezone="America/New_York"),
+        planned=CapacityRules(line_gap_s=66, line_daily_cap=5, timezone="America/New_York"),
+        known=known,
+        faults=Faults(latency_ms=300, jitter_ms=400, seed=9),
+    )
+    assert out.result is not None and out.result.stop_kind == "capacity"
+    ledger = out.model.deliveries()
+    assert out.model.repins == [] and out.model.stats()["repins"] == 0  # no conversation moved
+    assert {d.phone_line_id for d in ledger if d.phone in known} == {"pl_c"} and out.counts["sent"] == 25
+    first_touches = Counter(d.phone_line_id for d in ledger if d.phone not in known)
+    assert first_touches == dict.fromkeys(LINES, 5)  # the day's capacity, all of it
+    stats = out.model.stats()
+    assert stats["capacity_refusals"] == 0 and stats["requests"] == 25  # measured: 15/15 capacity, no 4002
 
 
 # ------------------------------------------------------------------ 4. 4002 retry_after is honoured

@@ -81,17 +81,35 @@ class Scheduler:
     unanswered: Counter[str] = field(default_factory=Counter)  # planned sends in flight, per line
     carried_over: set[str] = field(default_factory=set)  # keys left 'sending' by an earlier run: counted already
     foreign_blocked: dict[str, float] = field(default_factory=dict)  # lines we do not plan: 4002 until
+    pooled: int = 0  # first touches in flight with the line left to Chert
+    pool_blocked: float = float("-inf")  # a 4002 on a pooled send: every line is saturated until then
 
     def line_for(self, recipient: Recipient) -> str | None:
         return self.fixed_lines.get(recipient.key or "") or recipient.phone_line_id
 
-    def slot(self, recipient: Recipient, now: float) -> tuple[str, float]:
+    def slot(self, recipient: Recipient, now: float) -> tuple[str | None, float]:
+        """The line to send on (None: Chert picks, see ``pool_slot``) and the moment it may go."""
         line = self.line_for(recipient)
         if line is not None and line in self.planner.lines:
             return line, self.earliest(line, now)
         if line is not None:  # a line we do not plan for: Chert decides, but a 4002's wait holds
             return line, max(now, self.foreign_blocked.get(line, now))
-        return min(((line, self.earliest(line, now)) for line in self.planner.lines), key=lambda item: item[1])
+        return None, self.pool_slot(now)
+
+    def pool_slot(self, now: float) -> float:
+        """When a send without ``phone_line_id`` may go: once more lines have room than such
+        sends are unanswered (each may take any line with room; its answer names the line).
+
+        No ``phone_line_id`` is sent for a row that does not name one, so a recipient with an
+        existing conversation keeps its pinned line (sending one re-pins, SPEC §7), and a new
+        recipient gets a line Chert picks among those with room."""
+        times = sorted(self.earliest(line, now) for line in self.planner.lines)
+        gap = self.planner.rules.line_gap_s
+        at = times[self.pooled] if self.pooled < len(times) else now + gap  # an answer wakes us sooner
+        cap = self.planner.rules.project_daily_cap
+        if cap is not None and self.pooled and self.planner.project_per_day[self.planner.day(at)] + self.pooled >= cap:
+            at = max(at, now + gap)  # the day's last slots: wait for the answers in flight
+        return max(at, self.pool_blocked)
 
     def earliest(self, line: str, now: float) -> float:
         at = self.planner.earliest(line, now)
@@ -99,7 +117,10 @@ class Scheduler:
             at = max(at, now + self.planner.rules.line_gap_s)
         return at
 
-    def launched(self, key: str, line: str, now: float) -> None:
+    def launched(self, key: str, line: str | None, now: float) -> None:
+        if line is None:
+            self.pooled += 1
+            return
         if key in self.carried_over:  # its first touch is in the history already: resent, not counted twice
             self.carried_over.discard(key)
             self.planner.block(line, now + self.planner.rules.line_gap_s)
@@ -107,23 +128,36 @@ class Scheduler:
             self.planner.record(line, now)
         self.unanswered[line] += 1
 
-    def answered(self, line: str, now: float, *, first_touch: bool) -> None:
-        """A planned send was delivered: a first touch starts the gap now; a follow-up gives its slot back."""
+    def answered(self, line: str | None, now: float, *, first_touch: bool, pooled: bool = False) -> None:
+        """A planned send was delivered: a first touch starts the gap now; a follow-up gives its slot back.
+        A pooled send's line is the one Chert's answer names; only a first touch counts for it."""
+        if pooled:
+            if first_touch and line is not None:
+                self.planner.record(line, now)
+                self.planner.block(line, now + self.planner.rules.line_gap_s)
+            return
+        assert line is not None
         if first_touch:
             self.planner.block(line, now + self.planner.rules.line_gap_s)
         else:
             self.planner.release(line, now)
 
-    def refused(self, line: str, now: float, until: float) -> None:
-        """Chert answered 4002 for a send on ``line``: its slot is given back, the line waits."""
-        if line in self.planner.lines:
+    def refused(self, line: str | None, now: float, until: float) -> None:
+        """Chert answered 4002 for a send on ``line``: its slot is given back, the line waits
+        (a pooled send: every line was saturated for it, so pooled sends wait)."""
+        if line is None:
+            self.pool_blocked = max(self.pool_blocked, until)
+        elif line in self.planner.lines:
             self.planner.release(line, now)
             self.planner.block(line, until)
         else:
             self.foreign_blocked[line] = max(until, self.foreign_blocked.get(line, until))
 
-    def finished(self, line: str) -> None:
-        self.unanswered[line] -= 1
+    def finished(self, line: str | None) -> None:
+        if line is None:
+            self.pooled -= 1
+        else:
+            self.unanswered[line] -= 1
 
     def held_until(self, recipient: Recipient, now: float) -> float | None:
         """When quiet hours hold this recipient, the first moment both they and the sending
@@ -333,7 +367,7 @@ class Engine:
                 queue.appendleft(recipient)
                 continue
             scheduler.launched(recipient.key or "", line, now)
-            group.start_soon(self._deliver, recipient, line)
+            group.start_soon(self._deliver, recipient, line, True)
 
     async def _wait_until(self, scheduler: Scheduler, until: float, why: str) -> bool:
         """Wait for ``until`` or the next answer, whichever comes first; False ends the run.
@@ -417,21 +451,21 @@ class Engine:
 
     # -------------------------------------------------------------- one row
 
-    async def _deliver(self, recipient: Recipient, line: str | None) -> None:
+    async def _deliver(self, recipient: Recipient, line: str | None, planned: bool = False) -> None:
         try:
             self.stats.attempted_rows += 1
-            await self._attempts(recipient, line)
+            await self._attempts(recipient, line, planned)
         finally:
-            if line is not None and self.settings.scheduler is not None:
+            if planned and self.settings.scheduler is not None:
                 self.settings.scheduler.finished(line)
             self.in_flight.release()
             self.progress.update(self.stats)
 
-    async def _attempts(self, recipient: Recipient, line: str | None) -> None:
+    async def _attempts(self, recipient: Recipient, line: str | None, planned: bool = False) -> None:
         assert recipient.key is not None
         key, payload = recipient.key, self._payload_for(recipient)
         if line is not None:
-            payload = {**payload, "phone_line_id": line}  # planned: the line is always explicit
+            payload = {**payload, "phone_line_id": line}  # the row's own line, or one a resend must keep
         attempt = 0
         while True:
             attempt += 1
@@ -440,14 +474,19 @@ class Engine:
             outcome = await self.client.send(payload)
             if outcome.delivered:
                 scheduler = self.settings.scheduler
-                if scheduler is not None and line is not None:
-                    scheduler.answered(line, self.clock.wall(), first_touch=outcome.lead_created is not False)
+                if scheduler is not None and planned:
+                    scheduler.answered(
+                        line or outcome.phone_line_id,
+                        self.clock.wall(),
+                        first_touch=outcome.lead_created is not False,
+                        pooled=line is None,
+                    )
                 self.journal.mark_delivered(key, outcome)
                 self.stats.sent += outcome.kind == "sent"
                 self.stats.duplicate += outcome.kind == "duplicate"
                 self._record(failed=False)
                 return
-            if outcome.code == CAPACITY_CODE and self.settings.scheduler is not None and line is not None:
+            if outcome.code == CAPACITY_CODE and self.settings.scheduler is not None and planned:
                 self._hand_back(recipient, line, outcome)
                 return
             delay = self._handle_failure(recipient, outcome, attempt)
@@ -489,7 +528,7 @@ class Engine:
             self.bucket.pause(delay)
         return delay
 
-    def _hand_back(self, recipient: Recipient, line: str, outcome: Outcome) -> None:
+    def _hand_back(self, recipient: Recipient, line: str | None, outcome: Outcome) -> None:
         """A planned send met 4002: never a row failure. Its ``retry_after`` is honoured for
         the line it concerns (a planned line is blocked, so no send goes to it before then; a
         line we do not plan for is blocked in the scheduler) and the row waits in ``_held``
