@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -171,19 +171,59 @@ class LinePlanner:
         day = self.day(ts)
         return {line: state.per_day[day] for line, state in self.lines.items()}
 
-    def calendar(self, count: int, start: float) -> list[tuple[dt.date, int]]:
+    def calendar(
+        self,
+        count: int,
+        start: float,
+        groups: Mapping[tuple[ZoneInfo, ...], int] | None = None,
+        hours: QuietHours | None = None,
+    ) -> list[tuple[dt.date, int]]:
         """Simulate ``count`` first-touch sends from ``start``: sends per day (history kept)."""
+        return self.simulate(count, start, groups, hours)[0]
+
+    def simulate(
+        self,
+        count: int,
+        start: float,
+        groups: Mapping[tuple[ZoneInfo, ...], int] | None = None,
+        hours: QuietHours | None = None,
+    ) -> tuple[list[tuple[dt.date, int]], dict[tuple[ZoneInfo, ...], int]]:
+        """Sends per day, and the rows per zone set never placed.
+
+        With ``groups`` (rows per set of recipient zones) and ``hours``, each slot goes to the
+        first group whose quiet hours allow it, as the engine does; when none does, time moves
+        on to the moment the first one does. A group whose hours stop meeting the window before
+        its turn (a daylight-saving change) is left over: those rows can never be sent."""
         shadow = LinePlanner(self.rules, list(self.lines))
         for line, state in self.lines.items():
             shadow.lines[line] = _Line(state.last_first_touch, state.blocked_until, defaultdict(int, state.per_day))
         shadow.project_per_day = defaultdict(int, self.project_per_day)
         per_day: dict[dt.date, int] = defaultdict(int)
+        left = {zones: n for zones, n in (groups or {}).items() if n > 0} if hours is not None else {}
+        leftover: dict[tuple[ZoneInfo, ...], int] = {}
         at = start
-        for _ in range(count):
+        done = 0
+        while done < count:
             line, at = shadow.next_slot(at)
+            if hours is not None:
+                if not left:
+                    break
+                zones = next((z for z in left if quiet_ok(z, at, hours)), None)
+                if zones is None:
+                    wakes = {z: next_allowed(at, z, hours, self.rules) for z in left}
+                    for z, wake in wakes.items():
+                        if wake is None:
+                            leftover[z] = left.pop(z)
+                    if left:
+                        at = min(wake for z, wake in wakes.items() if wake is not None and z in left)
+                    continue
+                left[zones] -= 1
+                if not left[zones]:
+                    del left[zones]
             shadow.record(line, at)
             per_day[shadow.day(at)] += 1
-        return sorted(per_day.items())
+            done += 1
+        return sorted(per_day.items()), leftover
 
 
 # ------------------------------------------------------------------ quiet hours
@@ -308,6 +348,12 @@ def never_reason(zones: Sequence[ZoneInfo], hours: QuietHours | None, rules: Cap
     return "never sendable: " + " and ".join(parts) + " never overlap (set the row's time-zone column to override)"
 
 
+def season_reason(zones: Sequence[ZoneInfo], hours: QuietHours, rules: CapacityRules) -> str:
+    return never_reason(zones, hours, rules).replace(
+        " never overlap", " stop overlapping (a daylight-saving change) before capacity reaches this row"
+    )
+
+
 def _clock_text(value: dt.time | None) -> str:
     return "24:00" if value == dt.time.max else f"{value:%H:%M}" if value else "-"
 
@@ -344,6 +390,7 @@ def unsendable(
 class Calendar:
     lines: int
     per_day: list[tuple[dt.date, int]]
+    unplaced: dict[tuple[ZoneInfo, ...], int] = field(default_factory=dict)  # rows per zone set: never sent
 
     @property
     def sending_days(self) -> int:
@@ -363,14 +410,17 @@ def estimate_calendar(
     count: int,
     start: float,
     history: Iterable[tuple[str, float]] = (),
+    groups: Mapping[tuple[ZoneInfo, ...], int] | None = None,
+    hours: QuietHours | None = None,
 ) -> Calendar:
-    """Sending days for ``count`` first-touch sends from ``start`` (today's ``history`` counted).
+    """Sending days for ``count`` first-touch sends from ``start`` (today's ``history`` counted;
+    quiet hours too, given ``groups`` and ``hours``, see ``LinePlanner.calendar``).
 
     Up to 20,000 sends are simulated slot by slot; beyond that, whole days are added at the
     busiest simulated day's count (which already reflects the window, gap and caps).
     """
     planner = LinePlanner(rules, sorted(set(lines)), history)
-    simulated = planner.calendar(min(count, SIMULATED_SENDS), start)
+    simulated, leftover = planner.simulate(min(count, SIMULATED_SENDS), start, groups, hours)
     rest = count - min(count, SIMULATED_SENDS)
     if rest and simulated:
         per_day = max(n for _, n in simulated)
@@ -382,4 +432,4 @@ def estimate_calendar(
             day += dt.timedelta(days=1)
             simulated.append((day, min(per_day, rest)))
             rest -= per_day
-    return Calendar(len(set(lines)), simulated)
+    return Calendar(len(set(lines)), simulated, leftover)

@@ -9,10 +9,12 @@ import mimetypes
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import anyio
 import httpx
@@ -26,6 +28,7 @@ from chertcast.capacity import (
     Unsendable,
     estimate_calendar,
     quiet_ok,
+    season_reason,
     unsendable,
     zones_for,
 )
@@ -280,11 +283,27 @@ def capacity_outlook(campaign: Campaign, plan: Plan, now: float) -> CapacityOutl
     finally:
         if journal is not None:
             journal.close()
-    waiting = [r for r in plan.sendable if states.get(r.key or "", "pending") in ("pending", "sending")]
+    waiting = [r for r in plan.sendable if states.get(r.key or "", "pending") in ("pending", "sending") and r.phone]
     rules = capacity_rules(campaign)
-    never = unsendable(((r.row, r.phone, r.timezone) for r in waiting if r.phone), quiet_hours(campaign), rules, now)
-    count = len(waiting) - len(never)
-    calendar = estimate_calendar(rules, lines, count, now, history) if lines and count else None
+    hours = quiet_hours(campaign)
+    never = unsendable(((r.row, r.phone or "", r.timezone) for r in waiting), hours, rules, now)
+    excluded = {u.row for u in never}
+    groups: Counter[tuple[ZoneInfo, ...]] = Counter(
+        zones_for(r.phone or "", r.timezone, hours.fallback_zone) if hours is not None else ()
+        for r in waiting
+        if r.row not in excluded
+    )
+    count = sum(groups.values())
+    calendar = estimate_calendar(rules, lines, count, now, history, groups, hours) if lines and count else None
+    if calendar is not None and calendar.unplaced and hours is not None:  # the last rows of a zone set
+        late = dict(calendar.unplaced)
+        for r in reversed(waiting):
+            zones = zones_for(r.phone or "", r.timezone, hours.fallback_zone)
+            if r.row not in excluded and late.get(zones, 0) > 0:
+                late[zones] -= 1
+                never.append(Unsendable(r.row, r.phone or "", season_reason(zones, hours, rules)))
+        never.sort(key=lambda u: u.row)
+        count -= sum(calendar.unplaced.values())
     return CapacityOutlook(lines, count, never, calendar)
 
 
