@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import anyio
 import anyio.abc
@@ -83,6 +84,7 @@ class Scheduler:
     foreign_blocked: dict[str, float] = field(default_factory=dict)  # lines we do not plan: 4002 until
     pooled: int = 0  # first touches in flight with the line left to Chert
     pool_blocked: float = float("-inf")  # a 4002 on a pooled send: every line is saturated until then
+    _holds: dict[tuple[ZoneInfo, ...], tuple[float, float]] = field(default_factory=dict, repr=False)
 
     def line_for(self, recipient: Recipient) -> str | None:
         return self.fixed_lines.get(recipient.key or "") or recipient.phone_line_id
@@ -165,8 +167,13 @@ class Scheduler:
         if self.quiet is None or recipient.phone is None:
             return None
         zones = zones_for(recipient.phone, recipient.timezone, self.quiet.fallback_zone)
-        until = next_allowed(now, zones, self.quiet, self.planner.rules)
-        if until is None:
+        known = self._holds.get(zones)  # (asked at, answer): the answer holds until it is reached
+        if known is not None and known[0] <= now < known[1] and now - known[0] < 3_600:
+            until: float | None = known[1]
+        else:
+            until = next_allowed(now, zones, self.quiet, self.planner.rules)
+            self._holds[zones] = (now, math.inf if until is None else until)
+        if until is None or until == math.inf:
             return math.inf
         return None if until <= now else until
 
