@@ -180,7 +180,7 @@ def test_line_with_an_unanswered_first_touch_waits_for_the_answer(tmp_path: Path
     )
     assert run.result is not None
     assert len(run.model.deliveries()) == 12 and run.model.stats()["capacity_refusals"] == 0
-    assert min(min(gaps) for gaps in gaps_per_line(run.model.deliveries()).values()) >= 0.5
+    assert min(min(gaps, default=9.9) for gaps in gaps_per_line(run.model.deliveries()).values()) >= 0.5
 
 
 def test_quiet_hours_end_while_answers_are_in_flight(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chertcast.capacity import CapacityRules, QuietHours, parse_clock
 from chertcast.errors import ConfigError
@@ -35,6 +35,15 @@ def gap_margin(gap_s: float) -> float:
 
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+
+
+def _id_text(value: str) -> str:
+    if not value.strip() or value != value.strip() or any(ch.isspace() for ch in value):
+        raise ValueError(f"{value!r} is not an id: it must not be empty or contain spaces")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_id_text)]  # a tenant or sender line id
 
 
 class _Strict(BaseModel):
@@ -74,7 +83,7 @@ class SendSettings(_Strict):
     concurrency: int = Field(default=8, ge=1, le=256)
     effect: str | None = None
     attachments: list[str | AttachmentSpec] = Field(default_factory=list)
-    phone_line_id: str | None = None
+    phone_line_id: Id | None = None
     max_attempts: int = Field(default=6, ge=1, le=50)
     max_backoff_s: float = Field(default=60.0, gt=0)
     failure_threshold: float = Field(default=0.5, gt=0, le=1)
@@ -86,8 +95,8 @@ class CapacitySettings(_Strict):
     """Chert's first-touch capacity. Defaults are Chert's published limits."""
 
     enabled: bool = True
-    lines: list[str] = Field(default_factory=list)  # empty: discovered with GET /phone-numbers
-    line_gap_minutes: float = Field(default=10.0, ge=0)
+    lines: list[Id] = Field(default_factory=list)  # empty: discovered with GET /phone-numbers
+    line_gap_minutes: float = Field(default=10.0, ge=0, allow_inf_nan=False)
     line_daily_cap: int = Field(default=30, ge=1)
     project_daily_cap: int | None = Field(default=None, ge=1)
     window_start: str | None = Field(default=None, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
@@ -100,10 +109,20 @@ class CapacitySettings(_Strict):
     def _zone(cls, value: str) -> str:
         return _check_zone(value)
 
+    @field_validator("lines")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        twice = sorted({line for line in value if value.count(line) > 1})
+        if twice:
+            raise ValueError(f"line {twice[0]!r} is listed more than once (each line has one capacity)")
+        return value
+
     @model_validator(mode="after")
     def _window_pair(self) -> CapacitySettings:
         if (self.window_start is None) != (self.window_end is None):
             raise ValueError("give both window_start and window_end, or neither")
+        if self.window_start is not None and self.window_end is not None:
+            _check_order("window_start", self.window_start, "window_end", self.window_end, "the project may send")
         return self
 
     def rules(self) -> CapacityRules:
@@ -130,8 +149,23 @@ class QuietHoursSettings(_Strict):
     start: str = Field(default="08:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     end: str = Field(default="21:00", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
 
+    @model_validator(mode="after")
+    def _order(self) -> QuietHoursSettings:
+        _check_order("start", self.start, "end", self.end, "a recipient may receive messages (their local time)")
+        return self
+
     def hours(self, fallback_zone: str) -> QuietHours:
         return QuietHours(parse_clock(self.start), parse_clock(self.end), fallback_zone)
+
+
+def _check_order(start_key: str, start: str, end_key: str, end: str, meaning: str) -> None:
+    """Both windows are the *allowed* period within one local day: start must come before end."""
+    if parse_clock(start) >= parse_clock(end):
+        raise ValueError(
+            f"{start_key} {start!r} is not before {end_key} {end!r}: these keys give the hours when {meaning}, "
+            f"from {start_key} to {end_key} on the same day (e.g. 08:00 and 21:00), not the hours to avoid; "
+            "a window across midnight is not supported"
+        )
 
 
 def _check_zone(value: str) -> str:
@@ -145,7 +179,7 @@ def _check_zone(value: str) -> str:
 class ApiSettings(_Strict):
     base_url: str = PRODUCTION_BASE_URL
     auth: Literal["bearer", "hmac"] = "bearer"
-    tenant: str | None = None
+    tenant: Id | None = None
     secret_file: Path | None = None  # for unattended runs: a file only its owner can read
 
     @field_validator("base_url")

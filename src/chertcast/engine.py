@@ -6,6 +6,7 @@ policy without sleeping, and the engine runs on an injectable clock.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -14,13 +15,15 @@ import threading
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import anyio
 import anyio.abc
 
-from chertcast.capacity import LinePlanner, QuietHours, next_quiet_ok, quiet_ok, zones_for
+from chertcast.capacity import LinePlanner, QuietHours, never_reason, next_allowed, zones_for
 from chertcast.client import SETUP_STATUSES, ChertClient, Outcome
 from chertcast.journal import Journal
 from chertcast.pacing import Clock, InFlight, TokenBucket, remaining
@@ -37,6 +40,7 @@ STOP_CODES = {
 }
 CAPACITY_CODE = 4002
 RATE_LIMIT_CODE = 1007
+LONG_WAIT_S = 60.0  # a wait this long or longer prints a line saying what for and until when
 ATTACHMENT_UNKNOWN_CODE = 5001
 
 
@@ -140,17 +144,37 @@ class Scheduler:
     fixed_lines: dict[str, str] = field(default_factory=dict)  # lines already used by rows in 'sending'
     unanswered: Counter[str] = field(default_factory=Counter)  # planned sends in flight, per line
     carried_over: set[str] = field(default_factory=set)  # keys left 'sending' by an earlier run: counted already
+    foreign_blocked: dict[str, float] = field(default_factory=dict)  # lines we do not plan: 4002 until
+    pooled: int = 0  # first touches in flight with the line left to Chert
+    pool_blocked: float = float("-inf")  # a 4002 on a pooled send: every line is saturated until then
+    _holds: dict[tuple[ZoneInfo, ...], tuple[float, float]] = field(default_factory=dict, repr=False)
 
     def line_for(self, recipient: Recipient) -> str | None:
         return self.fixed_lines.get(recipient.key or "") or recipient.phone_line_id
 
-    def slot(self, recipient: Recipient, now: float) -> tuple[str, float]:
+    def slot(self, recipient: Recipient, now: float) -> tuple[str | None, float]:
+        """The line to send on (None: Chert picks, see ``pool_slot``) and the moment it may go."""
         line = self.line_for(recipient)
         if line is not None and line in self.planner.lines:
             return line, self.earliest(line, now)
-        if line is not None:  # a line we do not plan for: Chert decides
-            return line, now
-        return min(((line, self.earliest(line, now)) for line in self.planner.lines), key=lambda item: item[1])
+        if line is not None:  # a line we do not plan for: Chert decides, but a 4002's wait holds
+            return line, max(now, self.foreign_blocked.get(line, now))
+        return None, self.pool_slot(now)
+
+    def pool_slot(self, now: float) -> float:
+        """When a send without ``phone_line_id`` may go: once more lines have room than such
+        sends are unanswered (each may take any line with room; its answer names the line).
+
+        No ``phone_line_id`` is sent for a row that does not name one, so a recipient with an
+        existing conversation keeps its pinned line (sending one re-pins, SPEC §7), and a new
+        recipient gets a line Chert picks among those with room."""
+        times = sorted(self.earliest(line, now) for line in self.planner.lines)
+        gap = self.planner.rules.line_gap_s
+        at = times[self.pooled] if self.pooled < len(times) else now + gap  # an answer wakes us sooner
+        cap = self.planner.rules.project_daily_cap
+        if cap is not None and self.pooled and self.planner.project_per_day[self.planner.day(at)] + self.pooled >= cap:
+            at = max(at, now + gap)  # the day's last slots: wait for the answers in flight
+        return max(at, self.pool_blocked)
 
     def earliest(self, line: str, now: float) -> float:
         at = self.planner.earliest(line, now)
@@ -158,7 +182,10 @@ class Scheduler:
             at = max(at, now + self.planner.rules.line_gap_s)
         return at
 
-    def launched(self, key: str, line: str, now: float) -> None:
+    def launched(self, key: str, line: str | None, now: float) -> None:
+        if line is None:
+            self.pooled += 1
+            return
         if key in self.carried_over:  # its first touch is in the history already: resent, not counted twice
             self.carried_over.discard(key)
             self.planner.block(line, now + self.planner.rules.line_gap_s)
@@ -166,24 +193,58 @@ class Scheduler:
             self.planner.record(line, now)
         self.unanswered[line] += 1
 
-    def answered(self, line: str, now: float, *, first_touch: bool) -> None:
-        """A planned send was delivered: a first touch starts the gap now; a follow-up gives its slot back."""
+    def answered(self, line: str | None, now: float, *, first_touch: bool, pooled: bool = False) -> None:
+        """A planned send was delivered: a first touch starts the gap now; a follow-up gives its slot back.
+        A pooled send's line is the one Chert's answer names; only a first touch counts for it."""
+        if pooled:
+            if first_touch and line is not None:
+                self.planner.record(line, now)
+                self.planner.block(line, now + self.planner.rules.line_gap_s)
+            return
+        assert line is not None
         if first_touch:
             self.planner.block(line, now + self.planner.rules.line_gap_s)
         else:
             self.planner.release(line, now)
 
-    def finished(self, line: str) -> None:
-        self.unanswered[line] -= 1
+    def refused(self, line: str | None, now: float, until: float) -> None:
+        """Chert answered 4002 for a send on ``line``: its slot is given back, the line waits
+        (a pooled send: every line was saturated for it, so pooled sends wait)."""
+        if line is None:
+            self.pool_blocked = max(self.pool_blocked, until)
+        elif line in self.planner.lines:
+            self.planner.release(line, now)
+            self.planner.block(line, until)
+        else:
+            self.foreign_blocked[line] = max(until, self.foreign_blocked.get(line, until))
+
+    def finished(self, line: str | None) -> None:
+        if line is None:
+            self.pooled -= 1
+        else:
+            self.unanswered[line] -= 1
 
     def held_until(self, recipient: Recipient, now: float) -> float | None:
-        """When quiet hours hold this recipient, the time they end; else None."""
+        """When quiet hours hold this recipient, the first moment both they and the sending
+        window allow it; ``math.inf`` when they never meet (``never``); None when not held."""
         if self.quiet is None or recipient.phone is None:
             return None
         zones = zones_for(recipient.phone, recipient.timezone, self.quiet.fallback_zone)
-        if quiet_ok(zones, now, self.quiet):
-            return None
-        return next_quiet_ok(zones, now, self.quiet)
+        known = self._holds.get(zones)  # (asked at, answer): the answer holds until it is reached
+        if known is not None and known[0] <= now < known[1] and now - known[0] < 3_600:
+            until: float | None = known[1]
+        else:
+            until = next_allowed(now, zones, self.quiet, self.planner.rules)
+            self._holds[zones] = (now, math.inf if until is None else until)
+        if until is None or until == math.inf:
+            return math.inf
+        return None if until <= now else until
+
+    def never(self, recipient: Recipient) -> str:
+        """Why a recipient ``held_until`` calls never-sendable can never be sent."""
+        assert self.quiet is not None and recipient.phone is not None
+        zones = zones_for(recipient.phone, recipient.timezone, self.quiet.fallback_zone)
+        return never_reason(zones, self.quiet, self.planner.rules)
 
     def may_wait(self, now: float, until: float) -> bool:
         """Within today's sending day we wait; past it, the run ends unless --wait."""
@@ -269,6 +330,9 @@ class Engine:
         self._result = RunResult(self.stats)
         self._stopping = anyio.Event()
         self._requeued: list[Recipient] = []
+        self._held: list[tuple[float, Recipient]] = []  # rows waiting for a moment (quiet hours, a 4002)
+        self._capacity_held: set[str] = set()  # keys in _held because of a 4002
+        self.notice: Callable[[str], None] = lambda text: print(f"chertcast: {text}", file=sys.stderr, flush=True)
         self._waits: set[anyio.CancelScope] = set()
         self.in_flight = InFlight(settings.concurrency)
 
@@ -328,32 +392,40 @@ class Engine:
         it was made for.
         """
         queue = deque(recipients)
-        held: list[tuple[float, Recipient]] = []
+        held = self._held
+        never = 0
         while not self.stopping:
             queue.extend(self._requeued)
             self._requeued.clear()
             now = self.clock.wall()
             queue.extend(r for until, r in held if until <= now)
-            held = [(until, r) for until, r in held if until > now]
+            held[:] = [(until, r) for until, r in held if until > now]
             if not queue:
                 if held:
                     wake = min(until for until, _ in held)
-                    if not await self._wait_until(scheduler, wake, f"{len(held):,} rows are held by quiet hours"):
+                    if not await self._wait_until(scheduler, wake, self._held_reason(never)):
                         return
                 elif self.in_flight.count:  # answers in flight may hand rows back
                     await self._interruptible(self.in_flight.changed().wait)
                 else:
+                    if never:
+                        self.stop("capacity", _never_text(never))
                     return
                 continue
             recipient = queue.popleft()
             until = scheduler.held_until(recipient, now)
+            if until == math.inf:  # quiet hours and the window never meet: held, with its reason
+                never += 1
+                self.journal.note_error(recipient.key or "", None, scheduler.never(recipient), state="pending")
+                continue
             if until is not None:
                 held.append((until, recipient))
                 continue
             line, at = scheduler.slot(recipient, now)
             if at > now:
                 queue.appendleft(recipient)
-                if not await self._wait_until(scheduler, at, "today's first-touch capacity is used up"):
+                why = "today's first-touch capacity is used up" + (f"; {_never_text(never)}" if never else "")
+                if not await self._wait_until(scheduler, at, why):
                     return
                 continue
             await self.in_flight.acquire()
@@ -368,7 +440,7 @@ class Engine:
                 queue.appendleft(recipient)
                 continue
             scheduler.launched(recipient.key or "", line, now)
-            group.start_soon(self._deliver, recipient, line)
+            group.start_soon(self._deliver, recipient, line, True)
 
     async def _wait_until(self, scheduler: Scheduler, until: float, why: str) -> bool:
         """Wait for ``until`` or the next answer, whichever comes first; False ends the run.
@@ -388,8 +460,27 @@ class Engine:
             self.stop("capacity", why, next_in=remaining(until, now))
             self._result.next_possible_at = until
             return False
+        self._announce(why, until)
         await self._interruptible(partial(self.clock.sleep_until, until, wake))
         return not self.stopping
+
+    def _held_reason(self, never: int) -> str:
+        by_4002 = sum(1 for _, r in self._held if (r.key or "") in self._capacity_held)
+        quiet = len(self._held) - by_4002
+        parts = [f"{quiet:,} rows are held by quiet hours"] if quiet else []
+        parts += [f"{by_4002:,} rows wait for a 4002's retry_after"] if by_4002 else []
+        parts += [_never_text(never)] if never else []
+        return "; ".join(parts) or "rows are held"
+
+    def _announce(self, why: str, until: float) -> None:
+        """A progress line for a long wait: what we wait for and until when."""
+        now = self.clock.wall()
+        if until - now < LONG_WAIT_S:
+            return
+        scheduler = self.settings.scheduler
+        zone = scheduler.planner.rules.zone if scheduler is not None else None
+        when = datetime.fromtimestamp(until, zone or UTC).strftime("%Y-%m-%d %H:%M:%S %Z")
+        self.notice(f"waiting: {why}; until {when} (in {remaining(until, now):,.0f}s)")
 
     async def _interruptible(self, wait: Callable[[], Awaitable[object]]) -> None:
         """Run a wait (token, backoff, slot) that ``stop()`` cuts short."""
@@ -434,24 +525,24 @@ class Engine:
 
     # -------------------------------------------------------------- one row
 
-    async def _deliver(self, recipient: Recipient, line: str | None) -> None:
+    async def _deliver(self, recipient: Recipient, line: str | None, planned: bool = False) -> None:
         try:
             self.stats.attempted_rows += 1
-            await self._attempts(recipient, line)
+            await self._attempts(recipient, line, planned)
         finally:
-            if line is not None and self.settings.scheduler is not None:
+            if planned and self.settings.scheduler is not None:
                 self.settings.scheduler.finished(line)
             self.in_flight.release()
             self.progress.update(self.stats)
 
-    async def _attempts(self, recipient: Recipient, line: str | None) -> None:
+    async def _attempts(self, recipient: Recipient, line: str | None, planned: bool = False) -> None:
         assert recipient.key is not None
         key = recipient.key
         payload = self.journal.replay_payload(key)  # an earlier attempt may have been delivered: repeat it exactly
         if payload is None:
             payload = self._payload_for(recipient)
             if line is not None:
-                payload = {**payload, "phone_line_id": line}  # planned: the line is always explicit
+                payload = {**payload, "phone_line_id": line}  # the row's own line, or one a resend must keep
         attempt = 0
         while True:
             attempt += 1
@@ -460,14 +551,19 @@ class Engine:
             outcome = await self.client.send(payload)
             if outcome.delivered:
                 scheduler = self.settings.scheduler
-                if scheduler is not None and line is not None:
-                    scheduler.answered(line, self.clock.wall(), first_touch=outcome.lead_created is not False)
+                if scheduler is not None and planned:
+                    scheduler.answered(
+                        line or outcome.phone_line_id,
+                        self.clock.wall(),
+                        first_touch=outcome.lead_created is not False,
+                        pooled=line is None,
+                    )
                 self.journal.mark_delivered(key, outcome)
                 self.stats.sent += outcome.kind == "sent"
                 self.stats.duplicate += outcome.kind == "duplicate"
                 self._record(failed=False)
                 return
-            if outcome.code == CAPACITY_CODE and self.settings.scheduler is not None and line is not None:
+            if outcome.code == CAPACITY_CODE and self.settings.scheduler is not None and planned:
                 self._hand_back(recipient, line, outcome)
                 return
             delay = self._handle_failure(recipient, outcome, attempt)
@@ -512,25 +608,37 @@ class Engine:
             self.bucket.pause(delay)
         return delay
 
-    def _hand_back(self, recipient: Recipient, line: str, outcome: Outcome) -> None:
-        """A planned send met 4002: the line is busier than we knew; wait it out, never fail the row."""
+    def _hand_back(self, recipient: Recipient, line: str | None, outcome: Outcome) -> None:
+        """A planned send met 4002: never a row failure. Its ``retry_after`` is honoured for
+        the line it concerns (a planned line is blocked, so no send goes to it before then; a
+        line we do not plan for is blocked in the scheduler) and the row waits in ``_held``
+        until a line can take it. Longer than ``capacity_wait_s``: the run stops (exit 0)."""
         assert recipient.key is not None and self.settings.scheduler is not None
+        scheduler = self.settings.scheduler
         now = self.clock.wall()
-        planner = self.settings.scheduler.planner
-        planner.release(line, now)
-        planner.block(line, now + (outcome.retry_after if outcome.retry_after is not None else 60.0))
+        wait = float(outcome.retry_after) if outcome.retry_after is not None else 60.0
+        scheduler.refused(line, now, now + wait)
         self.journal.note_error(recipient.key, outcome.code, outcome.message, state="pending")
         self.stats.capacity_waits += 1
-        self._requeued.append(recipient)
+        if wait > self.settings.capacity_wait_s:
+            self.stop("capacity", f"Chert's sender lines are saturated (4002, retry after {wait:,.0f}s)", next_in=wait)
+            self._result.next_possible_at = now + wait
+            return
+        self._capacity_held.add(recipient.key)
+        self._held.append((now + wait, recipient))
 
     def _capacity_wait(self, key: str, outcome: Outcome) -> float | None:
+        """Planning off: a 4002 is this row's wait (the run goes on; a 1007 is what pauses it)."""
         wait = outcome.retry_after if outcome.retry_after is not None else 60.0
         self.journal.note_error(key, outcome.code, outcome.message, state="pending")
         self.stats.capacity_waits += 1
         if wait > self.settings.capacity_wait_s:
-            self.stop("capacity", "every sender line is saturated for now (4002)", next_in=wait)
+            self.stop(
+                "capacity", f"every sender line is saturated for now (4002, retry after {wait:,.0f}s)", next_in=wait
+            )
+            self._result.next_possible_at = self.clock.wall() + wait
             return None
-        self.bucket.pause(wait)
+        self._announce(f"row {key[:12]}… got 4002 (sender lines saturated)", self.clock.wall() + wait)
         return wait
 
     def _stop_reason(self, recipient: Recipient, outcome: Outcome) -> str | None:
@@ -572,6 +680,13 @@ class Engine:
                     f"{share:.0%} of the last {len(window)} sends failed "
                     f"(threshold {self.settings.failure_threshold:.0%})",
                 )
+
+
+def _never_text(count: int) -> str:
+    return (
+        f"{count:,} row{'s' if count != 1 else ''} can never be sent: quiet hours and the sending window never "
+        "meet for them (see `chertcast check`; the journal notes each reason)"
+    )
 
 
 def _describe(outcome: Outcome, attempt: int) -> str:

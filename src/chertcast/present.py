@@ -22,7 +22,7 @@ from chertcast.credentials import SecretSource
 from chertcast.engine import RunResult
 from chertcast.journal import STATES, UNFINISHED, Journal, JournalRow
 from chertcast.preflight import Issue, Plan, Recipient
-from chertcast.runner import Prepared, SendOptions, SendResult, journal_counts
+from chertcast.runner import Prepared, SendOptions, SendResult, capacity_outlook, journal_counts
 
 _FIX_WORDS = {
     "phone_empty": ("fill", "empty phone cell"),
@@ -95,39 +95,60 @@ def estimate(campaign: Campaign, count: int, rate: float, now: float) -> Estimat
     )
 
 
+UNSENDABLE_SHOWN = 20
+
+
 def calendar_lines(plan: Plan, now: float) -> list[str]:
-    """check's calendar: how many sending days the sendable rows need with the campaign's lines."""
+    """check's calendar: rows that can never be sent (named), then the sending days the rest need."""
     settings = plan.campaign.capacity
-    if not settings.enabled:
+    outlook = capacity_outlook(plan.campaign, plan, now)
+    if outlook is None:
         return ["  calendar: capacity planning is off ([capacity] enabled = false)"]
-    if not settings.lines:
-        return ["  calendar: sender lines are discovered when sending; list them in [capacity] lines for an estimate"]
-    calendar = estimate_calendar(settings.planning_rules(), settings.lines, len(plan.sendable), now)
-    window = f", window {settings.window_start}-{settings.window_end}" if settings.window_start else ""
-    lines = [
-        f"  calendar: {plural(len(plan.sendable), 'first-touch send')} on {plural(calendar.lines, 'line')} "
-        f"({settings.line_daily_cap}/line/day, {settings.line_gap_minutes:g} min apart{window}, {settings.timezone}): "
-        f"{plural(calendar.sending_days, 'sending day')}, "
-        f"expected finish {calendar.finish or '-'}"
-    ]
-    if calendar.sending_days > settings.horizon_days:
+    lines = []
+    if outlook.unsendable:
         lines.append(
-            f"  warning: the plan needs {calendar.sending_days} sending days, beyond the "
+            f"  unsendable: {plural(len(outlook.unsendable), 'row')} can never "
+            "be sent under the current sending window and quiet hours (they stay pending):"
+        )
+        lines += [f"    row {u.row} ({u.phone}): {u.reason}" for u in outlook.unsendable[:UNSENDABLE_SHOWN]]
+        if len(outlook.unsendable) > UNSENDABLE_SHOWN:
+            lines.append(f"    … and {len(outlook.unsendable) - UNSENDABLE_SHOWN:,} more")
+    if not outlook.lines:
+        lines.append(
+            "  calendar: sender lines are discovered when sending; list them in [capacity] lines for an estimate"
+        )
+        return lines
+    calendar = outlook.calendar
+    window = f", window {settings.window_start}-{settings.window_end}" if settings.window_start else ""
+    days = calendar.sending_days if calendar else 0
+    lines.append(
+        f"  calendar: {plural(outlook.to_send, 'first-touch send')} on {plural(len(outlook.lines), 'line')} "
+        f"({settings.line_daily_cap}/line/day, {settings.line_gap_minutes:g} min apart{window}, {settings.timezone}): "
+        f"{plural(days, 'sending day')}, "
+        f"expected finish {(calendar.finish if calendar else None) or '-'}"
+    )
+    if days > settings.horizon_days:
+        lines.append(
+            f"  warning: the plan needs {days} sending days, beyond the "
             f"{settings.horizon_days}-day horizon ([capacity] horizon_days): add lines or split the campaign"
         )
     return lines
 
 
 def calendar_json(plan: Plan, now: float) -> dict[str, Any] | None:
-    settings = plan.campaign.capacity
-    if not settings.enabled or not settings.lines:
+    outlook = capacity_outlook(plan.campaign, plan, now)
+    if outlook is None:
         return None
-    calendar = estimate_calendar(settings.planning_rules(), settings.lines, len(plan.sendable), now)
+    calendar = outlook.calendar
+    days = calendar.sending_days if calendar else 0
     return {
-        "lines": calendar.lines,
-        "sending_days": calendar.sending_days,
-        "finish_date": calendar.finish.isoformat() if calendar.finish else None,
-        "beyond_horizon": calendar.sending_days > settings.horizon_days,
+        "lines": len(outlook.lines) or None,
+        "to_send": outlook.to_send,
+        "sending_days": days if outlook.lines else None,
+        "finish_date": calendar.finish.isoformat() if calendar and calendar.finish else None,
+        "per_day": [[day.isoformat(), n] for day, n in calendar.per_day] if calendar else [],
+        "beyond_horizon": days > plan.campaign.capacity.horizon_days,
+        "unsendable": [{"row": u.row, "phone": u.phone, "reason": u.reason} for u in outlook.unsendable],
     }
 
 

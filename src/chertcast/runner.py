@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import mimetypes
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import anyio
 import httpx
 
 from chertcast.campaign import Campaign, load_campaign
-from chertcast.capacity import LinePlanner, QuietHours, quiet_ok, zones_for
+from chertcast.capacity import (
+    Calendar,
+    CapacityRules,
+    LinePlanner,
+    QuietHours,
+    Unsendable,
+    estimate_calendar,
+    quiet_ok,
+    season_reason,
+    unsendable,
+    zones_for,
+)
 from chertcast.client import ChertClient, Secret
 from chertcast.credentials import read_secret
 from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
@@ -212,12 +226,81 @@ async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Jour
     if not settings.enabled:
         return None
     lines = list(settings.lines) or await discover_lines(client)
-    # The engine already counts a line's gap from the *answer* to its last first touch (the
-    # latest moment Chert can have timed it); the margin (campaign.gap_margin) covers Chert
-    # timing a send a little after answering it (a queue, a clock's resolution).
-    planner = LinePlanner(settings.planning_rules(), lines, journal.first_touch_history())
-    quiet = campaign.quiet_hours.hours(settings.timezone) if campaign.quiet_hours.enabled else None
-    return Scheduler(planner, quiet, wait, journal.planned_lines())
+    journal.set_meta(LINES_META, json.dumps(lines))  # status and check plan with the same lines
+    planner = LinePlanner(capacity_rules(campaign), lines, journal.first_touch_history())
+    return Scheduler(planner, quiet_hours(campaign), wait, journal.planned_lines())
+
+
+LINES_META = "capacity_lines"
+
+
+def capacity_rules(campaign: Campaign) -> CapacityRules:
+    """The rules send, status and check all plan with (one place, one gap).
+
+    The engine already counts a line's gap from the *answer* to its last first touch (the
+    latest moment Chert can have timed it); the margin (campaign.gap_margin) covers Chert
+    timing a send a little after answering it (a queue, a clock's resolution)."""
+    return campaign.capacity.planning_rules()
+
+
+def quiet_hours(campaign: Campaign) -> QuietHours | None:
+    return campaign.quiet_hours.hours(campaign.capacity.timezone) if campaign.quiet_hours.enabled else None
+
+
+def known_lines(campaign: Campaign, journal: Journal | None) -> list[str]:
+    """[capacity] lines, else the lines the last send discovered (journal meta), else none."""
+    if campaign.capacity.lines:
+        return list(campaign.capacity.lines)
+    stored = journal.meta(LINES_META) if journal is not None else None
+    return [str(line) for line in json.loads(stored)] if stored else []
+
+
+@dataclass
+class CapacityOutlook:
+    """check's view: what is left to send, what never can be, and the days it takes."""
+
+    lines: list[str]
+    to_send: int
+    unsendable: list[Unsendable]
+    calendar: Calendar | None
+
+
+def capacity_outlook(campaign: Campaign, plan: Plan, now: float) -> CapacityOutlook | None:
+    """Rows already sent (the journal, if one exists) are not counted; rows whose windows never
+    meet are named, not planned; today's use in the journal is counted; same rules as send."""
+    if not campaign.capacity.enabled:
+        return None
+    path = campaign.default_journal
+    journal = Journal.open_existing(path, campaign.id) if path.exists() else None
+    try:
+        states = journal.states() if journal is not None else {}
+        history = journal.first_touch_history() if journal is not None else []
+        lines = known_lines(campaign, journal)
+    finally:
+        if journal is not None:
+            journal.close()
+    waiting = [r for r in plan.sendable if states.get(r.key or "", "pending") in UNFINISHED and r.phone]
+    rules = capacity_rules(campaign)
+    hours = quiet_hours(campaign)
+    never = unsendable(((r.row, r.phone or "", r.timezone) for r in waiting), hours, rules, now)
+    excluded = {u.row for u in never}
+    groups: Counter[tuple[ZoneInfo, ...]] = Counter(
+        zones_for(r.phone or "", r.timezone, hours.fallback_zone) if hours is not None else ()
+        for r in waiting
+        if r.row not in excluded
+    )
+    count = sum(groups.values())
+    calendar = estimate_calendar(rules, lines, count, now, history, groups, hours) if lines and count else None
+    if calendar is not None and calendar.unplaced and hours is not None:  # the last rows of a zone set
+        late = dict(calendar.unplaced)
+        for r in reversed(waiting):
+            zones = zones_for(r.phone or "", r.timezone, hours.fallback_zone)
+            if r.row not in excluded and late.get(zones, 0) > 0:
+                late[zones] -= 1
+                never.append(Unsendable(r.row, r.phone or "", season_reason(zones, hours, rules)))
+        never.sort(key=lambda u: u.row)
+        count -= sum(calendar.unplaced.values())
+    return CapacityOutlook(lines, count, never, calendar)
 
 
 async def discover_lines(client: ChertClient) -> list[str]:
@@ -324,10 +407,10 @@ def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[st
     if not settings.enabled:
         return None
     history = journal.first_touch_history()
-    lines = list(settings.lines) or sorted({line for line, _ in history})
+    lines = known_lines(campaign, journal) or sorted({line for line, _ in history})
     if not lines:
         return {"lines_known": False}
-    scheduler = Scheduler(LinePlanner(settings.planning_rules(), lines, history))
+    scheduler = Scheduler(LinePlanner(capacity_rules(campaign), lines, history))
     snapshot = capacity_snapshot(scheduler, now)
     held = 0
     if campaign.quiet_hours.enabled:

@@ -184,6 +184,7 @@ class SandboxModel:
             self._window: deque[float] = deque()
             self._next_line = 0
             self._pending_line: str | None = None
+            self.repins: list[tuple[str, str, str]] = []  # (phone, old line, new line): a conversation moved
             self._planner = LinePlanner(self.config.capacity, self.config.lines) if self.config.capacity else None
             self._in_flight = 0
             self.counters: dict[str, int] = {
@@ -194,6 +195,7 @@ class SandboxModel:
                 "errors": 0,
                 "peak_concurrency": 0,
                 "capacity_refusals": 0,
+                "repins": 0,
             }
             self.fault_counts: dict[str, int] = {
                 "error_500": 0,
@@ -449,9 +451,16 @@ class SandboxModel:
             self._pending_line = None
             lead = _Lead(str(uuid.uuid4()), str(uuid.uuid4()), line)
             self._leads[phone] = lead
-        elif requested_line is not None:
+        elif requested_line is not None and requested_line != lead.line:
+            self.repins.append((phone, lead.line, requested_line))  # SPEC §7: the pin moves
+            self.counters["repins"] += 1
             lead.line = requested_line
         return lead, created
+
+    def seed_conversation(self, phone: str, line: str) -> None:
+        """An existing conversation (an earlier campaign, a reply): ``phone`` is pinned to ``line``."""
+        with self._lock:
+            self._leads[phone] = _Lead(str(uuid.uuid4()), str(uuid.uuid4()), line)
 
     def _pick_line(self) -> str:
         line = self.config.lines[self._next_line % len(self.config.lines)]
