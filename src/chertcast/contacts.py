@@ -14,8 +14,9 @@ import csv
 import io
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
 
 import polars as pl
 
@@ -24,6 +25,7 @@ from chertcast.errors import InputError
 MAX_CELL_CHARS = 65_536
 MAX_XLSX_UNPACKED = 512 * 1024 * 1024
 MAX_XLSX_RATIO = 200
+EXTRA_COLUMNS = 8  # CSV columns read beyond the header, to see rows with too many cells
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _SPACES = re.compile(r"[\s\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _HEADER_NOISE = re.compile(r"[\s_\-]+")
@@ -37,6 +39,8 @@ class Sheet:
     headers: list[str]
     frame: pl.DataFrame  # one String column per header, named by position: c0, c1, ...
     row_numbers: list[int]
+    sheet_name: str | None = None  # the workbook sheet read (None for CSV)
+    row_problems: dict[int, str] = field(default_factory=dict)  # sheet row → why it was not read as shown
 
     def column(self, index: int) -> list[str]:
         return self.frame.get_column(f"c{index}").to_list()
@@ -59,36 +63,82 @@ def load_sheet(path: Path, *, sheet: str | None = None, encoding: str | None = N
     if not path.exists():
         raise InputError(f"{path}: contact file does not exist")
     suffix = path.suffix.lower()
+    sheet_name: str | None = None
     if suffix in (".xlsx", ".xlsm"):
-        raw = _read_xlsx(path, sheet)
+        sheet_name = choose_sheet(path, sheet)
+        raw = _read_xlsx(path, sheet_name)
     elif suffix in (".csv", ".tsv", ".txt"):
         raw = _read_csv(path, encoding)
     else:
         raise InputError(f"{path}: unsupported contact file type {suffix!r} (use .csv or .xlsx)")
-    return _tabulate(path, raw)
+    return _tabulate(path, raw, sheet_name, capped=sheet_name is None)
 
 
-def _read_xlsx(path: Path, sheet: str | None) -> pl.DataFrame:
-    _refuse_zip_bomb(path)
+@dataclass(frozen=True, slots=True)
+class WorkbookSheet:
+    name: str
+    hidden: bool  # state="hidden" or "veryHidden": Excel does not show its tab
+
+
+_MAIN_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+
+
+def workbook_sheets(path: Path) -> tuple[list[WorkbookSheet], int]:
+    """The workbook's sheets in tab order with their visibility, and the active tab's index.
+
+    Read from ``xl/workbook.xml`` (``<sheet state="hidden">``, ``<workbookView activeTab>``),
+    which is what Excel shows when the file is opened.
+    """
     try:
-        if sheet is None:
-            frame = pl.read_excel(
-                path, engine="calamine", sheet_id=1, has_header=False, infer_schema_length=0, drop_empty_rows=False
-            )
-        else:
-            frame = pl.read_excel(
-                path,
-                engine="calamine",
-                sheet_name=sheet,
-                has_header=False,
-                infer_schema_length=0,
-                drop_empty_rows=False,
-            )
+        with zipfile.ZipFile(path) as archive:
+            root = ElementTree.fromstring(archive.read("xl/workbook.xml"))
+    except (KeyError, zipfile.BadZipFile, ElementTree.ParseError, OSError) as exc:
+        raise InputError(f"{path}: not a valid XLSX workbook (no readable xl/workbook.xml: {exc})") from None
+    sheets = [
+        WorkbookSheet(node.get("name", ""), node.get("state", "visible") != "visible")
+        for node in root.iter(f"{_MAIN_NS}sheet")
+    ]
+    view = next(root.iter(f"{_MAIN_NS}workbookView"), None)
+    try:
+        active = int(view.get("activeTab", "0")) if view is not None else 0
+    except ValueError:
+        active = 0
+    return sheets, active
+
+
+def choose_sheet(path: Path, wanted: str | None) -> str:
+    """The sheet to read: ``wanted`` (matched ignoring case), else the active visible sheet."""
+    _refuse_zip_bomb(path)
+    sheets, active = workbook_sheets(path)
+    listing = ", ".join(f"{s.name!r}{' (hidden)' if s.hidden else ''}" for s in sheets) or "(none)"
+    if wanted is not None:
+        matches = [s for s in sheets if s.name.casefold() == wanted.strip().casefold()]
+        if not matches:
+            raise InputError(f"{path}: no sheet named {wanted!r}; the workbook's sheets: {listing}")
+        return matches[0].name
+    visible = [s for s in sheets if not s.hidden]
+    if not visible:
+        raise InputError(f"{path}: every sheet is hidden ({listing}); set `sheet =` to choose one")
+    if 0 <= active < len(sheets) and not sheets[active].hidden:
+        return sheets[active].name
+    if len(visible) == 1:
+        return visible[0].name
+    raise InputError(f"{path}: cannot tell which sheet you see; set `sheet =` to one of: {listing}")
+
+
+def _read_xlsx(path: Path, sheet: str) -> pl.DataFrame:
+    try:
+        frame = pl.read_excel(
+            path,
+            engine="calamine",
+            sheet_name=sheet,
+            has_header=False,
+            infer_schema_length=0,
+            drop_empty_rows=False,
+        )
     except Exception as exc:  # calamine raises its own types for every broken workbook
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if sheet is not None and ("not found" in text.lower() or "no matching sheet" in text.lower()):
-            raise InputError(f"{path}: no sheet named {sheet!r}") from None
-        raise InputError(f"{path}: cannot read this XLSX workbook ({text[:160]})") from None
+        raise InputError(f"{path}: cannot read sheet {sheet!r} of this XLSX workbook ({text[:160]})") from None
     return frame.select(pl.all().cast(pl.String))
 
 
@@ -113,11 +163,16 @@ def _read_csv(path: Path, encoding: str | None) -> pl.DataFrame:
     if not text.strip():
         raise InputError(f"{path}: the file is empty")
     delimiter = _sniff_delimiter(text)
+    # Read EXTRA_COLUMNS more columns than the header has, so a row with more cells than the
+    # header (an unquoted "Acme, Inc.") is seen and reported instead of cut silently.
+    width = len(_first_record(text, delimiter)) + EXTRA_COLUMNS
     try:
         return pl.read_csv(
             io.BytesIO(text.encode("utf-8")),
             has_header=False,
             infer_schema=False,
+            schema={f"column_{i + 1}": pl.String for i in range(width)},
+            missing_columns="insert",
             separator=delimiter,
             truncate_ragged_lines=True,
             quote_char='"',
@@ -153,6 +208,13 @@ def _decode(path: Path, data: bytes, encoding: str | None) -> str:
         raise InputError(f"{path}: not UTF-8 or Windows-1252 text; pass --encoding (e.g. --encoding latin-1)") from None
 
 
+def _first_record(text: str, delimiter: str) -> list[str]:
+    try:
+        return next(csv.reader(io.StringIO(text[:1_048_576]), delimiter=delimiter), [])
+    except csv.Error:
+        return text.split("\n", 1)[0].split(delimiter)
+
+
 def _sniff_delimiter(text: str) -> str:
     head = text[:65536]
     try:
@@ -164,7 +226,7 @@ def _sniff_delimiter(text: str) -> str:
         return best if counts[best] else ","
 
 
-def _tabulate(path: Path, raw: pl.DataFrame) -> Sheet:
+def _tabulate(path: Path, raw: pl.DataFrame, sheet_name: str | None = None, *, capped: bool = False) -> Sheet:
     if raw.height == 0 or raw.width == 0:
         raise InputError(f"{path}: the sheet is empty (no header row)")
     header_cells = [clean_cell(v) if v is not None else "" for v in raw.row(0)]
@@ -174,6 +236,9 @@ def _tabulate(path: Path, raw: pl.DataFrame) -> Sheet:
         raise InputError(f"{path}: row 1 should hold the column headers but it is blank")
     _check_headers(path, header_cells)
     width = len(header_cells)
+    if raw.width < width:
+        raw = raw.with_columns([pl.lit(None, pl.String).alias(f"pad{i}") for i in range(width - raw.width)])
+    overflow = _overflowing_rows(raw, width, capped)
     body = raw.slice(1).select(raw.columns[:width])
     body = body.rename({old: f"c{i}" for i, old in enumerate(body.columns)})
     body = body.with_columns(
@@ -186,13 +251,35 @@ def _tabulate(path: Path, raw: pl.DataFrame) -> Sheet:
     _check_cell_sizes(path, body, header_cells)
     row_numbers = list(range(2, body.height + 2))
     blank = body.select(pl.all_horizontal(pl.all() == "")).to_series()
+    if overflow:
+        blank = blank & ~pl.Series([n in overflow for n in row_numbers])
     if blank.any():
         keep = ~blank
         row_numbers = [n for n, k in zip(row_numbers, keep.to_list(), strict=True) if k]
         body = body.filter(keep)
     if body.height == 0:
         raise InputError(f"{path}: has a header row but no data rows")
-    return Sheet(path, header_cells, body, row_numbers)
+    return Sheet(path, header_cells, body, row_numbers, sheet_name, overflow)
+
+
+def _overflowing_rows(raw: pl.DataFrame, width: int, capped: bool) -> dict[int, str]:
+    """Rows holding text beyond the last header: their cells do not line up with the header."""
+    extra = raw.columns[width:]
+    if not extra:
+        return {}
+    filled = [(pl.col(c).is_not_null() & (pl.col(c).str.strip_chars() != "")) for c in extra]
+    marks = raw.select(pl.int_range(1, raw.height + 1).alias("row"), *[f.alias(f"x{i}") for i, f in enumerate(filled)])
+    marks = marks.slice(1).filter(pl.any_horizontal(pl.exclude("row")))
+    problems: dict[int, str] = {}
+    for row, *flags in marks.iter_rows():
+        last = max(i for i, flag in enumerate(flags) if flag)
+        cells = width + last + 1
+        at_least = "at least " if capped and last == len(extra) - 1 else ""
+        problems[row] = (
+            f"this row has {at_least}{cells} cells but the header has {width}; its cells do not line up "
+            "with the columns (an unquoted comma, e.g. Acme, Inc.?) — quote the cell or fix the row"
+        )
+    return problems
 
 
 def _check_headers(path: Path, headers: list[str]) -> None:

@@ -40,6 +40,11 @@ PHONE_HEADERS = (
     "contactnumber",
     "whatsapp",
     "number",
+    "msisdn",
+    "e164",
+    "phonee164",
+    "sms",
+    "imessage",
 )
 KEY_PREFIX = "cc1_"
 PARALLEL_THRESHOLD = 50_000  # rows; below this, forking costs more than it saves
@@ -133,6 +138,7 @@ class Plan:
     issues: list[Issue]
     suppressed_numbers: int = 0
     notes: list[str] = field(default_factory=list)
+    lists: list[SuppressionList] = field(default_factory=list)
 
     @property
     def sendable(self) -> list[Recipient]:
@@ -146,9 +152,10 @@ class Plan:
         return max(0.0, len(self.sendable) - settings.burst) / settings.rate
 
     def exit_code(self) -> int:
-        """0: every row can go; 1: some rows have problems (errors or duplicates)."""
+        """0: every row can go; 1: some rows (or suppression-list lines) have problems."""
         counts = self.counts()
-        return 1 if counts["error"] or counts["duplicate"] else 0
+        unread = any(issue.row is None and issue.severity == "error" for issue in self.issues)
+        return 1 if counts["error"] or counts["duplicate"] or unread else 0
 
 
 def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
@@ -167,9 +174,22 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
         name: _mapped_column(campaign, sheet, name)
         for name in ("name", "external_id", "phone_line_id", "effect", "attachments", "timezone")
     }
-    suppressed = load_suppression(campaign)
+    lists = load_suppression(campaign)
+    suppressed = set().union(*(entry.numbers for entry in lists))
     builder = _RowBuilder(campaign, sheet, template, variables, phone_index, mapped, suppressed)
-    plan = Plan(campaign, sheet, sheet.headers[phone_index], detected, [], [], len(suppressed))
+    plan = Plan(campaign, sheet, sheet.headers[phone_index], detected, [], [], len(suppressed), lists=lists)
+    for entry in lists:
+        for line, _cell, why in entry.unreadable:
+            plan.issues.append(
+                Issue(
+                    None,
+                    entry.path.name,
+                    "error",
+                    "suppress_unreadable",
+                    f"line {line}: {why} for region {campaign.default_region}; this opt-out is not applied "
+                    "(write numbers from other countries with + and the country code)",
+                )
+            )
     try:
         builder.build(plan)
     except TemplateProblem as exc:  # the sandbox refused the template itself: no row can render
@@ -233,21 +253,97 @@ def _missing_column(campaign: Campaign, sheet: Sheet, name: str, header: str) ->
     return f"{campaign.source}: columns.{name}: no column {header!r} in {sheet.path.name} (headers: {headers})"
 
 
-def load_suppression(campaign: Campaign) -> set[str]:
-    numbers: set[str] = set()
-    for path in campaign.suppress:
-        if path.suffix.lower() == ".txt":
-            cells = _text_lines(path)
+@dataclass(frozen=True, slots=True)
+class SuppressionList:
+    """What one suppression list contributed: its numbers and the lines that could not be read."""
+
+    path: Path
+    column: str | None  # the header the numbers were read from (None: a .txt or headerless list)
+    numbers: frozenset[str]
+    unreadable: tuple[tuple[int, str, str], ...]  # (line, cell, why)
+    sheet: str | None = None
+
+    def summary(self) -> str:
+        where = f" (sheet {self.sheet!r})" if self.sheet else ""
+        column = f", column {self.column!r}" if self.column else ""
+        text = f"{self.path.name}{where}: {len(self.numbers):,} numbers{column}"
+        if self.unreadable:
+            lines = ", ".join(str(line) for line, _, _ in self.unreadable[:10])
+            more = ", …" if len(self.unreadable) > 10 else ""
+            count = len(self.unreadable)
+            text += (
+                f", {count} line{'s' if count != 1 else ''} unreadable (line{'s' if count != 1 else ''} {lines}{more})"
+            )
+        return text
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path),
+            "sheet": self.sheet,
+            "column": self.column,
+            "numbers": len(self.numbers),
+            "unreadable": [{"line": line, "value": cell, "reason": why} for line, cell, why in self.unreadable],
+        }
+
+
+def load_suppression(campaign: Campaign) -> list[SuppressionList]:
+    """Every list, read as the user sees it: the number column found like the contacts' phone
+    column, every number matched as E.164, and every line that is not a number reported.
+
+    A list whose number column cannot be found, or that yields no number at all, is a
+    campaign error: silently suppressing nobody would message the people who opted out.
+    """
+    return [_load_list(path, campaign.default_region) for path in campaign.suppress]
+
+
+def _load_list(path: Path, region: str) -> SuppressionList:
+    if not path.exists():
+        raise InputError(f"{path}: suppression list does not exist")
+    column: str | None = None
+    sheet_name: str | None = None
+    if path.suffix.lower() == ".txt":
+        cells = [(n, line) for n, line in enumerate(_text_lines(path), start=1)]
+    else:
+        sheet = load_sheet(path)
+        sheet_name = sheet.sheet_name
+        index = _list_number_column(path, sheet, region)
+        if index is None:  # a one-column list without a header: its first line is a number
+            cells = [(1, sheet.headers[0]), *zip(sheet.row_numbers, sheet.column(0), strict=True)]
         else:
-            sheet = load_sheet(path)
-            keys = [header_key(h) for h in sheet.headers]
-            index = next((keys.index(c) for c in PHONE_HEADERS if c in keys), 0)
-            cells = [sheet.headers[index], *sheet.column(index)]
-        for cell in cells:
-            result = normalise(cell, campaign.default_region)
-            if result.e164:
-                numbers.add(result.e164)
-    return numbers
+            column = sheet.headers[index]
+            cells = list(zip(sheet.row_numbers, sheet.column(index), strict=True))
+    numbers: set[str] = set()
+    unreadable: list[tuple[int, str, str]] = []
+    for line, cell in cells:
+        text = cell.strip()
+        if not text or text.startswith("#"):
+            continue
+        result = normalise(text, region)
+        if result.e164:
+            numbers.add(result.e164)
+        else:
+            unreadable.append((line, text, result.reason))
+    if not numbers:
+        detail = f"; line {unreadable[0][0]}: {unreadable[0][2]}" if unreadable else ""
+        raise InputError(
+            f"{path}: suppression list yielded no phone number{detail}. "
+            "Nobody would be suppressed; fix the list or remove it from `suppress`"
+        )
+    return SuppressionList(path, column, frozenset(numbers), tuple(unreadable), sheet_name)
+
+
+def _list_number_column(path: Path, sheet: Sheet, region: str) -> int | None:
+    keys = [header_key(h) for h in sheet.headers]
+    for candidate in PHONE_HEADERS:
+        if candidate in keys:
+            return keys.index(candidate)
+    if len(sheet.headers) == 1 and normalise(sheet.headers[0], region).e164:
+        return None
+    raise InputError(
+        f"{path}: suppression list has no phone column (looked for headers like Phone, Mobile, "
+        f"MSISDN, Number); headers: {', '.join(repr(h) for h in sheet.headers)}. "
+        "Rename the number column's header to Phone"
+    )
 
 
 def _text_lines(path: Path) -> list[str]:
@@ -281,6 +377,7 @@ class _RowBuilder:
         self.mapped = mapped
         self.suppressed = suppressed
         self.sheet = sheet
+        self.row_problems = sheet.row_problems
         self.first_row_of: dict[str, int] = {}
         self.shared_attachments = campaign_attachments(campaign)
         self.campaign_id = campaign.id
@@ -340,6 +437,8 @@ class _RowBuilder:
         raw_phone = cells[self.phone_index]
         phone = phones[raw_phone]
         problems: list[Issue] = []
+        if self.row_problems and row in self.row_problems:
+            problems.append(Issue(row, None, "error", "row_extra_cells", self.row_problems[row]))
         if phone.error:
             problems.append(Issue(row, self.phone_header, "error", phone.error, phone.reason))
         elif phone.warning:

@@ -32,6 +32,8 @@ _FIX_WORDS = {
     "attachment_missing": ("fix", "missing attachment file"),
     "duplicate": ("remove", "duplicate number"),
     "not_imessage": ("check", "number that may not receive iMessage"),
+    "suppress_unreadable": ("fix", "unreadable suppression-list line"),
+    "row_extra_cells": ("fix", "row with more cells than the header"),
 }
 
 
@@ -88,8 +90,9 @@ def plan_summary(plan: Plan) -> list[str]:
     warnings = sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate")
     settings = plan.campaign.send
     lines = [
-        f"Campaign {plan.campaign.id}: {plan.sheet.path.name}, {len(plan.recipients)} rows read",
+        f"Campaign {plan.campaign.id}: {contacts_name(plan)}, {len(plan.recipients)} rows read",
         *[f"  {note}" for note in plan.notes],
+        *[f"  suppression list {entry.summary()}" for entry in plan.lists],
         f"  sendable     {counts['sendable']:>7,}",
         f"  errors       {counts['error']:>7,} rows ({errors} problems)",
         f"  warnings     {warnings:>7,}",
@@ -98,6 +101,12 @@ def plan_summary(plan: Plan) -> list[str]:
         f"  estimated send time: {duration(plan.estimated_seconds())} at {settings.rate:g} msg/s",
     ]
     return lines
+
+
+def contacts_name(plan: Plan) -> str:
+    """The file and, for a workbook, the sheet that was read."""
+    sheet = plan.sheet.sheet_name
+    return f"{plan.sheet.path.name} (sheet {sheet!r})" if sheet else plan.sheet.path.name
 
 
 def fix_list(issues: Iterable[Issue]) -> str:
@@ -130,6 +139,8 @@ def check_json(plan: Plan) -> dict[str, Any]:
     return {
         "campaign": plan.campaign.id,
         "contacts": str(plan.sheet.path),
+        "sheet": plan.sheet.sheet_name,
+        "suppression_lists": [entry.as_json() for entry in plan.lists],
         "phone_column": plan.phone_column,
         "total": len(plan.recipients),
         "sendable": counts["sendable"],

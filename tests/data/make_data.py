@@ -43,6 +43,7 @@ def main() -> None:
     write("empty_cells.csv", b"phone,first_name,city\n4155550109,,Austin\n4155550110,Bo,\n4155550111,Cy,Reno\n")
     numbers_xlsx()
     bad_inputs()
+    as_shown()
 
 
 def numbers_xlsx() -> None:
@@ -91,6 +92,38 @@ def bad_inputs() -> None:
     sheet.merge_cells("B3:C3")
     sheet["C2"].number_format = "yyyy-mm-dd"
     tricky.save(BAD / "formula_date_merged.xlsx")
+
+
+SHOWN = HERE / "shown"
+
+
+def as_shown() -> None:
+    """Files shaped like those of issue 10: what the user sees must be what is read."""
+    SHOWN.mkdir(exist_ok=True)
+    # A CRM export: the date opted out first, the number under MSISDN.
+    (SHOWN / "optouts_msisdn.csv").write_text("Opted out on,MSISDN\n2026-01-05,+14155550109\n2026-01-06,14155550111\n")
+    # A list with a UK national number (unreadable for region US) and a note line.
+    (SHOWN / "optouts_mixed.csv").write_text(
+        "Phone\n+1 (415) 555-0109\n07400 123456\n+44 7400 123456\nsee ticket 42\n415.555.0111\n"
+    )
+    (SHOWN / "optouts_nothing.csv").write_text("Phone\nn/a\nunknown\n")
+    # The first sheet is an old, hidden list; the visible, active sheet is "Leads".
+    book = Workbook()
+    old = book.active
+    assert old is not None
+    old.title = "Old list 2024"
+    old.append(["Phone", "Name"])
+    old.append(["4155550150", "Old lead"])
+    old.sheet_state = "hidden"
+    leads = book.create_sheet("Leads")
+    leads.append(["Phone", "Name"])
+    leads.append(["4155550151", "New lead"])
+    book.active = 1
+    book.save(SHOWN / "hidden_first_sheet.xlsx")
+    # An unquoted "Acme, Inc." shifts the city into the company column.
+    (SHOWN / "ragged.csv").write_text(
+        "phone,name,company,city\n4155550160,Ann,Acme, Inc.,Chicago\n4155550161,Bob,Globex,Boston\n"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,112 @@
+"""Issue 10: read exactly what the user sees in their files — or stop and say why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chertcast.campaign import load_campaign
+from chertcast.contacts import load_sheet
+from chertcast.errors import InputError
+from chertcast.preflight import build_plan
+from tests.conftest import DATA
+from tests.helpers import run_cli, write_campaign
+
+SHOWN = DATA / "shown"
+
+
+def _contacts(tmp_path: Path) -> Path:
+    path = tmp_path / "contacts.csv"
+    path.write_text("phone,name\n4155550109,Ann\n4155550110,Bob\n4155550111,Cy\n")
+    return path
+
+
+# 1. Suppression lists
+
+
+def test_list_number_column_found_by_its_header_not_its_position(tmp_path: Path) -> None:
+    extra = f'suppress = ["{(SHOWN / "optouts_msisdn.csv").as_posix()}"]\n'
+    plan = build_plan(load_campaign(write_campaign(tmp_path, _contacts(tmp_path), body="Hi", extra=extra)))
+    assert [r.status for r in plan.recipients] == ["suppressed", "sendable", "suppressed"]
+    assert plan.lists[0].column == "MSISDN"
+    assert plan.exit_code() == 0
+
+
+def test_list_without_a_number_column_is_a_campaign_error(tmp_path: Path) -> None:
+    optouts = tmp_path / "optouts.csv"
+    optouts.write_text("Opted out on,Reference\n2026-01-05,+14155550109\n")
+    campaign = write_campaign(tmp_path, _contacts(tmp_path), body="Hi", extra='suppress = ["optouts.csv"]\n')
+    result = run_cli("check", campaign)
+    assert result.exit_code == 2
+    assert "optouts.csv: suppression list has no phone column" in result.output
+    assert "'Opted out on', 'Reference'" in result.output
+
+
+def test_list_yielding_no_number_is_a_campaign_error(tmp_path: Path) -> None:
+    extra = f'suppress = ["{(SHOWN / "optouts_nothing.csv").as_posix()}"]\n'
+    result = run_cli("check", write_campaign(tmp_path, _contacts(tmp_path), body="Hi", extra=extra))
+    assert result.exit_code == 2
+    assert "optouts_nothing.csv: suppression list yielded no phone number" in result.output
+
+
+def test_unreadable_list_lines_are_reported_in_text_and_json(tmp_path: Path) -> None:
+    extra = f'suppress = ["{(SHOWN / "optouts_mixed.csv").as_posix()}"]\n'
+    campaign = write_campaign(tmp_path, _contacts(tmp_path), body="Hi", extra=extra)
+    result = run_cli("check", campaign)
+    assert result.exit_code == 1  # not clean: two opt-outs could not be applied
+    assert "optouts_mixed.csv: 3 numbers, column 'Phone', 2 lines unreadable (lines 3, 5)" in result.output
+    assert "line 3: '07400 123456' is too long for region US; this opt-out is not applied" in result.output
+    data = json.loads(run_cli("check", campaign, "--json").output)
+    (entry,) = data["suppression_lists"]
+    assert entry["numbers"] == 3
+    assert [u["line"] for u in entry["unreadable"]] == [3, 5]
+
+
+def test_list_entries_match_however_either_side_was_written(tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,name\n+44 7400 123456,Ann\n(415) 555-0111,Bob\n")
+    (tmp_path / "optouts.txt").write_text("447400123456\n+1-415-555-0111\n")
+    campaign = write_campaign(tmp_path, contacts, body="Hi", extra='suppress = ["optouts.txt"]\n')
+    plan = build_plan(load_campaign(campaign))
+    assert [r.status for r in plan.recipients] == ["suppressed", "suppressed"]
+
+
+# 2. Which sheet
+
+
+def test_hidden_first_sheet_is_not_read_the_active_visible_one_is(tmp_path: Path) -> None:
+    sheet = load_sheet(SHOWN / "hidden_first_sheet.xlsx")
+    assert sheet.sheet_name == "Leads"
+    assert sheet.column(1) == ["New lead"]
+    result = run_cli("check", write_campaign(tmp_path, SHOWN / "hidden_first_sheet.xlsx", body="Hi"))
+    assert "hidden_first_sheet.xlsx (sheet 'Leads'), 1 rows read" in result.output
+
+
+def test_sheet_names_match_ignoring_case_and_unknown_lists_the_sheets() -> None:
+    assert load_sheet(SHOWN / "hidden_first_sheet.xlsx", sheet="old LIST 2024").column(1) == ["Old lead"]
+    with pytest.raises(
+        InputError, match=r"no sheet named 'Contacts'; the workbook's sheets: 'Old list 2024' \(hidden\), 'Leads'"
+    ):
+        load_sheet(SHOWN / "hidden_first_sheet.xlsx", sheet="Contacts")
+
+
+# 3. Rows with more cells than the header
+
+
+def test_rows_with_more_cells_than_the_header_are_row_errors(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, SHOWN / "ragged.csv", body="Hi {{ name }} from {{ company }}")
+    plan = build_plan(load_campaign(campaign))
+    assert [r.status for r in plan.recipients] == ["error", "sendable"]
+    (issue,) = [i for i in plan.issues if i.code == "row_extra_cells"]
+    assert issue.row == 2
+    assert "this row has 5 cells but the header has 4" in issue.message
+
+
+def test_trailing_empty_cells_are_not_extra_cells(tmp_path: Path) -> None:
+    path = tmp_path / "trailing.csv"
+    path.write_text("phone,name\n4155550160,Ann,,\n" + "4155550161,Bob,x,y,z,1,2,3,4,5,6,7\n")
+    sheet = load_sheet(path)
+    assert list(sheet.row_problems) == [3]
+    assert "at least 10 cells" in sheet.row_problems[3]
