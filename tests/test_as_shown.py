@@ -110,3 +110,62 @@ def test_trailing_empty_cells_are_not_extra_cells(tmp_path: Path) -> None:
     sheet = load_sheet(path)
     assert list(sheet.row_problems) == [3]
     assert "at least 10 cells" in sheet.row_problems[3]
+
+
+# 6. Column names that are also Jinja globals
+
+
+@pytest.mark.parametrize("header", ["Range", "dict", "lipsum", "cycler", "joiner", "namespace"])
+def test_columns_named_like_jinja_globals_are_columns(tmp_path: Path, header: str) -> None:
+    contacts = tmp_path / "globals.csv"
+    contacts.write_text(f"phone,{header}\n4155550170,Gold\n4155550171,\n")
+    name = header.lower()
+    plan = build_plan(load_campaign(write_campaign(tmp_path, contacts, body=f"Plan: {{{{ {name} }}}}")))
+    assert plan.recipients[0].body == "Plan: Gold"
+    assert plan.recipients[1].status == "error"
+    assert "0x" not in plan.recipients[1].reason and "<" not in plan.recipients[1].reason
+    assert f"{{{{ {name} }}}} but this row's cell is empty" in plan.recipients[1].reason
+
+
+def test_a_python_repr_is_never_a_message(tmp_path: Path) -> None:
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone,name\n4155550172,ann\n")
+    plan = build_plan(load_campaign(write_campaign(tmp_path, contacts, body="Hi {{ name.upper }}")))
+    (recipient,) = plan.recipients
+    assert recipient.status == "error" and recipient.body is None
+    assert "printed a Python object" in recipient.reason
+
+
+# 7. `| random` is deterministic per recipient
+
+
+def test_random_is_seeded_by_the_recipient_key(tmp_path: Path) -> None:
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone\n" + "\n".join(f"41555501{i:02d}" for i in range(40)) + "\n")
+    body = "{{ ['Hi', 'Hello', 'Hey', 'Howdy'] | random }} there"
+    campaign = write_campaign(tmp_path, contacts, body=body)
+    first = {r.key: r.body for r in build_plan(load_campaign(campaign)).recipients}
+    contacts.write_text("phone\n" + "\n".join(f"(415) 555-01{i:02d}" for i in reversed(range(40))) + "\n")
+    again = {r.key: r.body for r in build_plan(load_campaign(campaign)).recipients}
+    assert first == again  # re-sorted and reformatted: every recipient keeps their variant
+    assert len(set(first.values())) > 1  # and it still varies across recipients
+    preview = run_cli("preview", campaign, "--rows", "1").output
+    one = build_plan(load_campaign(campaign)).sendable[0]
+    assert f"│ {one.body}" in preview
+
+
+def test_lipsum_which_cannot_be_made_deterministic_is_refused(tmp_path: Path) -> None:
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone\n4155550172\n")
+    result = run_cli("check", write_campaign(tmp_path, contacts, body="Hi {{ lipsum(1) }}"))
+    assert result.exit_code == 2
+    assert "lipsum() writes different random text on every run" in result.output
+
+
+def test_globals_that_are_not_columns_still_work(tmp_path: Path) -> None:
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone\n4155550172\n")
+    plan = build_plan(
+        load_campaign(write_campaign(tmp_path, contacts, body="{% for i in range(3) %}{{ i }}{% endfor %}"))
+    )
+    assert plan.recipients[0].body == "012"

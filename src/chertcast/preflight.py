@@ -162,7 +162,10 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
     template = _compile(campaign)
     sheet = load_sheet(campaign.contacts, sheet=campaign.sheet, encoding=encoding or campaign.encoding)
     variables = _variables(sheet)
-    unknown = template.unknown_variables(set(variables))
+    try:
+        unknown = template.unknown_variables(set(variables))
+    except TemplateProblem as exc:
+        raise ConfigError(str(exc)) from None
     if unknown:
         available = ", ".join(sorted(variables)) or "(none)"
         raise ConfigError(
@@ -404,6 +407,9 @@ class _RowBuilder:
         """
         distinct = list(dict.fromkeys(self.sheet.column(self.phone_index)))
         total = len(self.sheet)
+        if self.template.uses_random:  # `| random` is seeded by each recipient's key: phones first
+            phones = normalise_many(distinct, self.campaign.default_region)
+            return phones, self.render_range(0, total, self._seeds(phones))
         if total < PARALLEL_THRESHOLD or (os.cpu_count() or 1) < 2 or "fork" not in mp.get_all_start_methods():
             return normalise_many(distinct, self.campaign.default_region), self.render_range(0, total)
         global _FORKED_BUILDER
@@ -420,10 +426,21 @@ class _RowBuilder:
         phones = {raw: PhoneResult(*values) for raw, values in zip(distinct, phone_rows, strict=True)}  # type: ignore[arg-type]
         return phones, [Rendered(*values) for values in render_rows]  # type: ignore[arg-type]
 
-    def render_range(self, start: int, stop: int) -> list[Rendered]:
+    def _seeds(self, phones: dict[str, PhoneResult]) -> list[str]:
+        """Each row's idempotency key (or "" for a row without a valid number)."""
+        keys = {raw: idempotency_key(self.campaign_id, r.e164) if r.e164 else "" for raw, r in phones.items()}
+        return [keys[raw] for raw in self.sheet.column(self.phone_index)]
+
+    def render_range(self, start: int, stop: int, seeds: list[str] | None = None) -> list[Rendered]:
         columns = {name: self.sheet.column(index)[start:stop] for name, index in self.used.items()}
         names = list(columns)
         render = self.template.render
+        if seeds is not None:
+            rows = zip(*columns.values(), strict=True) if names else ((),) * (stop - start)
+            return [
+                render({name: value for name, value in zip(names, values, strict=True) if value}, seed)
+                for values, seed in zip(rows, seeds[start:stop], strict=True)
+            ]
         if not names:
             return [render({}) for _ in range(stop - start)]
         return [

@@ -12,17 +12,21 @@ gives the fallback.
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _NON_WORD = re.compile(r"[\W_]+")
 _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
 _UNDEFINED_NAME = re.compile(r"'([^']+)' is undefined")
+_PYTHON_REPR = re.compile(r"<(?:[\w.]+ )*(?:function|method|built-in|class|module|object)\b[^>]*>")
 
 
 def variable_name(header: str) -> str:
@@ -46,24 +50,59 @@ class Rendered:
 
 
 class MessageTemplate:
-    """One compiled template and the variables it needs."""
+    """One compiled template and the variables it needs.
+
+    Every free name of the template is a column (or the campaign stops), so Jinja's globals
+    (``range``, ``dict``, ``lipsum``, ``cycler``, ``joiner``, ``namespace``) are removed for the
+    names the template uses: a column ``Range`` with an empty cell is an empty cell, never
+    ``<function safe_range at 0x…>``. The ``random`` filter is seeded per recipient (see
+    ``render``), so preview, send and resume pick the same variant.
+    """
 
     def __init__(self, source: str, origin: str) -> None:
         self.origin = origin
         self._env = ImmutableSandboxedEnvironment(
             undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
         )
+        self._rng = random.Random(0)
+        seeded = self._seeded_random
+        # pass_context: a filter on a constant list would otherwise be folded at compile time
+        self._env.filters["random"] = jinja2.pass_context(lambda _context, seq: seeded(seq))
+        defaults = dict(self._env.globals)
+        self._env.globals.clear()  # so that a name like `range` counts as a free variable
         try:
             parsed = self._env.parse(source)
+            self.variables = frozenset(meta.find_undeclared_variables(parsed))
+            self._env.globals.update(defaults)
             self._template = self._env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateProblem(f"{origin}, line {exc.lineno}: template syntax error: {exc.message}") from None
-        self.variables = frozenset(meta.find_undeclared_variables(parsed))
+        self.uses_random = any(node.name == "random" for node in parsed.find_all(nodes.Filter))
+
+    def _seeded_random(self, seq: Sequence[Any]) -> Any:
+        """Jinja's ``random`` filter, drawn from the recipient's own generator."""
+        try:
+            return self._rng.choice(seq)
+        except IndexError:
+            return jinja2.StrictUndefined(hint="random of an empty sequence")
 
     def unknown_variables(self, known: set[str]) -> list[str]:
+        """The template's free names that are not columns. Binds the columns: a column wins
+        over a Jinja global of the same name, and a global that is not a column stays one."""
+        for name in self.variables & known:
+            self._env.globals.pop(name, None)
+        if "lipsum" in self.variables - known:
+            raise TemplateProblem(
+                f"{self.origin}: lipsum() writes different random text on every run, so a resume "
+                "would see every message as changed; use a list with | random (seeded per recipient)"
+            )
+        self.variables = frozenset(name for name in self.variables if name in known or name not in self._env.globals)
         return sorted(self.variables - known)
 
-    def render(self, context: dict[str, str]) -> Rendered:
+    def render(self, context: dict[str, str], seed: str = "") -> Rendered:
+        """Render one row; ``seed`` (the recipient's idempotency key) fixes ``| random``."""
+        if self.uses_random:
+            self._rng.seed(seed, version=2)
         try:
             text = self._template.render(context)
         except jinja2.UndefinedError as exc:
@@ -78,6 +117,15 @@ class MessageTemplate:
             raise TemplateProblem(f"{self.origin}: the template tried something unsafe: {exc}") from None
         except Exception as exc:  # a filter raising on this row's data, e.g. int("abc")
             return Rendered(None, "render_failed", f"the template failed on this row: {exc}")
+        if " at 0x" in text or "<built-in" in text or "<class " in text:
+            shown = _PYTHON_REPR.search(text)
+            if shown:
+                return Rendered(
+                    None,
+                    "render_failed",
+                    f"the template printed a Python object ({shown.group(0)[:40]}…), not text; "
+                    "check for a missing () or a name that is not a column",
+                )
         return Rendered(normalise_body(text))
 
 
