@@ -169,3 +169,33 @@ def test_globals_that_are_not_columns_still_work(tmp_path: Path) -> None:
         load_campaign(write_campaign(tmp_path, contacts, body="{% for i in range(3) %}{{ i }}{% endfor %}"))
     )
     assert plan.recipients[0].body == "012"
+
+
+# 11. Never write over an input
+
+
+def test_out_refuses_every_campaign_input_and_existing_files(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Phone", "Name"])
+    sheet.append(["4155550180", "Ann"])
+    contacts = tmp_path / "contacts.xlsx"
+    book.save(contacts)
+    (tmp_path / "optouts.csv").write_text("Phone\n4155550181\n")
+    campaign = write_campaign(tmp_path, contacts, extra='suppress = ["optouts.csv"]\n')
+    original = contacts.read_bytes()
+    for target in (contacts, tmp_path / "optouts.csv", campaign, tmp_path / "campaign.journal.sqlite"):
+        for command in ("preview", "report"):
+            result = run_cli(command, campaign, "--out", target, "--force")
+            assert result.exit_code == 2, (command, target)
+            assert "refusing to write over this campaign's" in result.output
+    assert contacts.read_bytes() == original
+    assert not (tmp_path / "campaign.journal.sqlite").exists()
+    out = tmp_path / "preview.csv"
+    assert run_cli("preview", campaign, "--out", out).exit_code == 0
+    again = run_cli("preview", campaign, "--out", out)
+    assert again.exit_code == 2 and "already exists; choose another --out file or add --force" in again.output
+    assert run_cli("preview", campaign, "--out", out, "--force").exit_code == 0

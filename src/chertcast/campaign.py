@@ -160,6 +160,23 @@ class Campaign(_Strict):
     def default_journal(self) -> Path:
         return self.source.with_name(f"{self.source.stem}.journal.sqlite")
 
+    def inputs(self) -> dict[Path, str]:
+        """Every file this campaign reads or keeps, with what it is: never to be written over."""
+        found: dict[Path, str] = {self.source: "campaign file", self.contacts: "contacts"}
+        if self.template is not None:
+            found[self.template] = "template"
+        for path in self.suppress:
+            found[path] = "suppression list"
+        base = self.source.resolve().parent
+        for spec in self.send.attachments:
+            name = spec if isinstance(spec, str) else spec.file
+            if name and ("/" in name or "\\" in name or Path(name).suffix):
+                found[base / name] = "attachment"
+        for journal in (self.default_journal, self.source.with_name(f"{self.source.stem}.sandbox.journal.sqlite")):
+            for suffix in ("", "-wal", "-shm"):
+                found[journal.with_name(journal.name + suffix)] = "journal"
+        return found
+
     def template_text(self) -> str:
         if self.body is not None:
             return self.body
