@@ -199,3 +199,66 @@ def test_out_refuses_every_campaign_input_and_existing_files(tmp_path: Path) -> 
     again = run_cli("preview", campaign, "--out", out)
     assert again.exit_code == 2 and "already exists; choose another --out file or add --force" in again.output
     assert run_cli("preview", campaign, "--out", out, "--force").exit_code == 0
+
+
+# 5. XLSX cells as shown
+
+
+def test_xlsx_cells_render_as_their_number_format_shows_them(tmp_path: Path) -> None:
+    body = "{{ renewal }} {{ discount }} {{ balance }} {{ zip }} {{ euro }}"
+    plan = build_plan(load_campaign(write_campaign(tmp_path, SHOWN / "formats.xlsx", body=body)))
+    assert [r.body for r in plan.recipients] == [
+        "15/03/2026 15.0% $1,234.50 02139 99.90 €",
+        "01/12/2026 7.5% -$20.00 00501 0.00 €",
+    ]
+
+
+@pytest.mark.parametrize("column", ["signed", "score"])
+def test_formats_that_cannot_be_reproduced_stop_the_rows_that_use_them(tmp_path: Path, column: str) -> None:
+    plan = build_plan(load_campaign(write_campaign(tmp_path, SHOWN / "formats.xlsx", body=f"{{{{ {column} }}}}")))
+    assert [r.status for r in plan.recipients] == ["error", "error"]
+    assert all(i.code == "cell_format_unknown" for i in plan.issues)
+    assert "cannot reproduce exactly" in plan.recipients[0].reason
+    # a column the template does not use does not matter
+    other = build_plan(load_campaign(write_campaign(tmp_path, SHOWN / "formats.xlsx", body="{{ zip }}")))
+    assert [r.status for r in other.recipients] == ["sendable", "sendable"]
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "shown"),
+    [
+        (46096, "DD/MM/YYYY", "15/03/2026"),
+        (46096, "mm/dd/yyyy", "03/15/2026"),
+        (46096, "d mmmm yyyy", "15 March 2026"),
+        (46096, "ddd, mmm d", "Sun, Mar 15"),
+        (46096.75, "yyyy-mm-dd h:mm AM/PM", "2026-03-15 6:00 PM"),
+        (0.75, "hh:mm", "18:00"),
+        (0.15, "0%", "15%"),
+        (1234567, "#,##0", "1,234,567"),
+        (-1234.5, "#,##0.00;(#,##0.00)", "(1,234.50)"),
+        (0, '0;-0;"none"', "none"),
+        (2139, "00000", "02139"),
+        (1234.5, "[$€-407]#,##0.00", "€1,234.50"),
+        (12, '0" items"', "12 items"),
+        (3, "0.00E+00", None),
+        (12345, "#,##0,", None),
+        (0.5, "# ?/?", None),
+    ],
+)
+def test_number_formats(value: float, code: str, shown: str | None) -> None:
+    from chertcast.numfmt import show
+
+    assert show(value, code) == shown
+
+
+def test_a_header_below_row_1_keeps_the_sheet_row_numbers(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet["B3"], sheet["C3"] = "Phone", "Name"
+    sheet["B4"], sheet["C4"] = "4155550192", "Ann"
+    path = tmp_path / "offset.xlsx"
+    book.save(path)
+    assert load_sheet(path).row_numbers == [4]

@@ -14,12 +14,14 @@ import csv
 import io
 import re
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
 import polars as pl
 
+from chertcast import numfmt
 from chertcast.errors import InputError
 
 MAX_CELL_CHARS = 65_536
@@ -41,6 +43,8 @@ class Sheet:
     row_numbers: list[int]
     sheet_name: str | None = None  # the workbook sheet read (None for CSV)
     row_problems: dict[int, str] = field(default_factory=dict)  # sheet row → why it was not read as shown
+    # column index → {sheet row: why} for XLSX cells whose number format could not be applied
+    unshown: dict[int, dict[int, str]] = field(default_factory=dict)
 
     def column(self, index: int) -> list[str]:
         return self.frame.get_column(f"c{index}").to_list()
@@ -67,11 +71,13 @@ def load_sheet(path: Path, *, sheet: str | None = None, encoding: str | None = N
     if suffix in (".xlsx", ".xlsm"):
         sheet_name = choose_sheet(path, sheet)
         raw = _read_xlsx(path, sheet_name)
+        shown = as_shown(path, sheet_name, raw)
+        return _tabulate(path, shown.frame, sheet_name, first_row=shown.first_row, unshown=shown.unshown)
     elif suffix in (".csv", ".tsv", ".txt"):
         raw = _read_csv(path, encoding)
     else:
         raise InputError(f"{path}: unsupported contact file type {suffix!r} (use .csv or .xlsx)")
-    return _tabulate(path, raw, sheet_name, capped=sheet_name is None)
+    return _tabulate(path, raw, sheet_name, capped=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +232,15 @@ def _sniff_delimiter(text: str) -> str:
         return best if counts[best] else ","
 
 
-def _tabulate(path: Path, raw: pl.DataFrame, sheet_name: str | None = None, *, capped: bool = False) -> Sheet:
+def _tabulate(
+    path: Path,
+    raw: pl.DataFrame,
+    sheet_name: str | None = None,
+    *,
+    capped: bool = False,
+    first_row: int = 1,
+    unshown: dict[int, dict[int, str]] | None = None,
+) -> Sheet:
     if raw.height == 0 or raw.width == 0:
         raise InputError(f"{path}: the sheet is empty (no header row)")
     header_cells = [clean_cell(v) if v is not None else "" for v in raw.row(0)]
@@ -238,7 +252,7 @@ def _tabulate(path: Path, raw: pl.DataFrame, sheet_name: str | None = None, *, c
     width = len(header_cells)
     if raw.width < width:
         raw = raw.with_columns([pl.lit(None, pl.String).alias(f"pad{i}") for i in range(width - raw.width)])
-    overflow = _overflowing_rows(raw, width, capped)
+    overflow = {row + first_row - 1: why for row, why in _overflowing_rows(raw, width, capped).items()}
     body = raw.slice(1).select(raw.columns[:width])
     body = body.rename({old: f"c{i}" for i, old in enumerate(body.columns)})
     body = body.with_columns(
@@ -249,7 +263,7 @@ def _tabulate(path: Path, raw: pl.DataFrame, sheet_name: str | None = None, *, c
         .str.strip_chars()
     )
     _check_cell_sizes(path, body, header_cells)
-    row_numbers = list(range(2, body.height + 2))
+    row_numbers = list(range(first_row + 1, body.height + first_row + 1))
     blank = body.select(pl.all_horizontal(pl.all() == "")).to_series()
     if overflow:
         blank = blank & ~pl.Series([n in overflow for n in row_numbers])
@@ -259,7 +273,8 @@ def _tabulate(path: Path, raw: pl.DataFrame, sheet_name: str | None = None, *, c
         body = body.filter(keep)
     if body.height == 0:
         raise InputError(f"{path}: has a header row but no data rows")
-    return Sheet(path, header_cells, body, row_numbers, sheet_name, overflow)
+    kept = {col: cells for col, cells in (unshown or {}).items() if col < width}
+    return Sheet(path, header_cells, body, row_numbers, sheet_name, overflow, kept)
 
 
 def _overflowing_rows(raw: pl.DataFrame, width: int, capped: bool) -> dict[int, str]:
@@ -314,3 +329,159 @@ def column_letter(index: int) -> str:
         index, rem = divmod(index - 1, 26)
         letters = chr(65 + rem) + letters
     return letters
+
+
+@dataclass(frozen=True, slots=True)
+class ShownSheet:
+    frame: pl.DataFrame
+    first_row: int  # the sheet row of the frame's first row (calamine starts at the first used row)
+    unshown: dict[int, dict[int, str]]
+
+
+_REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_PKG_REL_NS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+_VALUE_CELL = re.compile(rb'<c r="([A-Z]{1,3})([0-9]+)"([^>]*)>(?:<f\b[^>]*?(?:/>|>[^<]*</f>))?(?:<v>([^<]*)</v>|<is>)')
+
+
+def as_shown(path: Path, sheet_name: str, frame: pl.DataFrame) -> ShownSheet:
+    """Replace number and date cells' raw values with the text Excel shows for them.
+
+    calamine gives values (``0.15``, ``2026-03-15 00:00:00``, ``2139``); the user sees their
+    number format applied (``15%``, ``15/03/2026``, ``02139``). The formats come from
+    ``xl/styles.xml`` and each cell's style index from the sheet XML. A workbook with no
+    number format beyond General/Text (most exports) costs one small XML parse.
+    Cells whose format is not understood, or depends on the computer's locale, are listed
+    in ``unshown`` so that a template using them is stopped rather than fed a raw value.
+    """
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        formats = _style_formats(archive, names)
+        if not formats:
+            return ShownSheet(frame, _first_row(archive, names, path, sheet_name), {})
+        sheet_xml = archive.read(_sheet_part(archive, path, sheet_name))
+        date1904 = b'date1904="1"' in archive.read("xl/workbook.xml") or b'date1904="true"' in archive.read(
+            "xl/workbook.xml"
+        )
+    return _apply_formats(frame, sheet_xml, formats, date1904)
+
+
+def _style_formats(archive: zipfile.ZipFile, names: set[str]) -> dict[int, tuple[int, str]]:
+    """Style index → (numFmtId, format code) for every style that is not General or Text."""
+    if "xl/styles.xml" not in names:
+        return {}
+    root = ElementTree.fromstring(archive.read("xl/styles.xml"))
+    custom = {int(n.get("numFmtId", "0")): n.get("formatCode", "") for n in root.iter(f"{_MAIN_NS}numFmt")}
+    cell_xfs = next(root.iter(f"{_MAIN_NS}cellXfs"), None)
+    if cell_xfs is None:
+        return {}
+    found: dict[int, tuple[int, str]] = {}
+    for index, xf in enumerate(cell_xfs.findall(f"{_MAIN_NS}xf")):
+        fmt_id = int(xf.get("numFmtId", "0"))
+        code = custom.get(fmt_id, numfmt.BUILTIN.get(fmt_id, ""))
+        if fmt_id in numfmt.LOCALE_DEPENDENT or not numfmt.is_plain(code) or (fmt_id and not code):
+            found[index] = (fmt_id, code)
+    return found
+
+
+def _sheet_part(archive: zipfile.ZipFile, path: Path, sheet_name: str) -> str:
+    workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
+    rel_id = next(
+        (n.get(f"{_REL_NS}id") for n in workbook.iter(f"{_MAIN_NS}sheet") if n.get("name") == sheet_name), None
+    )
+    rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    target = next((r.get("Target", "") for r in rels.iter(f"{_PKG_REL_NS}Relationship") if r.get("Id") == rel_id), "")
+    if not target:
+        raise InputError(f"{path}: sheet {sheet_name!r} has no worksheet part (a damaged workbook)")
+    return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+
+
+def _first_row(archive: zipfile.ZipFile, names: set[str], path: Path, sheet_name: str) -> int:
+    """The sheet row calamine's first row is: the first row holding a value."""
+    part = _sheet_part(archive, path, sheet_name)
+    with archive.open(part) as handle:
+        head = handle.read(1 << 20)
+    match = re.search(rb'<c r="[A-Z]{1,3}([0-9]+)"[^>]*?>(?:<f\b[^>]*?(?:/>|>[^<]*</f>))?<(?:v|is)>', head)
+    return int(match.group(1)) if match else 1
+
+
+def _column_number(letters: bytes) -> int:
+    number = 0
+    for byte in letters:
+        number = number * 26 + byte - 64
+    return number
+
+
+_ANY_VALUE_COLUMN = re.compile(rb'<c r="([A-Z]{1,3})[0-9]+"[^>]*>(?:<f\b[^>]*?(?:/>|>[^<]*</f>))?<(?:v|is)>')
+
+
+def _styled_cells(styles: Iterable[int]) -> re.Pattern[bytes]:
+    """Number cells (no t, or t="n") of the given styles: column, row, style, value."""
+    ids = b"|".join(str(s).encode() for s in sorted(styles, reverse=True))
+    return re.compile(
+        rb'<c r="([A-Z]{1,3})([0-9]+)"(?: [a-z]+="[^"]*")*? s="(' + ids + rb')"(?: t="n")?(?: [a-z]+="[^"]*")*>'
+        rb"(?:<f\b[^>]*?(?:/>|>[^<]*</f>))?<v>([^<]*)</v>"
+    )
+
+
+def _apply_formats(
+    frame: pl.DataFrame, sheet_xml: bytes, formats: dict[int, tuple[int, str]], date1904: bool
+) -> ShownSheet:
+    """calamine's frame starts at the first row and column holding a value: find them, then
+    put each formatted cell's shown text at its place."""
+    letters = set(_ANY_VALUE_COLUMN.findall(sheet_xml))
+    first = _VALUE_CELL.search(sheet_xml)
+    if not letters or first is None:
+        return ShownSheet(frame, 1, {})
+    first_row, first_col = int(first.group(2)), min(_column_number(c) for c in letters)
+    columns = frame.columns
+    updates: dict[int, dict[int, str]] = {}
+    unshown: dict[int, dict[int, str]] = {}
+    cache: dict[tuple[bytes, bytes], str | None] = {}
+    column_of: dict[bytes, int] = {}
+    for letter, row_text, style, raw in _styled_cells(formats).findall(sheet_xml):
+        index = column_of.get(letter)
+        if index is None:
+            index = column_of[letter] = _column_number(letter) - first_col
+        row = int(row_text)
+        position = row - first_row
+        if not (0 <= index < len(columns) and 0 <= position < frame.height):
+            continue
+        shown = cache.get((style, raw), "\0")
+        if shown == "\0":
+            shown = cache[style, raw] = _shown_value(raw, formats[int(style)], date1904)
+        if shown is None:
+            fmt_id, code = formats[int(style)]
+            unshown.setdefault(index, {})[row] = _unshown_reason(fmt_id, code)
+        else:
+            updates.setdefault(index, {})[position] = shown
+    if updates:
+        replaced = []
+        for index, cells in updates.items():
+            values = frame.get_column(columns[index]).to_list()
+            for position, text in cells.items():
+                values[position] = text
+            replaced.append(pl.Series(columns[index], values, dtype=pl.String))
+        frame = frame.with_columns(replaced)
+    return ShownSheet(frame, first_row, unshown)
+
+
+def _shown_value(raw: bytes, style: tuple[int, str], date1904: bool) -> str | None:
+    fmt_id, code = style
+    if fmt_id in numfmt.LOCALE_DEPENDENT:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return numfmt.show(value, code, date1904=date1904)
+
+
+def _unshown_reason(fmt_id: int, code: str) -> str:
+    if fmt_id in numfmt.LOCALE_DEPENDENT:
+        what = f"Excel's built-in format {fmt_id} (it follows your computer's date/number settings)"
+    else:
+        what = f"the number format {code!r}"
+    return (
+        f"this cell is shown with {what}, which chertcast cannot reproduce exactly; give the column "
+        "an explicit format (e.g. Custom dd/mm/yyyy or 0.00) or make it Text"
+    )

@@ -381,6 +381,8 @@ class _RowBuilder:
         self.suppressed = suppressed
         self.sheet = sheet
         self.row_problems = sheet.row_problems
+        shown_columns = {*self.used.values(), *(i for i in mapped.values() if i is not None)}
+        self.unshown = [(sheet.headers[i], sheet.unshown[i]) for i in sorted(shown_columns) if i in sheet.unshown]
         self.first_row_of: dict[str, int] = {}
         self.shared_attachments = campaign_attachments(campaign)
         self.campaign_id = campaign.id
@@ -456,6 +458,9 @@ class _RowBuilder:
         problems: list[Issue] = []
         if self.row_problems and row in self.row_problems:
             problems.append(Issue(row, None, "error", "row_extra_cells", self.row_problems[row]))
+        for header, unshown in self.unshown:
+            if row in unshown:
+                problems.append(Issue(row, header, "error", "cell_format_unknown", unshown[row]))
         if phone.error:
             problems.append(Issue(row, self.phone_header, "error", phone.error, phone.reason))
         elif phone.warning:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 from openpyxl import Workbook
@@ -120,10 +121,31 @@ def as_shown() -> None:
     leads.append(["4155550151", "New lead"])
     book.active = 1
     book.save(SHOWN / "hidden_first_sheet.xlsx")
+    formats_xlsx()
     # An unquoted "Acme, Inc." shifts the city into the company column.
     (SHOWN / "ragged.csv").write_text(
         "phone,name,company,city\n4155550160,Ann,Acme, Inc.,Chicago\n4155550161,Bob,Globex,Boston\n"
     )
+
+
+def formats_xlsx() -> None:
+    """Cells as Excel users format them: what the cell shows is what the message must say."""
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Leads"
+    sheet.append(["Phone", "Renewal", "Discount", "Balance", "Zip", "Euro", "Signed", "Score"])
+    sheet.append(["4155550190", datetime(2026, 3, 15), 0.15, 1234.5, 2139, 99.9, datetime(2026, 3, 15), 1.5e-3])
+    sheet.append(["4155550191", datetime(2026, 12, 1), 0.075, -20, 501, 0, datetime(2026, 12, 1), 2.5e-4])
+    for row in (2, 3):
+        sheet[f"B{row}"].number_format = "DD/MM/YYYY"
+        sheet[f"C{row}"].number_format = "0.0%"
+        sheet[f"D{row}"].number_format = '"$"#,##0.00;-"$"#,##0.00'
+        sheet[f"E{row}"].number_format = "00000"
+        sheet[f"F{row}"].number_format = "#,##0.00 [$€-407]"
+        sheet[f"G{row}"].number_format = "mm-dd-yy"  # built-in 14: the computer's short date
+        sheet[f"H{row}"].number_format = "0.00E+00"
+    book.save(SHOWN / "formats.xlsx")
 
 
 if __name__ == "__main__":
