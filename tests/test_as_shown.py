@@ -109,7 +109,7 @@ def test_trailing_empty_cells_are_not_extra_cells(tmp_path: Path) -> None:
     path.write_text("phone,name\n4155550160,Ann,,\n" + "4155550161,Bob,x,y,z,1,2,3,4,5,6,7\n")
     sheet = load_sheet(path)
     assert list(sheet.row_problems) == [3]
-    assert "at least 10 cells" in sheet.row_problems[3]
+    assert "at least 10 cells" in sheet.row_problems[3][1]
 
 
 # 6. Column names that are also Jinja globals
@@ -262,3 +262,24 @@ def test_a_header_below_row_1_keeps_the_sheet_row_numbers(tmp_path: Path) -> Non
     path = tmp_path / "offset.xlsx"
     book.save(path)
     assert load_sheet(path).row_numbers == [4]
+
+
+# 4. A mostly-UTF-8 file stays UTF-8
+
+
+def test_one_windows_1252_line_does_not_turn_the_file_into_mojibake(tmp_path: Path) -> None:
+    sheet = load_sheet(SHOWN / "mixed_encoding.csv")
+    assert sheet.column(1) == ["Zoë", "José", "Søren"]
+    assert sheet.column(2) == ["Zürich", "Málaga", "Århus"]
+    campaign = write_campaign(tmp_path, SHOWN / "mixed_encoding.csv", body="Hi {{ name }} in {{ city }}")
+    plan = build_plan(load_campaign(campaign))
+    assert [r.status for r in plan.recipients] == ["sendable", "error", "sendable"]
+    assert plan.recipients[0].body == "Hi Zoë in Zürich"
+    (issue,) = [i for i in plan.issues if i.code == "row_not_utf8"]
+    assert issue.row == 3
+    assert "line 3 is not valid UTF-8 (byte 0xE9)" in issue.message and "'4155550201,José,Málaga'" in issue.message
+
+
+def test_a_whole_windows_1252_file_is_still_read_as_one() -> None:
+    sheet = load_sheet(DATA / "cp1252.csv")
+    assert sheet.column(0) == ["José Müller", "Françoise"] and not sheet.row_problems

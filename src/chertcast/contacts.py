@@ -42,7 +42,8 @@ class Sheet:
     frame: pl.DataFrame  # one String column per header, named by position: c0, c1, ...
     row_numbers: list[int]
     sheet_name: str | None = None  # the workbook sheet read (None for CSV)
-    row_problems: dict[int, str] = field(default_factory=dict)  # sheet row → why it was not read as shown
+    # sheet row → (issue code, why): rows that could not be read as the user sees them
+    row_problems: dict[int, tuple[str, str]] = field(default_factory=dict)
     # column index → {sheet row: why} for XLSX cells whose number format could not be applied
     unshown: dict[int, dict[int, str]] = field(default_factory=dict)
 
@@ -74,10 +75,10 @@ def load_sheet(path: Path, *, sheet: str | None = None, encoding: str | None = N
         shown = as_shown(path, sheet_name, raw)
         return _tabulate(path, shown.frame, sheet_name, first_row=shown.first_row, unshown=shown.unshown)
     elif suffix in (".csv", ".tsv", ".txt"):
-        raw = _read_csv(path, encoding)
+        raw, bad_lines = _read_csv(path, encoding)
     else:
         raise InputError(f"{path}: unsupported contact file type {suffix!r} (use .csv or .xlsx)")
-    return _tabulate(path, raw, sheet_name, capped=True)
+    return _tabulate(path, raw, sheet_name, capped=True, bad_lines=bad_lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,17 +164,19 @@ def _refuse_zip_bomb(path: Path) -> None:
         )
 
 
-def _read_csv(path: Path, encoding: str | None) -> pl.DataFrame:
+def _read_csv(path: Path, encoding: str | None) -> tuple[pl.DataFrame, dict[int, str]]:
+    """The table, and the sheet rows holding lines that are not valid in the file's encoding."""
     data = path.read_bytes()
-    text = _decode(path, data, encoding)
+    text, bad_lines = _decode(path, data, encoding)
     if not text.strip():
         raise InputError(f"{path}: the file is empty")
     delimiter = _sniff_delimiter(text)
+    rows = _rows_of_lines(text, delimiter, bad_lines) if bad_lines else {}
     # Read EXTRA_COLUMNS more columns than the header has, so a row with more cells than the
     # header (an unquoted "Acme, Inc.") is seen and reported instead of cut silently.
     width = len(_first_record(text, delimiter)) + EXTRA_COLUMNS
     try:
-        return pl.read_csv(
+        frame = pl.read_csv(
             io.BytesIO(text.encode("utf-8")),
             has_header=False,
             infer_schema=False,
@@ -185,12 +188,27 @@ def _read_csv(path: Path, encoding: str | None) -> pl.DataFrame:
         )
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: cannot parse as CSV ({str(exc).splitlines()[0][:160]})") from None
+    return frame, rows
 
 
-def _decode(path: Path, data: bytes, encoding: str | None) -> str:
+def _rows_of_lines(text: str, delimiter: str, bad_lines: dict[int, str]) -> dict[int, str]:
+    """Physical line numbers → the sheet rows (CSV records) that hold them."""
+    rows: dict[int, str] = {}
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    start = 1
+    for record_number, _ in enumerate(reader, start=1):
+        for line in range(start, reader.line_num + 1):
+            if line in bad_lines:
+                rows.setdefault(record_number, bad_lines[line])
+        start = reader.line_num + 1
+    return rows
+
+
+def _decode(path: Path, data: bytes, encoding: str | None) -> tuple[str, dict[int, str]]:
+    """The text and, for a mostly-UTF-8 file, its lines that are not UTF-8 (line → why)."""
     if encoding:
         try:
-            return data.decode(encoding).removeprefix("\ufeff")
+            return data.decode(encoding).removeprefix("\ufeff"), {}
         except LookupError:
             raise InputError(f"{path}: unknown encoding {encoding!r}") from None
         except UnicodeDecodeError as exc:
@@ -199,17 +217,20 @@ def _decode(path: Path, data: bytes, encoding: str | None) -> str:
         raise InputError(f"{path}: UTF-32 text is not supported; save the file as UTF-8 CSV")
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
-            return data.decode("utf-16").removeprefix("\ufeff")
+            return data.decode("utf-16").removeprefix("\ufeff"), {}
         except UnicodeDecodeError:
             raise InputError(f"{path}: damaged UTF-16 text") from None
     if b"\x00" in data[:65536]:
         raise InputError(f"{path}: this is a binary file, not CSV text (save it as CSV UTF-8)")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), {}
     except UnicodeDecodeError:
         pass
+    mixed = _mostly_utf8(data)
+    if mixed is not None:
+        return mixed
     try:
-        return data.decode("cp1252")
+        return data.decode("cp1252"), {}
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 or Windows-1252 text; pass --encoding (e.g. --encoding latin-1)") from None
 
@@ -219,6 +240,32 @@ def _first_record(text: str, delimiter: str) -> list[str]:
         return next(csv.reader(io.StringIO(text[:1_048_576]), delimiter=delimiter), [])
     except csv.Error:
         return text.split("\n", 1)[0].split(delimiter)
+
+
+def _mostly_utf8(data: bytes) -> tuple[str, dict[int, str]] | None:
+    """A UTF-8 file with a few lines in another encoding (two exports pasted together) stays
+    UTF-8: one stray Windows-1252 byte must not turn every other accent into mojibake.
+
+    The file counts as UTF-8 when some line holds non-ASCII text that is valid UTF-8. The
+    other lines are decoded as Windows-1252 and reported, so their rows are not sent unchecked.
+    """
+    lines = data.removeprefix(codecs.BOM_UTF8).split(b"\n")
+    decoded: list[str] = []
+    bad: dict[int, str] = {}
+    utf8_text = False
+    for number, line in enumerate(lines, start=1):
+        try:
+            text = line.decode("utf-8")
+            utf8_text = utf8_text or not line.isascii()
+        except UnicodeDecodeError as exc:
+            text = line.decode("cp1252", errors="replace")
+            byte = line[exc.start]
+            bad[number] = (
+                f"line {number} is not valid UTF-8 (byte 0x{byte:02X}) unlike the rest of the file; read as "
+                f"Windows-1252 it says {clean_cell(text)[:60]!r}: check it and save the file as CSV UTF-8"
+            )
+        decoded.append(text)
+    return ("\n".join(decoded), bad) if utf8_text else None
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -240,6 +287,7 @@ def _tabulate(
     capped: bool = False,
     first_row: int = 1,
     unshown: dict[int, dict[int, str]] | None = None,
+    bad_lines: dict[int, str] | None = None,
 ) -> Sheet:
     if raw.height == 0 or raw.width == 0:
         raise InputError(f"{path}: the sheet is empty (no header row)")
@@ -252,7 +300,11 @@ def _tabulate(
     width = len(header_cells)
     if raw.width < width:
         raw = raw.with_columns([pl.lit(None, pl.String).alias(f"pad{i}") for i in range(width - raw.width)])
-    overflow = {row + first_row - 1: why for row, why in _overflowing_rows(raw, width, capped).items()}
+    overflow = {
+        row + first_row - 1: ("row_extra_cells", why) for row, why in _overflowing_rows(raw, width, capped).items()
+    }
+    for row, why in (bad_lines or {}).items():
+        overflow.setdefault(row, ("row_not_utf8", why))
     body = raw.slice(1).select(raw.columns[:width])
     body = body.rename({old: f"c{i}" for i, old in enumerate(body.columns)})
     body = body.with_columns(

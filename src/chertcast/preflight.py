@@ -304,11 +304,12 @@ def _load_list(path: Path, region: str) -> SuppressionList:
         raise InputError(f"{path}: suppression list does not exist")
     column: str | None = None
     sheet_name: str | None = None
+    problems: dict[int, tuple[str, str]] = {}
     if path.suffix.lower() == ".txt":
         cells = [(n, line) for n, line in enumerate(_text_lines(path), start=1)]
     else:
         sheet = load_sheet(path)
-        sheet_name = sheet.sheet_name
+        sheet_name, problems = sheet.sheet_name, sheet.row_problems
         index = _list_number_column(path, sheet, region)
         if index is None:  # a one-column list without a header: its first line is a number
             cells = [(1, sheet.headers[0]), *zip(sheet.row_numbers, sheet.column(0), strict=True)]
@@ -319,6 +320,9 @@ def _load_list(path: Path, region: str) -> SuppressionList:
     unreadable: list[tuple[int, str, str]] = []
     for line, cell in cells:
         text = cell.strip()
+        if line in problems:  # not read as shown (extra cells, not UTF-8): reported, not guessed
+            unreadable.append((line, text, problems[line][1]))
+            continue
         if not text or text.startswith("#"):
             continue
         result = normalise(text, region)
@@ -457,7 +461,8 @@ class _RowBuilder:
         phone = phones[raw_phone]
         problems: list[Issue] = []
         if self.row_problems and row in self.row_problems:
-            problems.append(Issue(row, None, "error", "row_extra_cells", self.row_problems[row]))
+            code, why = self.row_problems[row]
+            problems.append(Issue(row, None, "error", code, why))
         for header, unshown in self.unshown:
             if row in unshown:
                 problems.append(Issue(row, header, "error", "cell_format_unknown", unshown[row]))

@@ -122,6 +122,12 @@ def as_shown() -> None:
     book.active = 1
     book.save(SHOWN / "hidden_first_sheet.xlsx")
     formats_xlsx()
+    # A UTF-8 export with one line pasted from a Windows-1252 file.
+    (SHOWN / "mixed_encoding.csv").write_bytes(
+        "phone,name,city\n4155550200,Zoë,Zürich\n".encode()
+        + "4155550201,José,Málaga\n".encode("cp1252")
+        + "4155550202,Søren,Århus\n".encode()
+    )
     # An unquoted "Acme, Inc." shifts the city into the company column.
     (SHOWN / "ragged.csv").write_text(
         "phone,name,company,city\n4155550160,Ann,Acme, Inc.,Chicago\n4155550161,Bob,Globex,Boston\n"
