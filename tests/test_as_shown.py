@@ -283,3 +283,65 @@ def test_one_windows_1252_line_does_not_turn_the_file_into_mojibake(tmp_path: Pa
 def test_a_whole_windows_1252_file_is_still_read_as_one() -> None:
     sheet = load_sheet(DATA / "cp1252.csv")
     assert sheet.column(0) == ["José Müller", "Françoise"] and not sheet.row_problems
+
+
+# 9. Small validation gaps
+
+
+@pytest.mark.parametrize(("region", "hint"), [("UK", "use 'GB'"), ("XX", "not a region code")])
+def test_a_region_that_is_not_a_region_code_stops_the_campaign(tmp_path: Path, region: str, hint: str) -> None:
+    campaign = write_campaign(tmp_path, _contacts(tmp_path), extra=f'default_region = "{region}"\n')
+    result = run_cli("check", campaign)
+    assert result.exit_code == 2
+    assert f"default_region: Value error, '{region}' is not a region code" in result.output and hint in result.output
+
+
+def test_decomposed_unicode_headers_match_the_same_name_typed_normally(tmp_path: Path) -> None:
+    extra = '[columns]\nphone = "Téléphone"\n'
+    campaign = write_campaign(tmp_path, SHOWN / "nfd_headers.csv", body="Bonjour {{ prénom }}", extra=extra)
+    plan = build_plan(load_campaign(campaign))
+    assert plan.recipients[0].body == "Bonjour Zoé"
+    assert plan.recipients[0].body == __import__("unicodedata").normalize("NFC", "Bonjour Zoé")
+
+
+def test_a_title_row_above_the_header_is_named(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, SHOWN / "title_row.csv", body="Hi {{ first_name }}")
+    result = run_cli("check", campaign)
+    assert result.exit_code == 2
+    assert "the header is not on row 1: row 3 looks like the header ('Phone', 'First Name')" in result.output
+    assert "set header_row = 3" in result.output
+    fixed = write_campaign(tmp_path, SHOWN / "title_row.csv", body="Hi {{ first_name }}", extra="header_row = 3\n")
+    plan = build_plan(load_campaign(fixed))
+    assert [(r.row, r.body) for r in plan.recipients] == [(4, "Hi Ann"), (5, "Hi Bob")]
+
+
+def test_extensions_warn_and_bracketed_labels_are_ignored(tmp_path: Path) -> None:
+    plan = build_plan(load_campaign(write_campaign(tmp_path, SHOWN / "labels.csv")))
+    assert [r.phone for r in plan.recipients] == ["+14155550213", "+14155550214", "+14155550215"]
+    assert [r.status for r in plan.recipients] == ["sendable"] * 3
+    warnings = [(i.row, i.code) for i in plan.issues]
+    assert warnings == [(2, "phone_extension"), (3, "phone_extension")]
+    assert "has an extension (123)" in plan.issues[0].message
+
+
+# 10. Encodings of the template and the campaign file
+
+
+def test_a_bom_starts_neither_the_campaign_file_nor_any_message() -> None:
+    plan = build_plan(load_campaign(SHOWN / "bom_campaign.toml"))
+    assert plan.recipients[0].body == "Hi Ann, ça va?"
+
+
+def test_a_windows_1252_template_is_read_like_a_windows_1252_sheet(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, SHOWN / "labels.csv", template=SHOWN / "cp1252_template.j2")
+    plan = build_plan(load_campaign(campaign))
+    assert plan.recipients[0].body == "Hi Ann, ça va? — Zoë"
+    assert any("template read as windows-1252" in note for note in plan.notes)
+
+
+def test_a_campaign_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes('id = "x"\ncontacts = "a.csv"\nbody = "Olá"\n'.encode("cp1252"))
+    result = run_cli("check", path)
+    assert result.exit_code == 2
+    assert "the campaign file is not UTF-8 text (byte 0xE1" in result.output

@@ -13,6 +13,7 @@ import codecs
 import csv
 import io
 import re
+import unicodedata
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class Sheet:
     row_problems: dict[int, tuple[str, str]] = field(default_factory=dict)
     # column index → {sheet row: why} for XLSX cells whose number format could not be applied
     unshown: dict[int, dict[int, str]] = field(default_factory=dict)
+    head: tuple[tuple[str, ...], ...] = ()  # the first rows below the header, every cell: to spot a title row
+    header_row: int = 1
 
     def column(self, index: int) -> list[str]:
         return self.frame.get_column(f"c{index}").to_list()
@@ -61,10 +64,11 @@ def header_key(name: str) -> str:
 
 def clean_cell(value: str) -> str:
     """Strip zero-width characters, BOMs and odd whitespace; fold inner runs of spaces."""
-    return _SPACES.sub(" ", _INVISIBLE.sub("", value)).strip()
+    return unicodedata.normalize("NFC", _SPACES.sub(" ", _INVISIBLE.sub("", value)).strip())
 
 
-def load_sheet(path: Path, *, sheet: str | None = None, encoding: str | None = None) -> Sheet:
+def load_sheet(path: Path, *, sheet: str | None = None, encoding: str | None = None, header_row: int = 1) -> Sheet:
+    """The table; ``header_row`` is the sheet row holding the headers (rows above it are ignored)."""
     if not path.exists():
         raise InputError(f"{path}: contact file does not exist")
     suffix = path.suffix.lower()
@@ -73,12 +77,14 @@ def load_sheet(path: Path, *, sheet: str | None = None, encoding: str | None = N
         sheet_name = choose_sheet(path, sheet)
         raw = _read_xlsx(path, sheet_name)
         shown = as_shown(path, sheet_name, raw)
-        return _tabulate(path, shown.frame, sheet_name, first_row=shown.first_row, unshown=shown.unshown)
+        return _tabulate(
+            path, shown.frame, sheet_name, first_row=shown.first_row, unshown=shown.unshown, header_row=header_row
+        )
     elif suffix in (".csv", ".tsv", ".txt"):
         raw, bad_lines = _read_csv(path, encoding)
     else:
         raise InputError(f"{path}: unsupported contact file type {suffix!r} (use .csv or .xlsx)")
-    return _tabulate(path, raw, sheet_name, capped=True, bad_lines=bad_lines)
+    return _tabulate(path, raw, sheet_name, capped=True, bad_lines=bad_lines, header_row=header_row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +173,7 @@ def _refuse_zip_bomb(path: Path) -> None:
 def _read_csv(path: Path, encoding: str | None) -> tuple[pl.DataFrame, dict[int, str]]:
     """The table, and the sheet rows holding lines that are not valid in the file's encoding."""
     data = path.read_bytes()
-    text, bad_lines = _decode(path, data, encoding)
+    text, bad_lines = decode_text(path, data, encoding)
     if not text.strip():
         raise InputError(f"{path}: the file is empty")
     delimiter = _sniff_delimiter(text)
@@ -204,7 +210,7 @@ def _rows_of_lines(text: str, delimiter: str, bad_lines: dict[int, str]) -> dict
     return rows
 
 
-def _decode(path: Path, data: bytes, encoding: str | None) -> tuple[str, dict[int, str]]:
+def decode_text(path: Path, data: bytes, encoding: str | None) -> tuple[str, dict[int, str]]:
     """The text and, for a mostly-UTF-8 file, its lines that are not UTF-8 (line → why)."""
     if encoding:
         try:
@@ -288,14 +294,17 @@ def _tabulate(
     first_row: int = 1,
     unshown: dict[int, dict[int, str]] | None = None,
     bad_lines: dict[int, str] | None = None,
+    header_row: int = 1,
 ) -> Sheet:
+    if header_row > first_row:
+        raw, first_row = raw.slice(header_row - first_row), header_row
     if raw.height == 0 or raw.width == 0:
         raise InputError(f"{path}: the sheet is empty (no header row)")
     header_cells = [clean_cell(v) if v is not None else "" for v in raw.row(0)]
     while header_cells and header_cells[-1] == "":
         header_cells.pop()
     if not header_cells:
-        raise InputError(f"{path}: row 1 should hold the column headers but it is blank")
+        raise InputError(f"{path}: row {first_row} should hold the column headers but it is blank")
     _check_headers(path, header_cells)
     width = len(header_cells)
     if raw.width < width:
@@ -313,6 +322,7 @@ def _tabulate(
         .str.replace_all(_INVISIBLE.pattern, "")
         .str.replace_all(_SPACES.pattern, " ")
         .str.strip_chars()
+        .str.normalize("NFC")  # macOS writes "é" as e + U+0301; matched and sent composed
     )
     _check_cell_sizes(path, body, header_cells)
     row_numbers = list(range(first_row + 1, body.height + first_row + 1))
@@ -326,7 +336,8 @@ def _tabulate(
     if body.height == 0:
         raise InputError(f"{path}: has a header row but no data rows")
     kept = {col: cells for col, cells in (unshown or {}).items() if col < width}
-    return Sheet(path, header_cells, body, row_numbers, sheet_name, overflow, kept)
+    head = tuple(tuple(clean_cell(v or "") for v in raw.row(i)) for i in range(1, min(raw.height, 11)))
+    return Sheet(path, header_cells, body, row_numbers, sheet_name, overflow, kept, head, first_row)
 
 
 def _overflowing_rows(raw: pl.DataFrame, width: int, capped: bool) -> dict[int, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chertcast.campaign import Campaign
-from chertcast.contacts import Sheet, header_key, load_sheet
+from chertcast.contacts import Sheet, decode_text, header_key, load_sheet
 from chertcast.errors import ConfigError, InputError
 from chertcast.phones import PhoneResult, normalise, normalise_many
 from chertcast.render import MessageTemplate, Rendered, TemplateProblem, variable_name
@@ -159,8 +159,11 @@ class Plan:
 
 
 def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
-    template = _compile(campaign)
-    sheet = load_sheet(campaign.contacts, sheet=campaign.sheet, encoding=encoding or campaign.encoding)
+    template, template_encoding = _compile(campaign)
+    sheet = load_sheet(
+        campaign.contacts, sheet=campaign.sheet, encoding=encoding or campaign.encoding, header_row=campaign.header_row
+    )
+    _refuse_title_row(campaign, sheet)
     variables = _variables(sheet)
     try:
         unknown = template.unknown_variables(set(variables))
@@ -197,17 +200,37 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
         builder.build(plan)
     except TemplateProblem as exc:  # the sandbox refused the template itself: no row can render
         raise ConfigError(str(exc)) from None
+    if template_encoding != "utf-8":
+        plan.notes.append(f"template read as {template_encoding} (not UTF-8): check its accents in preview")
     if detected:
         plan.notes.append(f"phone column: {sheet.headers[phone_index]!r} (detected; set [columns] phone to choose)")
     return plan
 
 
-def _compile(campaign: Campaign) -> MessageTemplate:
+def _compile(campaign: Campaign) -> tuple[MessageTemplate, str]:
+    """The compiled template and the encoding its file was read in."""
     origin = str(campaign.template) if campaign.template else f"{campaign.source}: body"
+    text, encoding = campaign.template_source()
     try:
-        return MessageTemplate(campaign.template_text(), origin)
+        return MessageTemplate(text, origin), encoding
     except TemplateProblem as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _refuse_title_row(campaign: Campaign, sheet: Sheet) -> None:
+    """A title above the header ("Leads — export of 3 May") would make every header wrong:
+    when no header is the phone column but a row below holds one, say where the header is."""
+    wanted = {header_key(campaign.columns.phone)} if campaign.columns.phone else set(PHONE_HEADERS)
+    if any(header_key(h) in wanted for h in sheet.headers):
+        return
+    for offset, cells in enumerate(sheet.head, start=1):
+        if any(header_key(cell) in wanted for cell in cells if cell):
+            row = sheet.header_row + offset
+            shown = ", ".join(repr(c) for c in cells if c)
+            raise ConfigError(
+                f"{sheet.path}: the header is not on row {sheet.header_row}: row {row} looks like the header "
+                f"({shown}); delete the rows above it or set header_row = {row} in {campaign.source.name}"
+            )
 
 
 def _variables(sheet: Sheet) -> dict[str, int]:
@@ -306,7 +329,8 @@ def _load_list(path: Path, region: str) -> SuppressionList:
     sheet_name: str | None = None
     problems: dict[int, tuple[str, str]] = {}
     if path.suffix.lower() == ".txt":
-        cells = [(n, line) for n, line in enumerate(_text_lines(path), start=1)]
+        lines, problems = _text_lines(path)
+        cells = list(enumerate(lines, start=1))
     else:
         sheet = load_sheet(path)
         sheet_name, problems = sheet.sheet_name, sheet.row_problems
@@ -353,13 +377,14 @@ def _list_number_column(path: Path, sheet: Sheet, region: str) -> int | None:
     )
 
 
-def _text_lines(path: Path) -> list[str]:
+def _text_lines(path: Path) -> tuple[list[str], dict[int, tuple[str, str]]]:
+    """A .txt list's lines, decoded like a CSV sheet (UTF-8/16, Windows-1252, mixed lines reported)."""
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"{path}: suppression list does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read suppression list: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read suppression list: {exc.strerror}") from None
+    text, bad_lines = decode_text(path, data, None)
+    return text.splitlines(), {line: ("row_not_utf8", why) for line, why in bad_lines.items()}
 
 
 class _RowBuilder:
@@ -469,7 +494,7 @@ class _RowBuilder:
         if phone.error:
             problems.append(Issue(row, self.phone_header, "error", phone.error, phone.reason))
         elif phone.warning:
-            issues.append(Issue(row, self.phone_header, "warning", "not_imessage", phone.warning))
+            issues.append(Issue(row, self.phone_header, "warning", phone.warning_code, phone.warning))
         body = self._body(row, rendered, problems)
         name, external_id, line, effect = self._extras(cells)
         attachments = (

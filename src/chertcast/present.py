@@ -34,6 +34,7 @@ _FIX_WORDS = {
     "not_imessage": ("check", "number that may not receive iMessage"),
     "suppress_unreadable": ("fix", "unreadable suppression-list line"),
     "row_extra_cells": ("fix", "row with more cells than the header"),
+    "phone_extension": ("check", "number with an extension"),
     "row_not_utf8": ("check", "row that is not UTF-8 like the rest of the file"),
     "cell_format_unknown": ("format", "cell chertcast cannot show as Excel does"),
 }

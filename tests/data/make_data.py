@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import unicodedata
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -122,6 +124,25 @@ def as_shown() -> None:
     book.active = 1
     book.save(SHOWN / "hidden_first_sheet.xlsx")
     formats_xlsx()
+    # macOS writes headers and names decomposed (NFD): "Prénom" as e + U+0301.
+    (SHOWN / "nfd_headers.csv").write_text(
+        unicodedata.normalize("NFD", "Téléphone,Prénom\n4155550210,Zoé\n"), encoding="utf-8"
+    )
+    # A title row above the header, as many CRM exports have.
+    (SHOWN / "title_row.csv").write_text(
+        "Leads export — 3 May 2026\n\nPhone,First Name\n4155550211,Ann\n4155550212,Bob\n"
+    )
+    # Numbers with extensions and a label in brackets.
+    (SHOWN / "labels.csv").write_text(
+        "Phone,Name\n415-555-0213 x123,Ann\n415-555-0214 ext. 12,Bob\n415-555-0215 (mobile),Cy\n"
+    )
+    # Templates and a campaign file saved by Notepad: BOMs, Windows-1252.
+    (SHOWN / "bom_template.j2").write_bytes(codecs.BOM_UTF8 + "Hi {{ name }}, ça va?".encode())
+    (SHOWN / "cp1252_template.j2").write_bytes("Hi {{ name }}, ça va? — Zoë".encode("cp1252"))
+    (SHOWN / "bom_campaign.toml").write_bytes(
+        codecs.BOM_UTF8 + b'id = "bom"\ncontacts = "labels.csv"\ntemplate = "bom_template.j2"\n'
+        b"[capacity]\nenabled = false\n[quiet_hours]\nenabled = false\n"
+    )
     # A UTF-8 export with one line pasted from a Windows-1252 file.
     (SHOWN / "mixed_encoding.csv").write_bytes(
         "phone,name,city\n4155550200,Zoë,Zürich\n".encode()
