@@ -345,3 +345,51 @@ def test_a_campaign_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
     result = run_cli("check", path)
     assert result.exit_code == 2
     assert "the campaign file is not UTF-8 text (byte 0xE1" in result.output
+
+
+# 8. Template features fail once, or work
+
+
+def test_includes_beside_the_template_work(tmp_path: Path) -> None:
+    (tmp_path / "footer.j2").write_text("Reply STOP to opt out, {{ name }}.")
+    (tmp_path / "macros.j2").write_text("{% macro hello(who) %}Hello {{ who }}{% endmacro %}")
+    template = tmp_path / "main.j2"
+    template.write_text('{% import "macros.j2" as m %}{{ m.hello(name) }}!\n\n{% include "footer.j2" %}')
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone,name\n4155550220,Ann\n")
+    plan = build_plan(load_campaign(write_campaign(tmp_path, contacts, template=template)))
+    assert plan.recipients[0].body == "Hello Ann!\n\nReply STOP to opt out, Ann."
+
+
+def test_a_missing_include_is_one_campaign_error(tmp_path: Path) -> None:
+    template = tmp_path / "main.j2"
+    template.write_text('Hi {{ name }}\n{% include "footer.j2" %}')
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone,name\n4155550220,Ann\n4155550221,Bob\n")
+    result = run_cli("check", write_campaign(tmp_path, contacts, template=template))
+    assert result.exit_code == 2
+    assert "includes 'footer.j2', which is not a file in" in result.output
+    assert result.output.count("footer.j2") == 1
+
+
+def test_a_variable_only_in_an_include_is_checked_like_any_other(tmp_path: Path) -> None:
+    (tmp_path / "footer.j2").write_text("{{ nickname }}")
+    template = tmp_path / "main.j2"
+    template.write_text('Hi {% include "footer.j2" %}')
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone,name\n4155550220,Ann\n")
+    result = run_cli("check", write_campaign(tmp_path, contacts, template=template))
+    assert result.exit_code == 2 and "template variable nickname is not a column" in result.output
+
+
+def test_an_empty_cell_in_a_test_is_false_and_never_gets_greeting_advice(tmp_path: Path) -> None:
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone,vip,tier\n4155550220,yes,gold\n4155550221,,\n")
+    body = "Hi{% if vip %} VIP{% endif %}"
+    plan = build_plan(load_campaign(write_campaign(tmp_path, contacts, body=body)))
+    assert [r.body for r in plan.recipients] == ["Hi VIP", "Hi"]
+    compare = "Hi{% if tier == 'gold' %} gold{% endif %}"
+    plan = build_plan(load_campaign(write_campaign(tmp_path, contacts, body=compare)))
+    assert plan.recipients[1].status == "error"
+    assert 'default("there"' not in plan.recipients[1].reason
+    assert "{% if tier is defined and tier == ... %}" in plan.recipients[1].reason

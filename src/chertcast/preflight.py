@@ -211,8 +211,9 @@ def _compile(campaign: Campaign) -> tuple[MessageTemplate, str]:
     """The compiled template and the encoding its file was read in."""
     origin = str(campaign.template) if campaign.template else f"{campaign.source}: body"
     text, encoding = campaign.template_source()
+    folder = campaign.template.parent if campaign.template else None
     try:
-        return MessageTemplate(text, origin), encoding
+        return MessageTemplate(text, origin, folder), encoding
     except TemplateProblem as exc:
         raise ConfigError(str(exc)) from None
 

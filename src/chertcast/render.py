@@ -16,6 +16,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -49,6 +50,16 @@ class Rendered:
     variable: str | None = None
 
 
+class EmptyCell(jinja2.StrictUndefined):
+    """An empty cell: an error wherever it would be shown or computed with, but false in a
+    test, so ``{% if vip %}`` on an empty cell simply takes the other branch."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:  # type: ignore[override]  # StrictUndefined raises here
+        return False
+
+
 class MessageTemplate:
     """One compiled template and the variables it needs.
 
@@ -59,10 +70,14 @@ class MessageTemplate:
     ``render``), so preview, send and resume pick the same variant.
     """
 
-    def __init__(self, source: str, origin: str) -> None:
+    def __init__(self, source: str, origin: str, folder: Path | None = None) -> None:
         self.origin = origin
         self._env = ImmutableSandboxedEnvironment(
-            undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+            undefined=EmptyCell,
+            autoescape=False,
+            keep_trailing_newline=False,
+            loader=jinja2.FileSystemLoader(folder, encoding="utf-8-sig") if folder is not None else None,
+            auto_reload=False,
         )
         self._rng = random.Random(0)
         seeded = self._seeded_random
@@ -72,12 +87,40 @@ class MessageTemplate:
         self._env.globals.clear()  # so that a name like `range` counts as a free variable
         try:
             parsed = self._env.parse(source)
-            self.variables = frozenset(meta.find_undeclared_variables(parsed))
+            trees = self._with_included(parsed, folder, set())
+            self.variables = frozenset().union(*(meta.find_undeclared_variables(tree) for tree in trees))
             self._env.globals.update(defaults)
             self._template = self._env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateProblem(f"{origin}, line {exc.lineno}: template syntax error: {exc.message}") from None
-        self.uses_random = any(node.name == "random" for node in parsed.find_all(nodes.Filter))
+            where = f"{exc.name}, " if exc.name else ""
+            raise TemplateProblem(f"{origin}, {where}line {exc.lineno}: template syntax error: {exc.message}") from None
+        self.uses_random = any(node.name == "random" for tree in trees for node in tree.find_all(nodes.Filter))
+        conditions: list[nodes.Node] = [node.test for tree in trees for node in tree.find_all(nodes.If)]
+        conditions += [node.test for tree in trees for node in tree.find_all(nodes.CondExpr)]
+        self.tested = frozenset(name.name for test in conditions for name in test.find_all(nodes.Name))
+
+    def _with_included(self, parsed: nodes.Template, folder: Path | None, seen: set[str]) -> list[nodes.Template]:
+        """This template and every file it includes or imports, parsed once at compile time,
+        so that a missing file stops the campaign once instead of failing every row."""
+        trees = [parsed]
+        for name in meta.find_referenced_templates(parsed):
+            if name is None:
+                raise TemplateProblem(
+                    f"{self.origin}: an include or import whose file name is computed per row; name the file"
+                )
+            if name in seen:
+                continue
+            seen.add(name)
+            if self._env.loader is None or folder is None:
+                raise TemplateProblem(f"{self.origin}: includes {name!r}, but an inline body cannot include files")
+            try:
+                included, _, _ = self._env.loader.get_source(self._env, name)
+            except jinja2.TemplateNotFound:
+                raise TemplateProblem(
+                    f"{self.origin}: includes {name!r}, which is not a file in {folder} (the template's folder)"
+                ) from None
+            trees += self._with_included(self._env.parse(included, name), folder, seen)
+        return trees
 
     def _seeded_random(self, seq: Sequence[Any]) -> Any:
         """Jinja's ``random`` filter, drawn from the recipient's own generator."""
@@ -108,10 +151,16 @@ class MessageTemplate:
         except jinja2.UndefinedError as exc:
             match = _UNDEFINED_NAME.search(str(exc))
             name = match.group(1) if match else None
-            reason = (
-                f"the template uses {{{{ {name} }}}} but this row's cell is empty; "
-                "fill it or give a default, e.g. {{ " + f'{name} | default("there", true)' + " }}"
-            )
+            if name in self.tested:
+                reason = (
+                    f"the template compares {name} but this row's cell is empty; fill it, or test for it "
+                    "first: {% if " + f"{name} is defined and {name} == ..." + " %}"
+                )
+            else:
+                reason = (
+                    f"the template uses {{{{ {name} }}}} but this row's cell is empty; "
+                    "fill it or give a default, e.g. {{ " + f'{name} | default("there", true)' + " }}"
+                )
             return Rendered(None, "empty_variable", reason if name else str(exc), name)
         except SecurityError as exc:
             raise TemplateProblem(f"{self.origin}: the template tried something unsafe: {exc}") from None
