@@ -210,18 +210,30 @@ def test_xlsx_cells_render_as_their_number_format_shows_them(tmp_path: Path) -> 
     assert [r.body for r in plan.recipients] == [
         "15/03/2026 15.0% $1,234.50 02139 99.90 €",
         "01/12/2026 7.5% -$20.00 00501 0.00 €",
+        "n/a none TBD n/a -",  # text typed into formatted columns stays text
     ]
+
+
+def test_shared_strings_in_formatted_columns_are_never_formatted_as_numbers() -> None:
+    from chertcast.contacts import _styled_cells
+
+    cells = _styled_cells([1])
+    assert cells.findall(b'<c r="B4" s="1" t="s"><v>0</v></c>') == []
+    assert cells.findall(b'<c r="B4" t="s" s="1"><v>0</v></c>') == []
+    assert cells.findall(b'<c r="B4" s="1" t="b"><v>1</v></c>') == []
+    assert cells.findall(b'<x:c r="B4" s="1"><x:v>46096</x:v></x:c>') == [(b"B", b"4", b"1", b"46096")]
+    assert cells.findall(b'<c r="B4" s="1" t="n"><f>A1</f><v>2</v></c>') == [(b"B", b"4", b"1", b"2")]
 
 
 @pytest.mark.parametrize("column", ["signed", "score"])
 def test_formats_that_cannot_be_reproduced_stop_the_rows_that_use_them(tmp_path: Path, column: str) -> None:
     plan = build_plan(load_campaign(write_campaign(tmp_path, SHOWN / "formats.xlsx", body=f"{{{{ {column} }}}}")))
-    assert [r.status for r in plan.recipients] == ["error", "error"]
+    assert [r.status for r in plan.recipients] == ["error", "error", "sendable"]
     assert all(i.code == "cell_format_unknown" for i in plan.issues)
     assert "cannot reproduce exactly" in plan.recipients[0].reason
     # a column the template does not use does not matter
     other = build_plan(load_campaign(write_campaign(tmp_path, SHOWN / "formats.xlsx", body="{{ zip }}")))
-    assert [r.status for r in other.recipients] == ["sendable", "sendable"]
+    assert [r.status for r in other.recipients] == ["sendable", "sendable", "sendable"]
 
 
 @pytest.mark.parametrize(

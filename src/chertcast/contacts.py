@@ -324,7 +324,7 @@ def _tabulate(
         .str.strip_chars()
         .str.normalize("NFC")  # macOS writes "é" as e + U+0301; matched and sent composed
     )
-    _check_cell_sizes(path, body, header_cells)
+    _check_cell_sizes(path, body, header_cells, first_row)
     row_numbers = list(range(first_row + 1, body.height + first_row + 1))
     blank = body.select(pl.all_horizontal(pl.all() == "")).to_series()
     if overflow:
@@ -374,13 +374,13 @@ def _check_headers(path: Path, headers: list[str]) -> None:
         seen[key] = index
 
 
-def _check_cell_sizes(path: Path, body: pl.DataFrame, headers: list[str]) -> None:
+def _check_cell_sizes(path: Path, body: pl.DataFrame, headers: list[str], first_row: int) -> None:
     lengths = body.select(pl.all().str.len_chars().max()).row(0)
     for index, longest in enumerate(lengths):
         if longest is not None and longest > MAX_CELL_CHARS:
             position = body.get_column(f"c{index}").str.len_chars().arg_max() or 0
             raise InputError(
-                f"{path}: row {position + 2}, column {headers[index]!r}: a cell of "
+                f"{path}: row {position + first_row + 1}, column {headers[index]!r}: a cell of "
                 f"{longest:,} characters (limit {MAX_CELL_CHARS:,}); is this a broken export?"
             )
 
@@ -403,7 +403,10 @@ class ShownSheet:
 
 _REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 _PKG_REL_NS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
-_VALUE_CELL = re.compile(rb'<c r="([A-Z]{1,3})([0-9]+)"([^>]*)>(?:<f\b[^>]*?(?:/>|>[^<]*</f>))?(?:<v>([^<]*)</v>|<is>)')
+_VALUE_CELL = re.compile(
+    rb'<(?:\w+:)?c r="([A-Z]{1,3})([0-9]+)"([^>]*)>(?:<(?:\w+:)?f\b[^>]*?(?:/>|>[^<]*</(?:\w+:)?f>))?'
+    rb"(?:<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>|<(?:\w+:)?is>)"
+)
 
 
 def as_shown(path: Path, sheet_name: str, frame: pl.DataFrame) -> ShownSheet:
@@ -463,8 +466,8 @@ def _first_row(archive: zipfile.ZipFile, names: set[str], path: Path, sheet_name
     part = _sheet_part(archive, path, sheet_name)
     with archive.open(part) as handle:
         head = handle.read(1 << 20)
-    match = re.search(rb'<c r="[A-Z]{1,3}([0-9]+)"[^>]*?>(?:<f\b[^>]*?(?:/>|>[^<]*</f>))?<(?:v|is)>', head)
-    return int(match.group(1)) if match else 1
+    match = _VALUE_CELL.search(head)
+    return int(match.group(2)) if match else 1
 
 
 def _column_number(letters: bytes) -> int:
@@ -474,15 +477,18 @@ def _column_number(letters: bytes) -> int:
     return number
 
 
-_ANY_VALUE_COLUMN = re.compile(rb'<c r="([A-Z]{1,3})[0-9]+"[^>]*>(?:<f\b[^>]*?(?:/>|>[^<]*</f>))?<(?:v|is)>')
+_ANY_VALUE_COLUMN = re.compile(
+    rb'<(?:\w+:)?c r="([A-Z]{1,3})[0-9]+"[^>]*>(?:<(?:\w+:)?f\b[^>]*?(?:/>|>[^<]*</(?:\w+:)?f>))?<(?:\w+:)?(?:v|is)>'
+)
 
 
 def _styled_cells(styles: Iterable[int]) -> re.Pattern[bytes]:
     """Number cells (no t, or t="n") of the given styles: column, row, style, value."""
     ids = b"|".join(str(s).encode() for s in sorted(styles, reverse=True))
     return re.compile(
-        rb'<c r="([A-Z]{1,3})([0-9]+)"(?: [a-z]+="[^"]*")*? s="(' + ids + rb')"(?: t="n")?(?: [a-z]+="[^"]*")*>'
-        rb"(?:<f\b[^>]*?(?:/>|>[^<]*</f>))?<v>([^<]*)</v>"
+        rb'<(?:\w+:)?c r="([A-Z]{1,3})([0-9]+)"(?: (?!t=)[a-z]+="[^"]*")*? s="(' + ids + rb')"'
+        rb'(?: t="n")?(?: (?!t=)[a-z]+="[^"]*")*>'
+        rb"(?:<(?:\w+:)?f\b[^>]*?(?:/>|>[^<]*</(?:\w+:)?f>))?<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>"
     )
 
 

@@ -164,7 +164,8 @@ def formats_xlsx() -> None:
     sheet.append(["Phone", "Renewal", "Discount", "Balance", "Zip", "Euro", "Signed", "Score"])
     sheet.append(["4155550190", datetime(2026, 3, 15), 0.15, 1234.5, 2139, 99.9, datetime(2026, 3, 15), 1.5e-3])
     sheet.append(["4155550191", datetime(2026, 12, 1), 0.075, -20, 501, 0, datetime(2026, 12, 1), 2.5e-4])
-    for row in (2, 3):
+    sheet.append(["4155550192", "n/a", "none", "TBD", "n/a", "-", "n/a", "n/a"])  # text in formatted columns
+    for row in (2, 3, 4):
         sheet[f"B{row}"].number_format = "DD/MM/YYYY"
         sheet[f"C{row}"].number_format = "0.0%"
         sheet[f"D{row}"].number_format = '"$"#,##0.00;-"$"#,##0.00'
