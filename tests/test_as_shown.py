@@ -405,3 +405,13 @@ def test_an_empty_cell_in_a_test_is_false_and_never_gets_greeting_advice(tmp_pat
     assert plan.recipients[1].status == "error"
     assert 'default("there"' not in plan.recipients[1].reason
     assert "{% if tier is defined and tier == ... %}" in plan.recipients[1].reason
+
+
+def test_a_column_named_self_is_refused_and_jinja_objects_never_print(tmp_path: Path) -> None:
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone,Self,name\n4155550172,me,ann\n")
+    result = run_cli("check", write_campaign(tmp_path, contacts, body="Hi {{ self }}"))
+    assert result.exit_code == 2 and "a column called Self cannot be used" in result.output
+    body = "{% for x in [1] %}{{ loop }}{% endfor %} {{ name }}"
+    plan = build_plan(load_campaign(write_campaign(tmp_path, contacts, body=body)))
+    assert plan.recipients[0].status == "error" and "printed a Python object" in plan.recipients[0].reason

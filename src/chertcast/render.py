@@ -27,7 +27,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 _NON_WORD = re.compile(r"[\W_]+")
 _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
 _UNDEFINED_NAME = re.compile(r"'([^']+)' is undefined")
-_PYTHON_REPR = re.compile(r"<(?:[\w.]+ )*(?:function|method|built-in|class|module|object)\b[^>]*>")
+_PYTHON_REPR = re.compile(
+    r"<(?:[\w.]+ )*(?:function|method|built-in|class|module|object|generator|TemplateReference|LoopContext"
+    r"|Macro|Namespace)\b[^>]*>"
+)
 
 
 def variable_name(header: str) -> str:
@@ -94,6 +97,7 @@ class MessageTemplate:
         except jinja2.TemplateSyntaxError as exc:
             where = f"{exc.name}, " if exc.name else ""
             raise TemplateProblem(f"{origin}, {where}line {exc.lineno}: template syntax error: {exc.message}") from None
+        self.names = frozenset(node.name for tree in trees for node in tree.find_all(nodes.Name))
         self.uses_random = any(node.name == "random" for tree in trees for node in tree.find_all(nodes.Filter))
         conditions: list[nodes.Node] = [node.test for tree in trees for node in tree.find_all(nodes.If)]
         conditions += [node.test for tree in trees for node in tree.find_all(nodes.CondExpr)]
@@ -134,6 +138,11 @@ class MessageTemplate:
         over a Jinja global of the same name, and a global that is not a column stays one."""
         for name in self.variables & known:
             self._env.globals.pop(name, None)
+        if "self" in known and "self" in self.names:
+            raise TemplateProblem(
+                f"{self.origin}: `self` is Jinja's own name for the template, so a column called Self "
+                "cannot be used in it; rename the column's header"
+            )
         if "lipsum" in self.variables - known:
             raise TemplateProblem(
                 f"{self.origin}: lipsum() writes different random text on every run, so a resume "
@@ -166,7 +175,7 @@ class MessageTemplate:
             raise TemplateProblem(f"{self.origin}: the template tried something unsafe: {exc}") from None
         except Exception as exc:  # a filter raising on this row's data, e.g. int("abc")
             return Rendered(None, "render_failed", f"the template failed on this row: {exc}")
-        if " at 0x" in text or "<built-in" in text or "<class " in text:
+        if "<" in text:
             shown = _PYTHON_REPR.search(text)
             if shown:
                 return Rendered(
