@@ -415,3 +415,19 @@ def test_a_column_named_self_is_refused_and_jinja_objects_never_print(tmp_path: 
     body = "{% for x in [1] %}{{ loop }}{% endfor %} {{ name }}"
     plan = build_plan(load_campaign(write_campaign(tmp_path, contacts, body=body)))
     assert plan.recipients[0].status == "error" and "printed a Python object" in plan.recipients[0].reason
+
+
+def test_xlsx_cells_beyond_the_last_header_are_reported_too(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Phone", "Name"])
+    sheet.append(["4155550230", "Ann"])
+    sheet.append(["4155550231", "Bob", None, "left over"])
+    path = tmp_path / "beyond.xlsx"
+    book.save(path)
+    sheet_read = load_sheet(path)
+    assert list(sheet_read.row_problems) == [3]
+    assert "this row has 4 cells but the header has 2" in sheet_read.row_problems[3][1]
