@@ -75,7 +75,7 @@ def _env() -> dict[str, str]:
 def test_a_newly_suppressed_delivered_recipient_is_counted_once(tmp_path: Path) -> None:
     contacts = write_contacts(tmp_path / "contacts.csv", 5)
     campaign = write_campaign(tmp_path, contacts, extra='suppress = ["optout.txt"]\n')
-    (tmp_path / "optout.txt").write_text("")
+    (tmp_path / "optout.txt").write_text("+447400123456\n")  # someone not in the sheet: an empty list is refused
     plan = plan_of(campaign)
     first = plan.sendable[0]
     assert first.key is not None

@@ -31,7 +31,7 @@ def test_report_of_a_resorted_sheet_with_a_new_suppression_and_a_removed_row(tmp
     contacts = tmp_path / "contacts.csv"
     contacts.write_text("phone,name\n" + "\n".join(rows) + "\n")
     campaign = write_campaign(tmp_path, contacts, body="Hi {{ name }}", extra='suppress = ["optout.txt"]\n')
-    (tmp_path / "optout.txt").write_text("")
+    (tmp_path / "optout.txt").write_text("+447400123456\n")  # someone not in the sheet: an empty list is refused
     with SandboxServer() as server:
         first = run_process("send", campaign, "--yes", env=env_for(server))
         assert first.returncode == 0, first.stdout + first.stderr

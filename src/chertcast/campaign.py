@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import ipaddress
 import os
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chertcast.capacity import CapacityRules, QuietHours, parse_clock
@@ -188,6 +191,10 @@ class ApiSettings(_Strict):
         return clean_base_url(value)
 
 
+_NOT_CP1252 = (0x81, 0x8D, 0x8F, 0x90, 0x9D)  # bytes Windows-1252 leaves undefined
+_REGION_ALIASES = {"UK": "GB", "EN": "GB", "ENG": "GB", "EL": "GR", "USA": "US", "UAE": "AE"}
+
+
 class Campaign(_Strict):
     id: Slug
     contacts: Path
@@ -196,6 +203,7 @@ class Campaign(_Strict):
     template: Path | None = None
     body: str | None = None
     default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    header_row: int = Field(default=1, ge=1, le=1000)
     max_body_chars: int = Field(default=DEFAULT_MAX_BODY_CHARS, ge=1, le=10_000)
     suppress: list[Path] = Field(default_factory=list)
     columns: Columns = Field(default_factory=Columns)
@@ -204,6 +212,18 @@ class Campaign(_Strict):
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     quiet_hours: QuietHoursSettings = Field(default_factory=QuietHoursSettings)
     source: Path = Field(default=Path("campaign.toml"), exclude=True)
+
+    @field_validator("default_region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        code = value.strip().upper()
+        if code in _REGION_ALIASES:
+            raise ValueError(f"{value!r} is not a region code; use {_REGION_ALIASES[code]!r}")
+        if code not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region code phone numbers use (ISO 3166 letters such as US, GB, DE)")
+        return code
 
     @model_validator(mode="after")
     def _one_message_source(self) -> Campaign:
@@ -215,16 +235,56 @@ class Campaign(_Strict):
     def default_journal(self) -> Path:
         return self.source.with_name(f"{self.source.stem}.journal.sqlite")
 
+    def inputs(self) -> dict[Path, str]:
+        """Every file this campaign reads or keeps, with what it is: never to be written over."""
+        found: dict[Path, str] = {self.source: "campaign file", self.contacts: "contacts"}
+        if self.template is not None:
+            found[self.template] = "template"
+        for path in self.suppress:
+            found[path] = "suppression list"
+        base = self.source.resolve().parent
+        for spec in self.send.attachments:
+            name = spec if isinstance(spec, str) else spec.file
+            if name and ("/" in name or "\\" in name or Path(name).suffix):
+                found[base / name] = "attachment"
+        for journal in (self.default_journal, self.source.with_name(f"{self.source.stem}.sandbox.journal.sqlite")):
+            for suffix in ("", "-wal", "-shm", ".lock"):
+                found[journal.with_name(journal.name + suffix)] = "journal"
+        return found
+
     def template_text(self) -> str:
+        return self.template_source()[0]
+
+    def template_source(self) -> tuple[str, str]:
+        """The message template and the encoding it was read in.
+
+        UTF-8 (a BOM is dropped: it would start every message with an invisible U+FEFF),
+        else Windows-1252 as for sheets; composed to NFC like the sheet's headers and cells.
+        """
         if self.body is not None:
-            return self.body
+            return unicodedata.normalize("NFC", self.body), "utf-8"
         assert self.template is not None
         try:
-            return self.template.read_text(encoding="utf-8")
+            data = self.template.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"{self.source}: template {self.template} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{self.source}: cannot read template {self.template}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{self.source}: cannot read template {self.template}: {exc.strerror}") from None
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            try:
+                text, encoding = data.decode("utf-16"), "utf-16"
+            except UnicodeDecodeError:
+                raise ConfigError(f"{self.template}: damaged UTF-16 text; save the template as UTF-8") from None
+        else:
+            try:
+                text, encoding = data.decode("utf-8-sig"), "utf-8"
+            except UnicodeDecodeError:
+                if any(byte in data for byte in _NOT_CP1252):
+                    raise ConfigError(
+                        f"{self.template}: the template is neither UTF-8 nor Windows-1252 text; save it as UTF-8"
+                    ) from None
+                text, encoding = data.decode("cp1252"), "windows-1252"
+        return unicodedata.normalize("NFC", text.removeprefix("\ufeff")), encoding
 
     def resolved_base_url(self) -> str:
         override = os.environ.get(BASE_URL_ENV, "").strip()
@@ -270,13 +330,18 @@ def load_campaign(path: Path | str) -> Campaign:
     """Read and validate a campaign file; every problem is listed with its key path."""
     source = Path(path)
     try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
+        data = tomllib.loads(source.read_text(encoding="utf-8-sig"))  # Notepad's BOM is not TOML's business
     except FileNotFoundError:
         raise ConfigError(f"{source}: campaign file does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read campaign file: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{source}: the campaign file is not UTF-8 text (byte 0x{exc.object[exc.start]:02X} at offset "
+            f"{exc.start}); TOML files must be UTF-8: save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read campaign file: {exc.strerror}") from None
     base = source.resolve().parent
     for key in ("contacts", "template"):
         if isinstance(data.get(key), str):

@@ -21,7 +21,7 @@ from chertcast.capacity import CapacityRules, parse_clock
 from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
 from chertcast.errors import CampaignStopped, ChertcastError, InputError
-from chertcast.export import write_table
+from chertcast.export import guard_output, write_table
 from chertcast.journal import STATES, Journal
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
@@ -210,6 +210,7 @@ def sandbox(
 
 CAMPAIGN = click.argument("campaign", type=click.Path(path_type=Path))
 ENCODING = click.option("--encoding", default=None, help="CSV text encoding (default: detected).")
+FORCE = click.option("--force", is_flag=True, help="Replace the --out file if it exists (never a campaign input).")
 
 
 @cli.command()
@@ -254,15 +255,19 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     type=click.Path(path_type=Path),
     help="Write every row with its message, status and key to FILE.csv or FILE.xlsx.",
 )
+@FORCE
 @friendly
 @quiet_pipe
-def preview(campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None) -> None:
+def preview(campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None, force: bool) -> None:
     """Show exactly what recipients will see (blank lines split bubbles); send nothing."""
-    plan = build_plan(load_campaign(campaign), encoding=encoding)
+    loaded = load_campaign(campaign)
+    if out is not None:
+        guard_output(out, loaded.inputs(), force=force)
+    plan = build_plan(loaded, encoding=encoding)
     if out is not None:
         headers = ["row", *plan.sheet.headers, *present.PREVIEW_HEADERS]
         written = write_table(out, headers, present.preview_rows(plan))
-        click.echo(f"wrote {written:,} rows to {out}")
+        click.echo(f"wrote {present.plural(written, 'row')} to {out}")
         return
     if row is not None:
         chosen = [r for r in plan.recipients if r.row == row]
@@ -423,19 +428,28 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 )
 @click.option("--sandbox", is_flag=True, help="Report on the sandbox rehearsal's journal.")
 @ENCODING
+@FORCE
 @friendly
 @quiet_pipe
 def report(
-    campaign: Path, out: Path, only: str | None, journal: Path | None, sandbox: bool, encoding: str | None
+    campaign: Path,
+    out: Path,
+    only: str | None,
+    journal: Path | None,
+    sandbox: bool,
+    encoding: str | None,
+    force: bool,
 ) -> None:
     """Write what happened, row by row, with the sheet's own columns, for your CRM."""
     loaded = load_campaign(campaign)
-    plan = build_plan(loaded, encoding=encoding)
     path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
+    journals = {path.with_name(path.name + suffix): "journal" for suffix in ("", "-wal", "-shm", ".lock")}
+    guard_output(out, {**loaded.inputs(), **journals}, force=force)
+    plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
         headers, rows = present.report_rows(plan, list(opened.rows()), only)
     written = write_table(out, headers, rows)
-    click.echo(f"wrote {written:,} rows to {out}")
+    click.echo(f"wrote {present.plural(written, 'row')} to {out}")
 
 
 def _capacity_rules(

@@ -9,7 +9,8 @@ still readable, and no spreadsheet turns them into arithmetic.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from openpyxl import Workbook
@@ -27,17 +28,33 @@ def neutralise(value: object) -> str | int | float:
     return "'" + text if text.startswith(_EXECUTABLE) else text
 
 
+def guard_output(path: Path, inputs: Mapping[Path, str], *, force: bool) -> None:
+    """Refuse to write over a campaign input (ever) or over any existing file (unless force)."""
+    target = path.resolve()
+    for source, role in inputs.items():
+        if target == source.resolve() or (path.exists() and source.exists() and path.samefile(source)):
+            raise InputError(f"{path}: refusing to write over this campaign's {role}; choose another --out file")
+    if path.exists() and not force:
+        raise InputError(f"{path}: the file already exists; choose another --out file or add --force to replace it")
+
+
 def write_table(path: Path, headers: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
-    """Write rows; returns how many. The format follows the file's extension."""
+    """Write rows; returns how many. The format follows the file's extension.
+
+    Written to a temporary file beside the target and moved into place, so a failure
+    half-way never leaves a truncated file where a good one was.
+    """
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".xlsx"):
         raise InputError(f"{path}: the output must end in .csv or .xlsx")
+    partial = path.with_name(f".{path.name}.partial{suffix}")
     try:
-        if suffix == ".csv":
-            return _write_csv(path, headers, rows)
-        return _write_xlsx(path, headers, rows)
+        count = _write_csv(partial, headers, rows) if suffix == ".csv" else _write_xlsx(partial, headers, rows)
+        os.replace(partial, path)
     except OSError as exc:
+        partial.unlink(missing_ok=True)
         raise InputError(f"{path}: cannot write: {exc.strerror}") from None
+    return count
 
 
 def _write_csv(path: Path, headers: Sequence[str], rows: Iterable[Sequence[object]]) -> int:

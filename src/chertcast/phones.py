@@ -15,6 +15,9 @@ _SCIENTIFIC = re.compile(r"^\d(\.\d+)?[eE]\+?\d+$")
 _NANP_LAYOUT = re.compile(r"^(?:\+1|1)?[ .-]?\(?([2-9][0-9]{2})\)?[ .-]?([0-9]{3})[ .-]?([0-9]{4})$")
 _NANP_REGIONS = frozenset(phonenumbers.region_codes_for_country_code(1))
 _FLOAT_OF_INTEGER = re.compile(r"^(\d{7,15})\.0+$")
+# "415-555-0104 (mobile)": a label in brackets after the number. phonenumbers would read its
+# letters as a vanity number's digits ("mobile" → 662453), making the number "too long".
+_TRAILING_LABEL = re.compile(r"\s*[(\[]\s*[^\W\d_][^()\[\]\d]*[)\]]\s*$")
 _NOT_IMESSAGE = {
     PhoneNumberType.FIXED_LINE: "a landline",
     PhoneNumberType.TOLL_FREE: "a toll-free number",
@@ -40,6 +43,7 @@ class PhoneResult:
     error: str | None = None
     reason: str = ""
     warning: str | None = None
+    warning_code: str = "not_imessage"
 
 
 def normalise_many(raws: Iterable[str], default_region: str) -> dict[str, PhoneResult]:
@@ -61,12 +65,20 @@ def normalise(raw: str, default_region: str) -> PhoneResult:
         )
     if whole := _FLOAT_OF_INTEGER.match(text):
         text = whole.group(1)  # "14155552671.0": a number cell printed as a float, lossless
+    text = _TRAILING_LABEL.sub("", text) or text
     number = _parse(text, default_region)
     if number is None and _DIGITS_ONLY.match(text):
         number = _parse("+" + text, None)  # an Excel number cell that lost its "+"
     if number is None:
         return _explain(text, default_region)
     e164 = phonenumbers.format_number(number[0], phonenumbers.PhoneNumberFormat.E164)
+    if number[0].extension:
+        return PhoneResult(
+            e164,
+            warning=f"{text!r} has an extension ({number[0].extension}); iMessage goes to {e164} itself, "
+            "the extension is dropped",
+            warning_code="phone_extension",
+        )
     kind = _NOT_IMESSAGE.get(number[1])
     warning = f"{e164} looks like {kind}, which cannot receive iMessage" if kind else None
     return PhoneResult(e164, warning=warning)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chertcast.campaign import Campaign
-from chertcast.contacts import Sheet, header_key, load_sheet
+from chertcast.contacts import Sheet, decode_text, header_key, load_sheet
 from chertcast.errors import ConfigError, InputError
 from chertcast.phones import PhoneResult, normalise, normalise_many
 from chertcast.render import MessageTemplate, Rendered, TemplateProblem, variable_name
@@ -40,6 +40,11 @@ PHONE_HEADERS = (
     "contactnumber",
     "whatsapp",
     "number",
+    "msisdn",
+    "e164",
+    "phonee164",
+    "sms",
+    "imessage",
 )
 KEY_PREFIX = "cc1_"
 PARALLEL_THRESHOLD = 50_000  # rows; below this, forking costs more than it saves
@@ -133,6 +138,7 @@ class Plan:
     issues: list[Issue]
     suppressed_numbers: int = 0
     notes: list[str] = field(default_factory=list)
+    lists: list[SuppressionList] = field(default_factory=list)
 
     @property
     def sendable(self) -> list[Recipient]:
@@ -146,16 +152,23 @@ class Plan:
         return max(0.0, len(self.sendable) - settings.burst) / settings.rate
 
     def exit_code(self) -> int:
-        """0: every row can go; 1: some rows have problems (errors or duplicates)."""
+        """0: every row can go; 1: some rows (or suppression-list lines) have problems."""
         counts = self.counts()
-        return 1 if counts["error"] or counts["duplicate"] else 0
+        unread = any(issue.row is None and issue.severity == "error" for issue in self.issues)
+        return 1 if counts["error"] or counts["duplicate"] or unread else 0
 
 
 def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
-    template = _compile(campaign)
-    sheet = load_sheet(campaign.contacts, sheet=campaign.sheet, encoding=encoding or campaign.encoding)
+    template, template_encoding = _compile(campaign)
+    sheet = load_sheet(
+        campaign.contacts, sheet=campaign.sheet, encoding=encoding or campaign.encoding, header_row=campaign.header_row
+    )
+    _refuse_title_row(campaign, sheet)
     variables = _variables(sheet)
-    unknown = template.unknown_variables(set(variables))
+    try:
+        unknown = template.unknown_variables(set(variables))
+    except TemplateProblem as exc:
+        raise ConfigError(str(exc)) from None
     if unknown:
         available = ", ".join(sorted(variables)) or "(none)"
         raise ConfigError(
@@ -167,24 +180,58 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
         name: _mapped_column(campaign, sheet, name)
         for name in ("name", "external_id", "phone_line_id", "effect", "attachments", "timezone")
     }
-    suppressed = load_suppression(campaign)
+    lists = load_suppression(campaign)
+    suppressed = set().union(*(entry.numbers for entry in lists))
     builder = _RowBuilder(campaign, sheet, template, variables, phone_index, mapped, suppressed)
-    plan = Plan(campaign, sheet, sheet.headers[phone_index], detected, [], [], len(suppressed))
+    plan = Plan(campaign, sheet, sheet.headers[phone_index], detected, [], [], len(suppressed), lists=lists)
+    for entry in lists:
+        for line, _cell, why in entry.unreadable:
+            plan.issues.append(
+                Issue(
+                    None,
+                    entry.path.name,
+                    "error",
+                    "suppress_unreadable",
+                    f"line {line}: {why} for region {campaign.default_region}; this opt-out is not applied "
+                    "(write numbers from other countries with + and the country code)",
+                )
+            )
     try:
         builder.build(plan)
     except TemplateProblem as exc:  # the sandbox refused the template itself: no row can render
         raise ConfigError(str(exc)) from None
+    if template_encoding != "utf-8":
+        plan.notes.append(f"template read as {template_encoding} (not UTF-8): check its accents in preview")
     if detected:
         plan.notes.append(f"phone column: {sheet.headers[phone_index]!r} (detected; set [columns] phone to choose)")
     return plan
 
 
-def _compile(campaign: Campaign) -> MessageTemplate:
+def _compile(campaign: Campaign) -> tuple[MessageTemplate, str]:
+    """The compiled template and the encoding its file was read in."""
     origin = str(campaign.template) if campaign.template else f"{campaign.source}: body"
+    text, encoding = campaign.template_source()
+    folder = campaign.template.parent if campaign.template else None
     try:
-        return MessageTemplate(campaign.template_text(), origin)
+        return MessageTemplate(text, origin, folder), encoding
     except TemplateProblem as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _refuse_title_row(campaign: Campaign, sheet: Sheet) -> None:
+    """A title above the header ("Leads — export of 3 May") would make every header wrong:
+    when no header is the phone column but a row below holds one, say where the header is."""
+    wanted = {header_key(campaign.columns.phone)} if campaign.columns.phone else set(PHONE_HEADERS)
+    if any(header_key(h) in wanted for h in sheet.headers):
+        return
+    for offset, cells in enumerate(sheet.head, start=1):
+        if any(header_key(cell) in wanted for cell in cells if cell):
+            row = sheet.header_row + offset
+            shown = ", ".join(repr(c) for c in cells if c)
+            raise ConfigError(
+                f"{sheet.path}: the header is not on row {sheet.header_row}: row {row} looks like the header "
+                f"({shown}); delete the rows above it or set header_row = {row} in {campaign.source.name}"
+            )
 
 
 def _variables(sheet: Sheet) -> dict[str, int]:
@@ -233,32 +280,112 @@ def _missing_column(campaign: Campaign, sheet: Sheet, name: str, header: str) ->
     return f"{campaign.source}: columns.{name}: no column {header!r} in {sheet.path.name} (headers: {headers})"
 
 
-def load_suppression(campaign: Campaign) -> set[str]:
-    numbers: set[str] = set()
-    for path in campaign.suppress:
-        if not path.exists():
-            raise InputError(f"{path}: suppression list does not exist")
-        if path.suffix.lower() == ".txt":
-            cells = _text_lines(path)
+@dataclass(frozen=True, slots=True)
+class SuppressionList:
+    """What one suppression list contributed: its numbers and the lines that could not be read."""
+
+    path: Path
+    column: str | None  # the header the numbers were read from (None: a .txt or headerless list)
+    numbers: frozenset[str]
+    unreadable: tuple[tuple[int, str, str], ...]  # (line, cell, why)
+    sheet: str | None = None
+
+    def summary(self) -> str:
+        where = f" (sheet {self.sheet!r})" if self.sheet else ""
+        column = f", column {self.column!r}" if self.column else ""
+        text = f"{self.path.name}{where}: {len(self.numbers):,} numbers{column}"
+        if self.unreadable:
+            lines = ", ".join(str(line) for line, _, _ in self.unreadable[:10])
+            more = ", …" if len(self.unreadable) > 10 else ""
+            count = len(self.unreadable)
+            text += (
+                f", {count} line{'s' if count != 1 else ''} unreadable (line{'s' if count != 1 else ''} {lines}{more})"
+            )
+        return text
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path),
+            "sheet": self.sheet,
+            "column": self.column,
+            "numbers": len(self.numbers),
+            "unreadable": [{"line": line, "value": cell, "reason": why} for line, cell, why in self.unreadable],
+        }
+
+
+def load_suppression(campaign: Campaign) -> list[SuppressionList]:
+    """Every list, read as the user sees it: the number column found like the contacts' phone
+    column, every number matched as E.164, and every line that is not a number reported.
+
+    A list whose number column cannot be found, or that yields no number at all, is a
+    campaign error: silently suppressing nobody would message the people who opted out.
+    """
+    return [_load_list(path, campaign.default_region) for path in campaign.suppress]
+
+
+def _load_list(path: Path, region: str) -> SuppressionList:
+    if not path.exists():
+        raise InputError(f"{path}: suppression list does not exist")
+    column: str | None = None
+    sheet_name: str | None = None
+    problems: dict[int, tuple[str, str]] = {}
+    if path.suffix.lower() == ".txt":
+        lines, problems = _text_lines(path)
+        cells = list(enumerate(lines, start=1))
+    else:
+        sheet = load_sheet(path)
+        sheet_name, problems = sheet.sheet_name, sheet.row_problems
+        index = _list_number_column(path, sheet, region)
+        if index is None:  # a one-column list without a header: its first line is a number
+            cells = [(1, sheet.headers[0]), *zip(sheet.row_numbers, sheet.column(0), strict=True)]
         else:
-            sheet = load_sheet(path)
-            keys = [header_key(h) for h in sheet.headers]
-            index = next((keys.index(c) for c in PHONE_HEADERS if c in keys), 0)
-            cells = [sheet.headers[index], *sheet.column(index)]
-        for cell in cells:
-            result = normalise(cell, campaign.default_region)
-            if result.e164:
-                numbers.add(result.e164)
-    return numbers
+            column = sheet.headers[index]
+            cells = list(zip(sheet.row_numbers, sheet.column(index), strict=True))
+    numbers: set[str] = set()
+    unreadable: list[tuple[int, str, str]] = []
+    for line, cell in cells:
+        text = cell.strip()
+        if line in problems:  # not read as shown (extra cells, not UTF-8): reported, not guessed
+            unreadable.append((line, text, problems[line][1]))
+            continue
+        if not text or text.startswith("#"):
+            continue
+        result = normalise(text, region)
+        if result.e164:
+            numbers.add(result.e164)
+        else:
+            unreadable.append((line, text, result.reason))
+    if not numbers:
+        detail = f"; line {unreadable[0][0]}: {unreadable[0][2]}" if unreadable else ""
+        raise InputError(
+            f"{path}: suppression list yielded no phone number{detail}. "
+            "Nobody would be suppressed; fix the list or remove it from `suppress`"
+        )
+    return SuppressionList(path, column, frozenset(numbers), tuple(unreadable), sheet_name)
 
 
-def _text_lines(path: Path) -> list[str]:
+def _list_number_column(path: Path, sheet: Sheet, region: str) -> int | None:
+    keys = [header_key(h) for h in sheet.headers]
+    for candidate in PHONE_HEADERS:
+        if candidate in keys:
+            return keys.index(candidate)
+    if len(sheet.headers) == 1 and normalise(sheet.headers[0], region).e164:
+        return None
+    raise InputError(
+        f"{path}: suppression list has no phone column (looked for headers like Phone, Mobile, "
+        f"MSISDN, Number); headers: {', '.join(repr(h) for h in sheet.headers)}. "
+        "Rename the number column's header to Phone"
+    )
+
+
+def _text_lines(path: Path) -> tuple[list[str], dict[int, tuple[str, str]]]:
+    """A .txt list's lines, decoded like a CSV sheet (UTF-8/16, Windows-1252, mixed lines reported)."""
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"{path}: suppression list does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read suppression list: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read suppression list: {exc.strerror}") from None
+    text, bad_lines = decode_text(path, data, None)
+    return text.splitlines(), {line: ("row_not_utf8", why) for line, why in bad_lines.items()}
 
 
 class _RowBuilder:
@@ -283,6 +410,9 @@ class _RowBuilder:
         self.mapped = mapped
         self.suppressed = suppressed
         self.sheet = sheet
+        self.row_problems = sheet.row_problems
+        shown_columns = {*self.used.values(), *(i for i in mapped.values() if i is not None)}
+        self.unshown = [(sheet.headers[i], sheet.unshown[i]) for i in sorted(shown_columns) if i in sheet.unshown]
         self.first_row_of: dict[str, int] = {}
         self.shared_attachments = campaign_attachments(campaign)
         self.campaign_id = campaign.id
@@ -309,6 +439,9 @@ class _RowBuilder:
         """
         distinct = list(dict.fromkeys(self.sheet.column(self.phone_index)))
         total = len(self.sheet)
+        if self.template.uses_random:  # `| random` is seeded by each recipient's key: phones first
+            phones = normalise_many(distinct, self.campaign.default_region)
+            return phones, self.render_range(0, total, self._seeds(phones))
         if total < PARALLEL_THRESHOLD or (os.cpu_count() or 1) < 2 or "fork" not in mp.get_all_start_methods():
             return normalise_many(distinct, self.campaign.default_region), self.render_range(0, total)
         global _FORKED_BUILDER
@@ -325,10 +458,21 @@ class _RowBuilder:
         phones = {raw: PhoneResult(*values) for raw, values in zip(distinct, phone_rows, strict=True)}  # type: ignore[arg-type]
         return phones, [Rendered(*values) for values in render_rows]  # type: ignore[arg-type]
 
-    def render_range(self, start: int, stop: int) -> list[Rendered]:
+    def _seeds(self, phones: dict[str, PhoneResult]) -> list[str]:
+        """Each row's idempotency key (or "" for a row without a valid number)."""
+        keys = {raw: idempotency_key(self.campaign_id, r.e164) if r.e164 else "" for raw, r in phones.items()}
+        return [keys[raw] for raw in self.sheet.column(self.phone_index)]
+
+    def render_range(self, start: int, stop: int, seeds: list[str] | None = None) -> list[Rendered]:
         columns = {name: self.sheet.column(index)[start:stop] for name, index in self.used.items()}
         names = list(columns)
         render = self.template.render
+        if seeds is not None:
+            rows = zip(*columns.values(), strict=True) if names else ((),) * (stop - start)
+            return [
+                render({name: value for name, value in zip(names, values, strict=True) if value}, seed)
+                for values, seed in zip(rows, seeds[start:stop], strict=True)
+            ]
         if not names:
             return [render({}) for _ in range(stop - start)]
         return [
@@ -342,10 +486,16 @@ class _RowBuilder:
         raw_phone = cells[self.phone_index]
         phone = phones[raw_phone]
         problems: list[Issue] = []
+        if self.row_problems and row in self.row_problems:
+            code, why = self.row_problems[row]
+            problems.append(Issue(row, None, "error", code, why))
+        for header, unshown in self.unshown:
+            if row in unshown:
+                problems.append(Issue(row, header, "error", "cell_format_unknown", unshown[row]))
         if phone.error:
             problems.append(Issue(row, self.phone_header, "error", phone.error, phone.reason))
         elif phone.warning:
-            issues.append(Issue(row, self.phone_header, "warning", "not_imessage", phone.warning))
+            issues.append(Issue(row, self.phone_header, "warning", phone.warning_code, phone.warning))
         body = self._body(row, rendered, problems)
         name, external_id, line, effect = self._extras(cells)
         attachments = (

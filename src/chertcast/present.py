@@ -35,6 +35,11 @@ _FIX_WORDS = {
     "attachment_missing": ("fix", "missing attachment file"),
     "duplicate": ("remove", "duplicate number"),
     "not_imessage": ("check", "number that may not receive iMessage"),
+    "suppress_unreadable": ("fix", "unreadable suppression-list line"),
+    "row_extra_cells": ("fix", "row with more cells than the header"),
+    "phone_extension": ("check", "number with an extension"),
+    "row_not_utf8": ("check", "row that is not UTF-8 like the rest of the file"),
+    "cell_format_unknown": ("format", "cell chertcast cannot show as Excel does"),
 }
 
 
@@ -158,8 +163,9 @@ def plan_summary(plan: Plan, now: float | None = None) -> list[str]:
     warnings = sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate")
     settings = plan.campaign.send
     lines = [
-        f"Campaign {plan.campaign.id}: {plan.sheet.path.name}, {len(plan.recipients)} rows read",
+        f"Campaign {plan.campaign.id}: {contacts_name(plan)}, {len(plan.recipients)} rows read",
         *[f"  {note}" for note in plan.notes],
+        *[f"  suppression list {entry.summary()}" for entry in plan.lists],
         f"  sendable     {counts['sendable']:>7,}",
         f"  errors       {counts['error']:>7,} {'row' if counts['error'] == 1 else 'rows'} "
         f"({plural(errors, 'problem')})",
@@ -174,6 +180,12 @@ def plan_summary(plan: Plan, now: float | None = None) -> list[str]:
 def _plan_estimate(plan: Plan, now: float | None) -> Estimate:
     moment = time.time() if now is None else now
     return estimate(plan.campaign, len(plan.sendable), plan.campaign.send.rate, moment)
+
+
+def contacts_name(plan: Plan) -> str:
+    """The file and, for a workbook, the sheet that was read."""
+    sheet = plan.sheet.sheet_name
+    return f"{plan.sheet.path.name} (sheet {sheet!r})" if sheet else plan.sheet.path.name
 
 
 def fix_list(issues: Iterable[Issue]) -> str:
@@ -206,6 +218,8 @@ def check_json(plan: Plan) -> dict[str, Any]:
     return {
         "campaign": plan.campaign.id,
         "contacts": str(plan.sheet.path),
+        "sheet": plan.sheet.sheet_name,
+        "suppression_lists": [entry.as_json() for entry in plan.lists],
         "phone_column": plan.phone_column,
         "total": len(plan.recipients),
         "sendable": counts["sendable"],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
+import unicodedata
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 from openpyxl import Workbook
@@ -43,6 +46,7 @@ def main() -> None:
     write("empty_cells.csv", b"phone,first_name,city\n4155550109,,Austin\n4155550110,Bo,\n4155550111,Cy,Reno\n")
     numbers_xlsx()
     bad_inputs()
+    as_shown()
 
 
 def numbers_xlsx() -> None:
@@ -91,6 +95,85 @@ def bad_inputs() -> None:
     sheet.merge_cells("B3:C3")
     sheet["C2"].number_format = "yyyy-mm-dd"
     tricky.save(BAD / "formula_date_merged.xlsx")
+
+
+SHOWN = HERE / "shown"
+
+
+def as_shown() -> None:
+    """Files shaped like those of issue 10: what the user sees must be what is read."""
+    SHOWN.mkdir(exist_ok=True)
+    # A CRM export: the date opted out first, the number under MSISDN.
+    (SHOWN / "optouts_msisdn.csv").write_text("Opted out on,MSISDN\n2026-01-05,+14155550109\n2026-01-06,14155550111\n")
+    # A list with a UK national number (unreadable for region US) and a note line.
+    (SHOWN / "optouts_mixed.csv").write_text(
+        "Phone\n+1 (415) 555-0109\n07400 123456\n+44 7400 123456\nsee ticket 42\n415.555.0111\n"
+    )
+    (SHOWN / "optouts_nothing.csv").write_text("Phone\nn/a\nunknown\n")
+    # The first sheet is an old, hidden list; the visible, active sheet is "Leads".
+    book = Workbook()
+    old = book.active
+    assert old is not None
+    old.title = "Old list 2024"
+    old.append(["Phone", "Name"])
+    old.append(["4155550150", "Old lead"])
+    old.sheet_state = "hidden"
+    leads = book.create_sheet("Leads")
+    leads.append(["Phone", "Name"])
+    leads.append(["4155550151", "New lead"])
+    book.active = 1
+    book.save(SHOWN / "hidden_first_sheet.xlsx")
+    formats_xlsx()
+    # macOS writes headers and names decomposed (NFD): "Prénom" as e + U+0301.
+    (SHOWN / "nfd_headers.csv").write_text(
+        unicodedata.normalize("NFD", "Téléphone,Prénom\n4155550210,Zoé\n"), encoding="utf-8"
+    )
+    # A title row above the header, as many CRM exports have.
+    (SHOWN / "title_row.csv").write_text(
+        "Leads export — 3 May 2026\n\nPhone,First Name\n4155550211,Ann\n4155550212,Bob\n"
+    )
+    # Numbers with extensions and a label in brackets.
+    (SHOWN / "labels.csv").write_text(
+        "Phone,Name\n415-555-0213 x123,Ann\n415-555-0214 ext. 12,Bob\n415-555-0215 (mobile),Cy\n"
+    )
+    # Templates and a campaign file saved by Notepad: BOMs, Windows-1252.
+    (SHOWN / "bom_template.j2").write_bytes(codecs.BOM_UTF8 + "Hi {{ name }}, ça va?".encode())
+    (SHOWN / "cp1252_template.j2").write_bytes("Hi {{ name }}, ça va? — Zoë".encode("cp1252"))
+    (SHOWN / "bom_campaign.toml").write_bytes(
+        codecs.BOM_UTF8 + b'id = "bom"\ncontacts = "labels.csv"\ntemplate = "bom_template.j2"\n'
+        b"[capacity]\nenabled = false\n[quiet_hours]\nenabled = false\n"
+    )
+    # A UTF-8 export with one line pasted from a Windows-1252 file.
+    (SHOWN / "mixed_encoding.csv").write_bytes(
+        "phone,name,city\n4155550200,Zoë,Zürich\n".encode()
+        + "4155550201,José,Málaga\n".encode("cp1252")
+        + "4155550202,Søren,Århus\n".encode()
+    )
+    # An unquoted "Acme, Inc." shifts the city into the company column.
+    (SHOWN / "ragged.csv").write_text(
+        "phone,name,company,city\n4155550160,Ann,Acme, Inc.,Chicago\n4155550161,Bob,Globex,Boston\n"
+    )
+
+
+def formats_xlsx() -> None:
+    """Cells as Excel users format them: what the cell shows is what the message must say."""
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Leads"
+    sheet.append(["Phone", "Renewal", "Discount", "Balance", "Zip", "Euro", "Signed", "Score"])
+    sheet.append(["4155550190", datetime(2026, 3, 15), 0.15, 1234.5, 2139, 99.9, datetime(2026, 3, 15), 1.5e-3])
+    sheet.append(["4155550191", datetime(2026, 12, 1), 0.075, -20, 501, 0, datetime(2026, 12, 1), 2.5e-4])
+    sheet.append(["4155550192", "n/a", "none", "TBD", "n/a", "-", "n/a", "n/a"])  # text in formatted columns
+    for row in (2, 3, 4):
+        sheet[f"B{row}"].number_format = "DD/MM/YYYY"
+        sheet[f"C{row}"].number_format = "0.0%"
+        sheet[f"D{row}"].number_format = '"$"#,##0.00;-"$"#,##0.00'
+        sheet[f"E{row}"].number_format = "00000"
+        sheet[f"F{row}"].number_format = "#,##0.00 [$€-407]"
+        sheet[f"G{row}"].number_format = "mm-dd-yy"  # built-in 14: the computer's short date
+        sheet[f"H{row}"].number_format = "0.00E+00"
+    book.save(SHOWN / "formats.xlsx")
 
 
 if __name__ == "__main__":
