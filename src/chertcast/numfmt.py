@@ -229,14 +229,15 @@ def _is_minute(tokens: list[tuple[str, str]], index: int) -> bool:
     return before in ("h", "hh") or after in ("s", "ss")
 
 
-def _tokens(section: str) -> list[tuple[str, str]]:
-    """A date section as fields (d, mm, yyyy …) and literal text, in order."""
+def _tokens(section: str, *, dates: bool = True) -> list[tuple[str, str]]:
+    """A section as fields (d, mm, yyyy …; only with ``dates``) and literal text, in order."""
     out: list[tuple[str, str]] = []
     index = 0
     while index < len(section):
         char = section[index]
         if char == '"':
-            end = section.index('"', index + 1) if '"' in section[index + 1 :] else len(section)
+            end = section.find('"', index + 1)
+            end = len(section) if end < 0 else end
             out.append(("literal", section[index + 1 : end]))
             index = end + 1
         elif char == "\\" and index + 1 < len(section):
@@ -249,7 +250,7 @@ def _tokens(section: str) -> list[tuple[str, str]]:
             end = section.find("]", index)
             out.append(("literal", _currency(section[index : end + 1])))
             index = end + 1 if end >= 0 else len(section)
-        elif match := _DATE_TOKENS.match(section, index):
+        elif dates and (match := _DATE_TOKENS.match(section, index)):
             out.append(("field", match.group(0)))
             index = match.end()
         else:
@@ -274,33 +275,7 @@ def _mask_literals(section: str) -> str:
 
 
 def _literal_text(part: str) -> str:
-    return "".join(text for _, text in _tokens_plain(part))
-
-
-def _tokens_plain(part: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    index = 0
-    while index < len(part):
-        char = part[index]
-        if char == '"':
-            end = part.find('"', index + 1)
-            end = len(part) if end < 0 else end
-            out.append(("literal", part[index + 1 : end]))
-            index = end + 1
-        elif char == "\\" and index + 1 < len(part):
-            out.append(("literal", part[index + 1]))
-            index += 2
-        elif char in "_*" and index + 1 < len(part):
-            out.append(("literal", " " if char == "_" else ""))
-            index += 2
-        elif char == "[":
-            end = part.find("]", index)
-            out.append(("literal", _currency(part[index : end + 1])))
-            index = end + 1 if end >= 0 else len(part)
-        else:
-            out.append(("literal", char))
-            index += 1
-    return out
+    return "".join(text for _, text in _tokens(part, dates=False))
 
 
 def _format_digits(number: float, pattern: str) -> str:
