@@ -178,11 +178,11 @@ def test_preview_export_neutralises_formulas(tmp_path: Path, suffix: str) -> Non
     assert result.exit_code == 0 and "wrote 2 rows" in result.output
     if suffix == ".csv":
         text = out.read_text(encoding="utf-8-sig")
-        assert "'=HYPERLINK" in text and "'@SUM(A1)" in text and "'+14155550100" in text
+        assert "'=HYPERLINK" in text and "'@SUM(A1)" in text and ",+14155550100," in text
     else:
         rows = list(load_workbook(out).active.iter_rows(values_only=True))  # type: ignore[union-attr]
         assert rows[0][:3] == ("row", "phone", "name")
-        assert rows[1][2] == '\'=HYPERLINK("http://x")' and rows[1][4] == "sendable"
+        assert rows[1][2] == '=HYPERLINK("http://x")' and rows[1][3] == "+14155550100" and rows[1][4] == "sendable"
         assert rows[1][7].startswith("cc1_")
 
 

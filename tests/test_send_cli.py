@@ -100,7 +100,7 @@ def test_json_summary_status_and_report(tmp_path: Path) -> None:
     assert run_cli("report", path, "--out", out).exit_code == 0
     lines = out.read_text(encoding="utf-8-sig").splitlines()
     assert lines[0] == "row,phone,name,e164_phone,state,message_id,error_code,error_message,note"
-    assert lines[1].startswith("2,(212) 555-0000,Lead 0,'+12125550000,sent,")
+    assert lines[1].startswith("2,(212) 555-0000,Lead 0,+12125550000,sent,")
 
 
 def test_failed_rows_report_and_retry_failed(tmp_path: Path) -> None:

@@ -1,31 +1,46 @@
 """Write tables people open in spreadsheets: CSV (UTF-8 with BOM, for Excel) or XLSX.
 
-Cells a spreadsheet would execute (starting with = + - @, or a tab/CR) get a leading
-apostrophe, the OWASP "CSV injection" defence, so a lead named "=HYPERLINK(...)" stays text.
-E.164 numbers start with "+" too, and are neutralised like everything else: they are
-still readable, and no spreadsheet turns them into arithmetic.
+The rule, so that exports are safe *and* faithful (a CRM re-import gets the same values):
+
+- **XLSX**: every value is written as what it is — text as a text cell, numbers as numbers.
+  A text cell is never a formula, whatever it starts with, so nothing is added to it: an
+  E.164 phone stays ``+14155550100`` and a lead named ``=HYPERLINK(...)`` stays that text.
+- **CSV** has no cell types, so a spreadsheet decides what a cell is. A cell that would be
+  *executed* (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a CR — the OWASP "CSV
+  injection" set) gets a leading apostrophe, **unless it is a plain number** (an optional
+  sign, digits, at most one decimal point: ``+14155550100``, ``-12.5``), which a spreadsheet
+  reads as a number and never runs. ``-2+3+cmd|' /C calc'!A0`` is not a plain number and is
+  neutralised.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import Cell
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from chertcast.errors import InputError
 
 _EXECUTABLE = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 
 def neutralise(value: object) -> str | int | float:
-    """Numbers stay numbers (an XLSX sort works); text that would execute gets an apostrophe."""
+    """For CSV: numbers stay numbers; text a spreadsheet would execute gets an apostrophe
+    (a plain number written as text, such as an E.164 phone, is left as it is)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_EXECUTABLE) else text
+    if text.startswith(_EXECUTABLE) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def guard_output(path: Path, inputs: Mapping[Path, str], *, force: bool) -> None:
@@ -71,10 +86,19 @@ def _write_csv(path: Path, headers: Sequence[str], rows: Iterable[Sequence[objec
 def _write_xlsx(path: Path, headers: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
     book = Workbook(write_only=True)
     sheet = book.create_sheet("chertcast")
-    sheet.append([neutralise(h) for h in headers])
+    sheet.append([_xlsx_cell(sheet, h) for h in headers])
     count = 0
     for row in rows:
-        sheet.append([neutralise(v) for v in row])
+        sheet.append([_xlsx_cell(sheet, v) for v in row])
         count += 1
     book.save(path)
     return count
+
+
+def _xlsx_cell(sheet: WriteOnlyWorksheet, value: object) -> Cell | int | float:
+    """A number as a number; anything else as a text cell, never a formula (nothing added)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    cell = WriteOnlyCell(sheet, value="" if value is None else str(value))
+    cell.data_type = "s"  # openpyxl would otherwise store text starting with "=" as a formula
+    return cell
