@@ -81,7 +81,7 @@ def test_hidden_first_sheet_is_not_read_the_active_visible_one_is(tmp_path: Path
     assert sheet.sheet_name == "Leads"
     assert sheet.column(1) == ["New lead"]
     result = run_cli("check", write_campaign(tmp_path, SHOWN / "hidden_first_sheet.xlsx", body="Hi"))
-    assert "hidden_first_sheet.xlsx (sheet 'Leads'), 1 rows read" in result.output
+    assert "hidden_first_sheet.xlsx (sheet 'Leads'), 1 row read" in result.output
 
 
 def test_sheet_names_match_ignoring_case_and_unknown_lists_the_sheets() -> None:
@@ -191,7 +191,7 @@ def test_out_refuses_every_campaign_input_and_existing_files(tmp_path: Path) -> 
         for command in ("preview", "report"):
             result = run_cli(command, campaign, "--out", target, "--force")
             assert result.exit_code == 2, (command, target)
-            assert "refusing to write over this campaign's" in result.output
+            assert "refusing to write over the campaign's" in result.output
     assert contacts.read_bytes() == original
     assert not (tmp_path / "campaign.journal.sqlite").exists()
     out = tmp_path / "preview.csv"

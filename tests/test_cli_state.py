@@ -176,3 +176,16 @@ def test_nothing_to_send_does_not_call_failed_rows_finished(tmp_path: Path) -> N
         f"Nothing to send now, but 3 rows failed and were never delivered: see chertcast report {path} "
         "--only failed --out failed.csv; send them again with --retry-failed"
     ) in again.stdout
+
+
+def test_fix_list_puts_the_plural_on_the_noun_not_the_phrase() -> None:
+    from chertcast.preflight import Issue
+
+    def issue(code: str) -> Issue:
+        return Issue(row=2, column="c", severity="error", code=code, message="m")
+
+    issues = [issue("render_failed"), issue("render_failed"), issue("not_imessage"), issue("row_extra_cells")]
+    assert present.fix_list(issues) == (
+        "fix 2 rows the template cannot render, check 1 number that may not receive iMessage, "
+        "fix 1 row with more cells than the header"
+    )

@@ -48,7 +48,7 @@ def guard_output(path: Path, inputs: Mapping[Path, str], *, force: bool) -> None
     target = path.resolve()
     for source, role in inputs.items():
         if target == source.resolve() or (path.exists() and source.exists() and path.samefile(source)):
-            raise InputError(f"{path}: refusing to write over this campaign's {role}; choose another --out file")
+            raise InputError(f"{path}: refusing to write over the campaign's {role}; choose another --out file")
     if path.exists() and not force:
         raise InputError(f"{path}: the file already exists; choose another --out file or add --force to replace it")
 

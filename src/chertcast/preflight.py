@@ -293,7 +293,7 @@ class SuppressionList:
     def summary(self) -> str:
         where = f" (sheet {self.sheet!r})" if self.sheet else ""
         column = f", column {self.column!r}" if self.column else ""
-        text = f"{self.path.name}{where}: {len(self.numbers):,} numbers{column}"
+        text = f"{self.path.name}{where}: {len(self.numbers):,} number{'' if len(self.numbers) == 1 else 's'}{column}"
         if self.unreadable:
             lines = ", ".join(str(line) for line, _, _ in self.unreadable[:10])
             more = ", …" if len(self.unreadable) > 10 else ""

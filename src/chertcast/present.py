@@ -24,22 +24,30 @@ from chertcast.journal import STATES, UNFINISHED, Journal, JournalRow
 from chertcast.preflight import Issue, Plan, Recipient
 from chertcast.runner import Prepared, SendOptions, SendResult, capacity_outlook, journal_counts
 
-_FIX_WORDS = {
-    "phone_empty": ("fill", "empty phone cell"),
-    "phone_invalid": ("fix", "phone number"),
-    "phone_scientific": ("fix", "phone number in scientific notation"),
-    "empty_variable": ("fill", "empty cell"),
-    "render_failed": ("fix", "row the template cannot render"),
-    "body_empty": ("fix", "empty message"),
-    "body_too_long": ("shorten", "message"),
-    "attachment_missing": ("fix", "missing attachment file"),
-    "duplicate": ("remove", "duplicate number"),
-    "not_imessage": ("check", "number that may not receive iMessage"),
-    "suppress_unreadable": ("fix", "unreadable suppression-list line"),
-    "row_extra_cells": ("fix", "row with more cells than the header"),
-    "phone_extension": ("check", "number with an extension"),
-    "row_not_utf8": ("check", "row that is not UTF-8 like the rest of the file"),
-    "cell_format_unknown": ("format", "cell chertcast cannot show as Excel does"),
+_FIX_WORDS: dict[str, tuple[str, str, str]] = {  # verb, one, many
+    "phone_empty": ("fill", "empty phone cell", "empty phone cells"),
+    "phone_invalid": ("fix", "phone number", "phone numbers"),
+    "phone_scientific": ("fix", "phone number in scientific notation", "phone numbers in scientific notation"),
+    "empty_variable": ("fill", "empty cell", "empty cells"),
+    "render_failed": ("fix", "row the template cannot render", "rows the template cannot render"),
+    "body_empty": ("fix", "empty message", "empty messages"),
+    "body_too_long": ("shorten", "message", "messages"),
+    "attachment_missing": ("fix", "missing attachment file", "missing attachment files"),
+    "duplicate": ("remove", "duplicate number", "duplicate numbers"),
+    "not_imessage": ("check", "number that may not receive iMessage", "numbers that may not receive iMessage"),
+    "suppress_unreadable": ("fix", "unreadable suppression-list line", "unreadable suppression-list lines"),
+    "row_extra_cells": ("fix", "row with more cells than the header", "rows with more cells than the header"),
+    "phone_extension": ("check", "number with an extension", "numbers with an extension"),
+    "row_not_utf8": (
+        "check",
+        "row that is not UTF-8 like the rest of the file",
+        "rows that are not UTF-8 like the rest of the file",
+    ),
+    "cell_format_unknown": (
+        "format",
+        "cell chertcast cannot show as Excel does",
+        "cells chertcast cannot show as Excel does",
+    ),
 }
 
 
@@ -84,7 +92,7 @@ def estimate(campaign: Campaign, count: int, rate: float, now: float) -> Estimat
         limits = f"{settings.line_daily_cap}/line/day, {settings.line_gap_minutes:g} min apart"
         return Estimate(
             None,
-            f"at least {duration(paced)}; first-touch capacity ({limits}) decides — "
+            (f"at least {duration(paced)}; " if paced >= 1 else "") + f"first-touch capacity ({limits}) decides — "
             "list [capacity] lines for a calendar",
         )
     rules = settings.planning_rules()
@@ -163,7 +171,7 @@ def plan_summary(plan: Plan, now: float | None = None) -> list[str]:
     warnings = sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate")
     settings = plan.campaign.send
     lines = [
-        f"Campaign {plan.campaign.id}: {contacts_name(plan)}, {len(plan.recipients)} rows read",
+        f"Campaign {plan.campaign.id}: {contacts_name(plan)}, {plural(len(plan.recipients), 'row')} read",
         *[f"  {note}" for note in plan.notes],
         *[f"  suppression list {entry.summary()}" for entry in plan.lists],
         f"  sendable     {counts['sendable']:>7,}",
@@ -193,8 +201,9 @@ def fix_list(issues: Iterable[Issue]) -> str:
     grouped = Counter(issue.code for issue in issues)
     parts = []
     for code, count in grouped.most_common():
-        verb, noun = _FIX_WORDS.get(code, ("fix", code.replace("_", " ")))
-        parts.append(f"{verb} {count} {noun}{'s' if count != 1 else ''}")
+        name = code.replace("_", " ")
+        verb, one, many = _FIX_WORDS.get(code, ("fix", name, name + "s"))
+        parts.append(f"{verb} {plural(count, one, many)}")
     return ", ".join(parts)
 
 
@@ -555,7 +564,9 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
     elif capacity is not None:
         lines.append("Capacity: no sender line known yet (list them in [capacity] lines)")
     if data["top_errors"]:
-        lines.append("Most common errors:")
+        lines.append(
+            "Most common errors (the last answer of each row that has one; rows still pending may yet be sent):"
+        )
         lines += [
             f"  {e['count']:>6,} × {_error_label(e['code'], e['message'])}: {e['message']}" for e in data["top_errors"]
         ]
