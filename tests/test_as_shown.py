@@ -171,6 +171,16 @@ def test_globals_that_are_not_columns_still_work(tmp_path: Path) -> None:
     assert plan.recipients[0].body == "012"
 
 
+@pytest.mark.parametrize("name", ["range", "dict", "cycler", "joiner", "namespace"])
+def test_a_global_printed_bare_without_its_column_stops_the_campaign(tmp_path: Path, name: str) -> None:
+    """`{{ range }}` with no Range column is a missing column, not a function to print on every row."""
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone,first\n4155550172,Ann\n")
+    result = run_cli("check", write_campaign(tmp_path, contacts, body=f"Hi {{{{ {name} }}}} {{{{ first }}}}"))
+    assert result.exit_code == 2
+    assert f"template variable {name} is not a column of c.csv" in result.output
+
+
 # 11. Never write over an input
 
 

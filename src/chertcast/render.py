@@ -98,6 +98,8 @@ class MessageTemplate:
             where = f"{exc.name}, " if exc.name else ""
             raise TemplateProblem(f"{origin}, {where}line {exc.lineno}: template syntax error: {exc.message}") from None
         self.names = frozenset(node.name for tree in trees for node in tree.find_all(nodes.Name))
+        calls = (node.node for tree in trees for node in tree.find_all(nodes.Call))
+        self.called = frozenset(node.name for node in calls if isinstance(node, nodes.Name))
         self.uses_random = any(node.name == "random" for tree in trees for node in tree.find_all(nodes.Filter))
         conditions: list[nodes.Node] = [node.test for tree in trees for node in tree.find_all(nodes.If)]
         conditions += [node.test for tree in trees for node in tree.find_all(nodes.CondExpr)]
@@ -148,7 +150,11 @@ class MessageTemplate:
                 f"{self.origin}: lipsum() writes different random text on every run, so a resume "
                 "would see every message as changed; use a list with | random (seeded per recipient)"
             )
-        self.variables = frozenset(name for name in self.variables if name in known or name not in self._env.globals)
+        # A global that is not a column counts as one only when called (`range(3)`); printed bare
+        # (`{{ range }}`) it is a column the sheet does not have, not a function to print.
+        self.variables = frozenset(
+            name for name in self.variables if name in known or name not in self._env.globals or name not in self.called
+        )
         return sorted(self.variables - known)
 
     def render(self, context: dict[str, str], seed: str = "") -> Rendered:
