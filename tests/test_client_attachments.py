@@ -46,6 +46,17 @@ def test_flat_envelope_and_junk_error_bodies() -> None:
     assert odd_success.kind == "error" and odd_success.retryable  # safe: the key makes a retry harmless
 
 
+def test_retry_after_is_never_endless_or_negative() -> None:
+    """A proxy or a buggy server may say `inf`, `nan`, a year or a negative number: no wait is endless."""
+    cases = {"inf": 86_400.0, "1e12": 86_400.0, "-5": 0.0, "nan": None, "2.5": 2.5}
+    for given, expected in cases.items():
+        body = '{"status":"failed","code":1007,"message":"slow","retryable":true}'
+        outcome = parse_response(response(429, body, {"retry-after": given}))
+        assert outcome.retry_after == expected, given
+    in_body = '{"status":"failed","code":4002,"message":"busy","retryable":true,"retry_after":1e308}'
+    assert parse_response(response(503, in_body)).retry_after == 86_400.0
+
+
 def test_local_file_uploaded_once_and_ids_in_every_shape(tmp_path: Path) -> None:
     model = SandboxModel()
     with SandboxServer(model) as server:

@@ -8,6 +8,7 @@ The secret lives in ``Secret``, whose repr is masked, and is only ever put in a 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -74,14 +75,19 @@ class Outcome:
         return self.code is not None
 
 
+MAX_RETRY_AFTER_S = 86_400.0  # a longer (or infinite) ask is read as a day: no wait is endless
+
+
 def _parse_retry_after(body_value: Any, header: str | None) -> float | None:
     for value in (body_value, header):
         if value is None:
             continue
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except (TypeError, ValueError):
-            pass
+            seconds = None
+        if seconds is not None:
+            return None if math.isnan(seconds) else min(MAX_RETRY_AFTER_S, max(0.0, seconds))
         if isinstance(value, str):
             try:
                 return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
