@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import tempfile
 import time
 from collections import Counter
@@ -16,8 +15,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from benchmarks.common import environment, machine, save
-from chertcast import runner
+import chertcast
+from benchmarks.common import machine, save
+from chertcast import Endpoint, Secret, runner
 from chertcast.capacity import CapacityRules
 from chertcast.pacing import FakeClock
 from chertcast.sandbox import DEFAULT_SECRET, SandboxConfig, SandboxModel, SandboxServer
@@ -52,11 +52,11 @@ def main() -> dict[str, Any]:
             f'id = "capacity-bench"\ncontacts = "contacts.csv"\nbody = "Hi {{{{ name }}}}"\n[send]\nrate = 20\n'
             f'[capacity]\nlines = [{listed}]\nwindow_start = "09:00"\nwindow_end = "18:00"\ntimezone = "{ZONE}"\n'
         )
-        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
         while True:
-            with environment(env):
-                options = runner.SendOptions(journal=Path(tmp) / "j.sqlite", handle_signals=False)
-                result = runner.execute(runner.prepare(campaign, options), options, clock=clock)
+            options = runner.SendOptions(journal=Path(tmp) / "j.sqlite", handle_signals=False)
+            result = chertcast.send(campaign, endpoint=endpoint, options=options, clock=clock).result
+            assert result is not None
             runs += 1
             if result.run is None or result.run.stop_kind != "capacity" or result.run.next_possible_at is None:
                 break

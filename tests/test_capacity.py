@@ -13,7 +13,8 @@ import anyio
 import httpx
 import pytest
 
-from chertcast import runner
+import chertcast
+from chertcast import Endpoint, Secret, runner
 from chertcast.campaign import gap_margin, load_campaign
 from chertcast.capacity import CapacityRules, LinePlanner, QuietHours, next_quiet_ok, quiet_ok, zones_for
 from chertcast.journal import Journal
@@ -92,16 +93,11 @@ def test_sandbox_capacity_mode_answers_4002_with_truthful_retry_after() -> None:
 
 
 def run_day(campaign: Path, clock: FakeClock, server: SandboxServer, journal: Path) -> runner.SendResult:
-    import os
-
-    os.environ["CHERT_BASE_URL"] = server.base_url
-    os.environ["CHERT_SIGNING_SECRET"] = DEFAULT_SECRET
-    try:
-        options = runner.SendOptions(journal=journal, handle_signals=False)
-        prepared = runner.prepare(campaign, options)
-        return runner.execute(prepared, options, clock=clock)
-    finally:
-        del os.environ["CHERT_BASE_URL"], os.environ["CHERT_SIGNING_SECRET"]
+    endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
+    options = runner.SendOptions(journal=journal, handle_signals=False)
+    outcome = chertcast.send(campaign, endpoint=endpoint, options=options, clock=clock)
+    assert outcome.result is not None
+    return outcome.result
 
 
 EASTERN = ("212", "646", "917", "718", "617", "305", "404", "202")
@@ -235,7 +231,6 @@ def test_lines_are_discovered_from_phone_numbers(tmp_path: Path) -> None:
 
 
 def test_wait_stays_up_across_days(tmp_path: Path) -> None:
-    import os
 
     contacts = tmp_path / "contacts.csv"
     contacts.write_text("phone,name\n" + "".join(f"({EASTERN[i % 8]}) 555-{i:04d},L{i}\n" for i in range(100)))
@@ -246,12 +241,10 @@ def test_wait_stays_up_across_days(tmp_path: Path) -> None:
         SandboxConfig(lines=("pl_a", "pl_b"), capacity=CapacityRules(timezone="America/New_York"), clock=clock.wall)
     )
     with SandboxServer(model) as server:
-        os.environ.update(CHERT_BASE_URL=server.base_url, CHERT_SIGNING_SECRET=DEFAULT_SECRET)
-        try:
-            options = runner.SendOptions(journal=tmp_path / "j.sqlite", handle_signals=False, wait=True)
-            result = runner.execute(runner.prepare(campaign, options), options, clock=clock)
-        finally:
-            del os.environ["CHERT_BASE_URL"], os.environ["CHERT_SIGNING_SECRET"]
+        options = runner.SendOptions(journal=tmp_path / "j.sqlite", handle_signals=False, wait=True)
+        endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
+        result = chertcast.send(campaign, endpoint=endpoint, options=options, clock=clock).result
+    assert result is not None
     assert result.run is not None and result.run.stop_kind is None  # one run, no stop for the day
     days = Counter(dt.datetime.fromtimestamp(d.time, NY).date() for d in model.deliveries())
     assert sorted(days.values()) == [40, 60] and len(model.deliveries()) == 100

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,16 +15,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from chertcast import __version__, crashes, present, runlock, runner
+from chertcast import api, crashes, present, runlock, runner
+from chertcast._version import __version__
 from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, parse_clock
+from chertcast.client import Secret
 from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
-from chertcast.errors import CampaignStopped, ChertcastError, InputError
+from chertcast.engine import RunStats
+from chertcast.errors import ChertcastError, InputError
 from chertcast.export import guard_output, write_table
-from chertcast.journal import STATES, Journal
+from chertcast.journal import STATES
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
+from chertcast.runner import Endpoint
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROBABILITY = click.FloatRange(0.0, 1.0)
@@ -225,11 +229,11 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     Exit 0: every row can be sent. 1: some rows have problems, the rest can go.
     2: the campaign cannot run (missing file, bad config, unknown template variable...).
     """
-    plan = build_plan(load_campaign(campaign), encoding=encoding)
+    checked = api.check(campaign, encoding=encoding)
     if as_json:
-        click.echo(json.dumps(present.check_json(plan), ensure_ascii=False))
+        click.echo(json.dumps(checked.as_json(), ensure_ascii=False))
     else:
-        now = time.time()
+        plan, now = checked.plan, checked.now
         for line in [*present.plan_summary(plan, now), *present.calendar_lines(plan, now)]:
             click.echo(line)
         if plan.issues:
@@ -239,7 +243,7 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
                 click.echo(line)
         click.echo("")
         click.echo(f"Next: chertcast preview {campaign}   then   chertcast send {campaign}")
-    sys.exit(plan.exit_code())
+    sys.exit(checked.exit_code)
 
 
 @cli.command()
@@ -346,33 +350,73 @@ def send(
         encoding=encoding,
         wait=wait,
     )
-    prepared = runner.prepare(campaign, options)
     out = sys.stderr if as_json else sys.stdout
-    for line in present.send_header(prepared, options):
-        click.echo(line, file=out)
-    if dry_run or not prepared.to_send:
-        code = 0 if dry_run else present.final_exit_code(prepared, None)
-        _finish_send(present.send_json(prepared, None, options, code), as_json, [], code)
+    progress = _LateProgress()
+
+    def on_plan(prepared: runner.Prepared) -> bool:
+        """Print the plan; on a real run, confirm and make the progress bar."""
+        for line in present.send_header(prepared, options):
+            click.echo(line, file=out)
+        if dry_run or not prepared.to_send:
+            return True
+        if not yes:
+            if not sys.stdin.isatty():
+                raise ChertcastError(
+                    f"about to send {present.plural(len(prepared.to_send), 'message')}; "
+                    "not on a terminal, so add --yes to confirm"
+                )
+            if not click.confirm(present.confirm_question(prepared), default=False):
+                click.echo("Nothing sent.")
+                return False
+        total = len(prepared.to_send)
+        if not as_json:
+            progress.bar = BarProgress(total) if sys.stderr.isatty() else LineProgress(total)
+        return True
+
+    with _endpoint(campaign, options) as (endpoint, ledger):
+        outcome = api.send(campaign, endpoint=endpoint, options=options, on_plan=on_plan, progress=progress)
+        if outcome.result is not None:
+            outcome.result.sandbox_deliveries = ledger()
+    if outcome.declined:
         return
-    if not yes:
-        if not sys.stdin.isatty():
-            raise ChertcastError(
-                f"about to send {present.plural(len(prepared.to_send), 'message')}; "
-                "not on a terminal, so add --yes to confirm"
-            )
-        if not click.confirm(present.confirm_question(prepared), default=False):
-            click.echo("Nothing sent.")
-            return
-    total = len(prepared.to_send)
-    bar = None if as_json else (BarProgress(total) if sys.stderr.isatty() else LineProgress(total))
-    try:
-        result = runner.execute(prepared, options, progress=bar)
-    except CampaignStopped as exc:  # before the first /send: nothing was sent, every row waits
-        resume = present.resume_command(prepared.campaign.source, options)
-        raise CampaignStopped(f"{exc}. Nothing was sent; fix it, then resume with: {resume}") from None
-    code = present.final_exit_code(prepared, result.run)
-    lines = present.send_summary(result, options, secret)
-    _finish_send(present.send_json(prepared, result, options, code), as_json, lines, code)
+    lines = present.send_summary(outcome.result, options, secret) if outcome.result is not None else []
+    _finish_send(outcome.as_json(), as_json, lines, outcome.exit_code)
+
+
+class _LateProgress:
+    """The progress bar, made once the plan is confirmed and its total known (engine.Progress)."""
+
+    def __init__(self) -> None:
+        self.bar: BarProgress | LineProgress | None = None
+
+    def update(self, stats: RunStats) -> None:
+        if self.bar is not None:
+            self.bar.update(stats)
+
+    def close(self, stats: RunStats) -> None:
+        if self.bar is not None:
+            self.bar.close(stats)
+
+
+@contextmanager
+def _endpoint(
+    campaign: Path, options: runner.SendOptions
+) -> Iterator[tuple[Endpoint | None, Callable[[], int | None]]]:
+    """Where a send goes: Chert (CHERT_BASE_URL or [api] base_url, and the secret), or a built-in
+    sandbox on loopback for a rehearsal (the product itself never imports the sandbox); none for
+    a dry run. The second value counts the sandbox ledger's deliveries."""
+    if options.dry_run:
+        yield None, lambda: None
+        return
+    if not options.sandbox:
+        loaded = load_campaign(campaign)
+        yield Endpoint(loaded.resolved_base_url(), read_secret(loaded)), lambda: None
+        return
+    from chertcast.sandbox import SandboxModel, SandboxServer
+
+    with SandboxServer(SandboxModel()) as server:
+        endpoint = Endpoint.sandbox(server.base_url, Secret(server.model.config.secret))
+        yield endpoint, lambda: len(server.model.deliveries())
 
 
 def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code: int) -> None:
@@ -395,22 +439,11 @@ def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code:
 @quiet_pipe
 def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -> None:
     """Where the campaign stands: counts by state, common errors, last progress."""
-    loaded = load_campaign(campaign)
-    path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
-    holder = runlock.running(path)
-    if holder is not None and not path.exists():  # a first run, still planning: no journal yet
-        running = {"campaign": loaded.id, "journal": str(path), "running": holder.as_json()}
-        line = f"Campaign {loaded.id} ({path}): run in progress: {holder.describe()}; no journal written yet"
-        click.echo(json.dumps(running) if as_json else line)
-        return
-    with Journal.open_existing(path, loaded.id) as opened:
-        data = present.status_json(loaded.id, opened)
-        data["capacity"] = runner.capacity_status(loaded, opened, time.time())
-    data["running"] = holder.as_json() if holder is not None else None
+    result = api.status(campaign, journal=journal, sandbox=sandbox)
     if as_json:
-        click.echo(json.dumps(data))
+        click.echo(json.dumps(result.as_json()))
         return
-    for line in present.status_lines(data, path):
+    for line in result.lines():
         click.echo(line)
 
 
@@ -441,15 +474,8 @@ def report(
     force: bool,
 ) -> None:
     """Write what happened, row by row, with the sheet's own columns, for your CRM."""
-    loaded = load_campaign(campaign)
-    path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
-    journals = {path.with_name(path.name + suffix): "journal" for suffix in ("", "-wal", "-shm", ".lock")}
-    guard_output(out, {**loaded.inputs(), **journals}, force=force)
-    plan = build_plan(loaded, encoding=encoding)
-    with Journal.open_existing(path, loaded.id) as opened:
-        headers, rows = present.report_rows(plan, list(opened.rows()), only)
-    written = write_table(out, headers, rows)
-    click.echo(f"wrote {present.plural(written, 'row')} to {out}")
+    result = api.report(campaign, out, only=only, journal=journal, sandbox=sandbox, encoding=encoding, force=force)
+    click.echo(f"wrote {present.plural(result.rows, 'row')} to {result.out}")
 
 
 def _capacity_rules(

@@ -222,7 +222,7 @@ def issue_table(issues: list[Issue], limit: int | None = 200) -> list[str]:
     return lines
 
 
-def check_json(plan: Plan) -> dict[str, Any]:
+def check_json(plan: Plan, now: float) -> dict[str, Any]:
     counts = plan.counts()
     return {
         "campaign": plan.campaign.id,
@@ -236,8 +236,8 @@ def check_json(plan: Plan) -> dict[str, Any]:
         "duplicates": counts["duplicate"],
         "suppressed": counts["suppressed"],
         "warnings": sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate"),
-        "estimated_seconds": _rounded(_plan_estimate(plan, None).seconds),
-        "calendar": calendar_json(plan, time.time()),
+        "estimated_seconds": _rounded(_plan_estimate(plan, now).seconds),
+        "calendar": calendar_json(plan, now),
         "issues": [issue.as_json() for issue in plan.issues],
     }
 

@@ -1,4 +1,4 @@
-"""``send`` as a library call: plan → journal → (sandbox) → uploads → engine → result."""
+"""``send``'s pipeline: plan → journal → uploads → engine → result (the public face is ``chertcast.api``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -32,7 +30,6 @@ from chertcast.capacity import (
     zones_for,
 )
 from chertcast.client import ChertClient, Secret
-from chertcast.credentials import read_secret
 from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
 from chertcast.errors import CampaignStopped
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
@@ -141,20 +138,57 @@ def _sync(plan: Plan, path: Path, options: SendOptions) -> SyncResult:
         return synced
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests go and how they are signed: passed in, never read from the environment here.
+
+    ``name`` identifies the server the journal's attempts and attachment ids belong to: the base
+    URL, or a fresh ``sandbox:<id>`` for each built-in sandbox (a new sandbox has no memory).
+    ``transport`` lets a test or an embedding program route requests in process (httpx).
+    """
+
+    base_url: str
+    secret: Secret
+    transport: httpx.AsyncBaseTransport | None = None
+    name: str = ""
+
+    @property
+    def journal_name(self) -> str:
+        return self.name or self.base_url.rstrip("/")
+
+    @classmethod
+    def sandbox(cls, base_url: str, secret: Secret, transport: httpx.AsyncBaseTransport | None = None) -> Endpoint:
+        return cls(base_url, secret, transport, f"{SANDBOX_ENDPOINT}{uuid.uuid4().hex}")
+
+
 def execute(
-    prepared: Prepared, options: SendOptions, *, progress: Progress | None = None, clock: Clock | None = None
+    prepared: Prepared,
+    options: SendOptions,
+    endpoint: Endpoint,
+    *,
+    progress: Progress | None = None,
+    clock: Clock | None = None,
 ) -> SendResult:
     """Send the prepared work, then release the run lock. Blocking; runs its own event loop."""
+    return anyio.run(aexecute, prepared, options, endpoint, progress, clock)
+
+
+async def aexecute(
+    prepared: Prepared,
+    options: SendOptions,
+    endpoint: Endpoint,
+    progress: Progress | None = None,
+    clock: Clock | None = None,
+) -> SendResult:
+    """``execute`` inside the caller's event loop."""
     try:
         if options.dry_run or not prepared.to_send:
             return SendResult(prepared, None)
         started = time.monotonic()
-        with _endpoint(prepared.campaign, options) as (endpoint, base_url, secret, deliveries):
-            run = anyio.run(_run, prepared, options, endpoint, base_url, secret, progress, clock or RealClock())
-            delivered = deliveries()
+        run = await _run(prepared, options, endpoint, progress, clock or RealClock())
         elapsed = time.monotonic() - started
         counts = journal_counts(prepared.journal_path, prepared.campaign.id)
-        return SendResult(prepared, run, delivered, elapsed, counts)
+        return SendResult(prepared, run, None, elapsed, counts)
     finally:
         prepared.release()
 
@@ -166,42 +200,26 @@ def journal_counts(path: Path, campaign_id: str) -> dict[str, int]:
         return dict(journal.counts())
 
 
-@contextmanager
-def _endpoint(campaign: Campaign, options: SendOptions) -> Iterator[tuple[str, str, Secret, Callable[[], int | None]]]:
-    """(endpoint, base URL, secret, ledger size). The endpoint names the server the journal's
-    attempts and attachment ids belong to: the base URL, or a new id for each built-in sandbox."""
-    if not options.sandbox:
-        base_url = campaign.resolved_base_url()
-        yield base_url.rstrip("/"), base_url, read_secret(campaign), lambda: None
-        return
-    from chertcast.sandbox import SandboxModel, SandboxServer
-
-    with SandboxServer(SandboxModel()) as server:
-        secret = Secret(server.model.config.secret)
-        endpoint = f"{SANDBOX_ENDPOINT}{uuid.uuid4().hex}"
-        yield endpoint, server.base_url, secret, lambda: len(server.model.deliveries())
-
-
 async def _run(
     prepared: Prepared,
     options: SendOptions,
-    endpoint: str,
-    base_url: str,
-    secret: Secret,
+    endpoint: Endpoint,
     progress: Progress | None,
     clock: Clock,
 ) -> RunResult:
     settings = prepared.campaign.send
     limits = httpx.Limits(max_connections=prepared.concurrency, max_keepalive_connections=prepared.concurrency)
     timeout = httpx.Timeout(settings.timeout_s, connect=10.0)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=endpoint.transport) as http:
         api = prepared.campaign.api
-        client = ChertClient(http, base_url, secret, auth=api.auth, tenant=api.tenant, clock=clock.wall)
+        client = ChertClient(
+            http, endpoint.base_url, endpoint.secret, auth=api.auth, tenant=api.tenant, clock=clock.wall
+        )
         with Journal(prepared.journal_path, prepared.campaign.id, clock=clock.wall) as journal:
-            journal.use_endpoint(endpoint)
+            journal.use_endpoint(endpoint.journal_name)
             replays = journal.replay_keys()  # these resend their first request, attachment ids included
             fresh = [r for r in prepared.to_send if r.key not in replays]
-            uploaded = await upload_attachments(client, journal, fresh, endpoint)
+            uploaded = await upload_attachments(client, journal, fresh, endpoint.journal_name)
             engine_settings = _engine_settings(prepared, options)
             engine_settings.scheduler = await build_scheduler(prepared.campaign, client, journal, options.wait)
             engine = Engine(
