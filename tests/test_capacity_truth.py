@@ -330,7 +330,7 @@ def test_check_and_status_plan_with_send(tmp_path: Path) -> None:
     [
         (
             '[quiet_hours]\nstart = "21:00"\nend = "08:00"\n',
-            "quiet_hours: Value error, start '21:00' is not before end",
+            "quiet_hours: start '21:00' is not before end",
         ),
         ('[capacity]\nwindow_start = "09:00"\nwindow_end = "09:00"\n', "window_start '09:00' is not before"),
         ("[capacity]\nline_gap_minutes = inf\n", "capacity.line_gap_minutes: Input should be a finite number"),

@@ -362,5 +362,7 @@ def format_validation(exc: ValidationError) -> str:
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(file)"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] == "value_error":  # our own validators' words, without pydantic's "Value error, "
+            message = str(error.get("ctx", {}).get("error", message))
         problems.append(f"{key}: {message}")
     return "; ".join(problems)
