@@ -13,11 +13,14 @@ command line reads ``CHERT_*``), and the caller decides what to print::
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from chertcast import present, runlock
 from chertcast.campaign import load_campaign
@@ -26,7 +29,7 @@ from chertcast.export import guard_output, write_table
 from chertcast.journal import Journal
 from chertcast.pacing import Clock
 from chertcast.preflight import Plan, build_plan
-from chertcast.runner import Endpoint, Prepared, SendOptions, SendResult, aexecute, execute, journal_path_for, prepare
+from chertcast.runner import Endpoint, Prepared, SendOptions, SendResult, execute, journal_path_for, prepare
 from chertcast.runner import capacity_status as _capacity_status
 
 PlanHook = Callable[[Prepared], bool]
@@ -109,25 +112,16 @@ def send(
     progress: Any = None,
     clock: Clock | None = None,
 ) -> SendOutcome:
-    """Plan against the journal, then send what is left, exactly once. Blocking.
+    """Plan against the journal, then send what is left, exactly once. Blocking: runs its own
+    event loop (``asend`` is the same inside yours).
 
     ``on_plan`` sees the plan before any request (the CLI prints it and asks to confirm);
     returning False sends nothing. A dry run needs no endpoint; a real one does.
     """
-    opts = _options_for(endpoint, options)
-    prepared = prepare(Path(campaign), opts)
-    try:
-        early = _before_sending(prepared, opts, endpoint, on_plan)
-        if early is not None:
-            return early
-        assert endpoint is not None  # _before_sending refuses a run without one
-        try:
-            result = execute(prepared, opts, endpoint, progress=progress, clock=clock)
-        except CampaignStopped as exc:
-            raise _nothing_sent(exc, prepared, opts) from None
-        return SendOutcome(prepared, opts, result, present.final_exit_code(prepared, result.run))
-    finally:
-        prepared.release()
+    call = functools.partial(
+        asend, campaign, endpoint=endpoint, options=options, on_plan=on_plan, progress=progress, clock=clock
+    )
+    return anyio.run(call)
 
 
 async def asend(
@@ -146,11 +140,12 @@ async def asend(
         early = _before_sending(prepared, opts, endpoint, on_plan)
         if early is not None:
             return early
-        assert endpoint is not None
+        assert endpoint is not None  # _options_for refuses a real run without one
         try:
-            result = await aexecute(prepared, opts, endpoint, progress, clock)
-        except CampaignStopped as exc:
-            raise _nothing_sent(exc, prepared, opts) from None
+            result = await execute(prepared, opts, endpoint, progress, clock)
+        except CampaignStopped as exc:  # before the first /send: nothing was sent, every row waits
+            resume = present.resume_command(prepared.campaign.source, opts)
+            raise CampaignStopped(f"{exc}. Nothing was sent; fix it, then resume with: {resume}") from None
         return SendOutcome(prepared, opts, result, present.final_exit_code(prepared, result.run))
     finally:
         prepared.release()
@@ -177,12 +172,6 @@ def _before_sending(
     if on_plan is not None and not on_plan(prepared):
         return SendOutcome(prepared, options, None, 0, declined=True)
     return None
-
-
-def _nothing_sent(exc: CampaignStopped, prepared: Prepared, options: SendOptions) -> CampaignStopped:
-    """A stop before the first /send: nothing was sent, every row waits."""
-    resume = present.resume_command(prepared.campaign.source, options)
-    return CampaignStopped(f"{exc}. Nothing was sent; fix it, then resume with: {resume}")
 
 
 def status(

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import anyio
 import httpx
 
 from chertcast.campaign import Campaign, load_campaign
@@ -161,26 +160,14 @@ class Endpoint:
         return cls(base_url, secret, transport, f"{SANDBOX_ENDPOINT}{uuid.uuid4().hex}")
 
 
-def execute(
-    prepared: Prepared,
-    options: SendOptions,
-    endpoint: Endpoint,
-    *,
-    progress: Progress | None = None,
-    clock: Clock | None = None,
-) -> SendResult:
-    """Send the prepared work, then release the run lock. Blocking; runs its own event loop."""
-    return anyio.run(aexecute, prepared, options, endpoint, progress, clock)
-
-
-async def aexecute(
+async def execute(
     prepared: Prepared,
     options: SendOptions,
     endpoint: Endpoint,
     progress: Progress | None = None,
     clock: Clock | None = None,
 ) -> SendResult:
-    """``execute`` inside the caller's event loop."""
+    """Send the prepared work in the caller's event loop, then release the run lock."""
     try:
         if options.dry_run or not prepared.to_send:
             return SendResult(prepared, None)
