@@ -38,6 +38,11 @@ _FIX_WORDS: dict[str, tuple[str, str, str]] = {  # verb, one, many
     "suppress_unreadable": ("fix", "unreadable suppression-list line", "unreadable suppression-list lines"),
     "row_extra_cells": ("fix", "row with more cells than the header", "rows with more cells than the header"),
     "phone_extension": ("check", "number with an extension", "numbers with an extension"),
+    "phone_skipped": (
+        "check",
+        "phone cell passed over for another column's number",
+        "phone cells passed over for another column's number",
+    ),
     "row_not_utf8": (
         "check",
         "row that is not UTF-8 like the rest of the file",
@@ -230,6 +235,10 @@ def check_json(plan: Plan) -> dict[str, Any]:
         "sheet": plan.sheet.sheet_name,
         "suppression_lists": [entry.as_json() for entry in plan.lists],
         "phone_column": plan.phone_column,
+        "phone_columns": plan.phone_columns,
+        "phone_columns_detected": plan.phone_column_detected,
+        "numbers_per_phone_column": plan.numbers_per_phone_column(),
+        "phone_columns_unused": [{"column": column, "reason": why} for column, why in plan.phone_columns_unused],
         "total": len(plan.recipients),
         "sendable": counts["sendable"],
         "errors": counts["error"],
@@ -281,7 +290,7 @@ def _bubbles_as_written(body: str) -> list[list[str]]:
     return [group for group in groups if group]
 
 
-PREVIEW_HEADERS = ["e164_phone", "status", "reason", "body", "idempotency_key"]
+PREVIEW_HEADERS = ["e164_phone", "status", "reason", "body", "idempotency_key", "phone_column"]
 
 
 def preview_rows(plan: Plan) -> Iterable[list[object]]:
@@ -295,6 +304,7 @@ def preview_rows(plan: Plan) -> Iterable[list[object]]:
             recipient.reason,
             recipient.body or "",
             recipient.key or "",
+            recipient.phone_column or "",
         ]
 
 
@@ -585,7 +595,7 @@ def _error_label(code: int | None, message: str) -> str:
 
 # ----------------------------------------------------------------- report
 
-REPORT_HEADERS = ["e164_phone", "state", "message_id", "error_code", "error_message", "note"]
+REPORT_HEADERS = ["e164_phone", "state", "message_id", "error_code", "error_message", "note", "phone_column"]
 _UNSETTLED_NOTES = {
     "unknown": "outcome unknown: the next `chertcast send` resends it with the same key, and Chert's answer settles it",
     "sending": "in flight, or outcome unknown if no run is going: the next `chertcast send` settles it",
@@ -616,21 +626,22 @@ def report_rows(plan: Plan, journal_rows: list[JournalRow], only: str | None) ->
     for entry in journal_rows:  # journaled, but no longer in the sheet: keep their history
         if entry.key not in used and not entry.key.startswith("skip:"):
             note = f"not in the sheet any more (was row {entry.row})"
-            rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note]))
+            rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note, ""]))
     return ["row", *plan.sheet.headers, *REPORT_HEADERS], [cells for state, cells in rows if only in (None, state)]
 
 
 def _report_row(recipient: Recipient, cells: tuple[str, ...], entry: JournalRow | None) -> tuple[str, list[object]]:
     phone = recipient.phone or ""
+    source = recipient.phone_column or ""
     reason = f"{recipient.status}: {recipient.reason}"
     if entry is None:
         state = "pending" if recipient.status == "sendable" else "skipped"
         message = "" if state == "pending" else reason
-        return state, [recipient.row, *cells, phone, state, "", "", message, ""]
+        return state, [recipient.row, *cells, phone, state, "", "", message, "", source]
     note = _UNSETTLED_NOTES.get(entry.state, "")
     if recipient.status != "sendable":
         note = f"now {recipient.status} ({recipient.reason})"
-    return entry.state, [recipient.row, *cells, phone, *_outcome(entry), note]
+    return entry.state, [recipient.row, *cells, phone, *_outcome(entry), note, source]
 
 
 def _outcome(entry: JournalRow) -> list[object]:
