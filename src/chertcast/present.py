@@ -9,20 +9,26 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from chertcast.campaign import BASE_URL_ENV, DEFAULT_SECRET_FILE, SECRET_ENV, SECRET_FILE_ENV, Campaign
-from chertcast.capacity import estimate_calendar, last_slot
 from chertcast.credentials import SecretSource
 from chertcast.engine import RunResult
 from chertcast.journal import STATES, UNFINISHED, Journal, JournalRow
 from chertcast.preflight import Issue, Plan, Recipient
-from chertcast.runner import Prepared, SendOptions, SendResult, capacity_outlook, journal_counts
+from chertcast.runner import (
+    Prepared,
+    SendOptions,
+    SendResult,
+    capacity_outlook,
+    journal_counts,
+    quiet_hours_calendar,
+)
 
 _FIX_WORDS: dict[str, tuple[str, str, str]] = {  # verb, one, many
     "phone_empty": ("fill", "empty phone cell", "empty phone cells"),
@@ -81,14 +87,18 @@ class Estimate:
 
     seconds: float | None  # None: capacity decides, and chertcast cannot see it yet (lines unknown)
     text: str
+    finish: date | None = None  # the last sending day, when a calendar was planned
 
 
-def estimate(campaign: Campaign, count: int, rate: float, now: float) -> Estimate:
+def estimate(campaign: Campaign, recipients: Sequence[Recipient], rate: float, now: float) -> Estimate:
     """The one estimate that `check`, the send header and the confirmation prompt all show.
 
     With capacity planning on, every message is counted as a first-touch send (the most a
-    plan can need): follow-ups to existing leads go faster.
+    plan can need): follow-ups to existing leads go faster. Each recipient's quiet hours are
+    kept as `send` keeps them (``runner.quiet_hours_calendar``): a sheet of West-Coast
+    numbers sent from New York starts three hours later each day.
     """
+    count = len(recipients)
     paced = max(0.0, count - campaign.send.burst) / rate
     settings = campaign.capacity
     if not settings.enabled or count == 0:
@@ -100,16 +110,24 @@ def estimate(campaign: Campaign, count: int, rate: float, now: float) -> Estimat
             (f"at least {duration(paced)}; " if paced >= 1 else "") + f"first-touch capacity ({limits}) decides — "
             "list [capacity] lines for a calendar",
         )
-    rules = settings.planning_rules()
-    calendar = estimate_calendar(rules, settings.lines, count, now)
-    last = last_slot(rules, settings.lines, count, now)
+    calendar = quiet_hours_calendar(campaign, recipients, now)
+    assert calendar is not None  # planning on, lines listed, recipients to send
+    never = sum(calendar.unplaced.values())
+    if calendar.finish is None:
+        return Estimate(
+            None, "no row can be sent: quiet hours and the sending window never meet (see `chertcast check`)"
+        )
+    last = calendar.last_at
     seconds = max(paced, last - now) if last is not None else None
+    held = f"; {plural(never, 'row')} can never be sent" if never else ""
     if calendar.sending_days <= 1 and seconds is not None:
-        return Estimate(seconds, f"{duration(seconds)} (first-touch capacity on {plural(calendar.lines, 'line')})")
+        text = f"{duration(seconds)} (first-touch capacity on {plural(calendar.lines, 'line')}{held})"
+        return Estimate(seconds, text, calendar.finish)
     return Estimate(
         seconds,
         f"{plural(calendar.sending_days, 'sending day')} (first-touch capacity on "
-        f"{plural(calendar.lines, 'line')}; expected finish {calendar.finish})",
+        f"{plural(calendar.lines, 'line')}; expected finish {calendar.finish}{held})",
+        calendar.finish,
     )
 
 
@@ -192,7 +210,7 @@ def plan_summary(plan: Plan, now: float | None = None) -> list[str]:
 
 def _plan_estimate(plan: Plan, now: float | None) -> Estimate:
     moment = time.time() if now is None else now
-    return estimate(plan.campaign, len(plan.sendable), plan.campaign.send.rate, moment)
+    return estimate(plan.campaign, plan.sendable, plan.campaign.send.rate, moment)
 
 
 def contacts_name(plan: Plan) -> str:
@@ -423,7 +441,7 @@ def _nothing_left(prepared: Prepared, options: SendOptions) -> list[str]:
 
 def _send_estimate(prepared: Prepared, now: float | None) -> Estimate:
     moment = time.time() if now is None else now
-    return estimate(prepared.campaign, len(prepared.to_send), prepared.rate, moment)
+    return estimate(prepared.campaign, prepared.to_send, prepared.rate, moment)
 
 
 def confirm_question(prepared: Prepared) -> str:

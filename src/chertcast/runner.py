@@ -9,7 +9,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,11 +284,7 @@ def capacity_outlook(campaign: Campaign, plan: Plan, now: float) -> CapacityOutl
     hours = quiet_hours(campaign)
     never = unsendable(((r.row, r.phone or "", r.timezone) for r in waiting), hours, rules, now)
     excluded = {u.row for u in never}
-    groups: Counter[tuple[ZoneInfo, ...]] = Counter(
-        zones_for(r.phone or "", r.timezone, hours.fallback_zone) if hours is not None else ()
-        for r in waiting
-        if r.row not in excluded
-    )
+    groups = zone_groups((r for r in waiting if r.row not in excluded), hours)
     count = sum(groups.values())
     calendar = estimate_calendar(rules, lines, count, now, history, groups, hours) if lines and count else None
     if calendar is not None and calendar.unplaced and hours is not None:  # the last rows of a zone set
@@ -301,6 +297,27 @@ def capacity_outlook(campaign: Campaign, plan: Plan, now: float) -> CapacityOutl
         never.sort(key=lambda u: u.row)
         count -= sum(calendar.unplaced.values())
     return CapacityOutlook(lines, count, never, calendar)
+
+
+def zone_groups(recipients: Iterable[Recipient], hours: QuietHours | None) -> Counter[tuple[ZoneInfo, ...]]:
+    """Recipients per set of time zones their quiet hours are kept in — the zones the engine's
+    scheduler holds each of them by (``zones_for``: the row's own zone, else the number's).
+    Without quiet hours every recipient is in one group."""
+    return Counter(
+        zones_for(r.phone or "", r.timezone, hours.fallback_zone) if hours is not None else () for r in recipients
+    )
+
+
+def quiet_hours_calendar(campaign: Campaign, recipients: Sequence[Recipient], now: float) -> Calendar | None:
+    """The first-touch calendar for sending to ``recipients`` from ``now`` on the listed
+    ``[capacity] lines``, with each recipient's quiet hours kept as ``send`` keeps them; None
+    when capacity planning is off or no line is listed."""
+    settings = campaign.capacity
+    if not settings.enabled or not settings.lines or not recipients:
+        return None
+    hours = quiet_hours(campaign)
+    groups = zone_groups(recipients, hours)
+    return estimate_calendar(capacity_rules(campaign), settings.lines, len(recipients), now, (), groups, hours)
 
 
 async def discover_lines(client: ChertClient) -> list[str]:
