@@ -10,6 +10,7 @@ tests/test_capacity_truth.py): the estimate's finish date is the day its last me
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from collections import Counter
@@ -20,14 +21,14 @@ import anyio
 import httpx
 
 from chertcast.campaign import load_campaign
-from chertcast.capacity import CapacityRules, LinePlanner, QuietHours
+from chertcast.capacity import CapacityRules, LinePlanner, QuietHours, estimate_calendar
 from chertcast.client import ChertClient, Secret
 from chertcast.engine import Engine, EngineSettings, Scheduler
 from chertcast.journal import Journal
 from chertcast.pacing import LoopClock
 from chertcast.preflight import Plan, build_plan
 from chertcast.present import calendar_lines, estimate, plan_summary
-from chertcast.runner import capacity_rules, quiet_hours
+from chertcast.runner import _sampled_zone_groups, capacity_rules, quiet_hours, zone_groups
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, sandbox_transport
 from tests.helpers import write_campaign
 from tests.test_realtime_engine import in_virtual_time
@@ -113,3 +114,22 @@ def test_estimate_of_a_same_day_send_counts_quiet_hours_in_its_duration(tmp_path
     three_hours, gaps = 3 * 3600, 3 * 605
     assert result.seconds == three_hours + gaps and result.finish == dt.date(2026, 11, 30)
     assert result.text == "3h 30m (first-touch capacity on 1 line)"
+
+
+def test_a_long_list_is_estimated_from_a_sample_of_its_zones(tmp_path: Path) -> None:
+    """Before the first request, an estimate looks up at most ZONE_SAMPLE recipients' zones
+    (~30 µs each) and scales them; a periodic sheet (every 4th row in New York) does not fool
+    it, and the calendar matches the one from every recipient's zones."""
+    template = west_coast_plan(tmp_path, quiet=True).sendable[0]
+    phones = [f"+1{212 if i % 4 == 0 else 310}{200 + i // 10_000}{i % 10_000:04d}" for i in range(12_000)]
+    recipients = [dataclasses.replace(template, row=i + 2, phone=p) for i, p in enumerate(phones)]
+    hours = QuietHours(dt.time(8), dt.time(21), "America/New_York")
+    exact = zone_groups(recipients, hours)
+    sampled = _sampled_zone_groups(recipients, hours)
+    assert sum(sampled.values()) == 12_000 and set(sampled) == set(exact)
+    for zones, count in exact.items():
+        assert abs(sampled[zones] - count) <= 12_000 * 0.02
+    rules = capacity_rules(load_campaign(tmp_path / "quiet" / "campaign.toml"))
+    lines = [f"pl_{i}" for i in range(40)]
+    truth = estimate_calendar(rules, lines, 12_000, START, (), exact, hours)
+    assert estimate_calendar(rules, lines, 12_000, START, (), sampled, hours).per_day == truth.per_day
