@@ -220,6 +220,8 @@ def test_report_and_preview_say_which_column_each_number_came_from(tmp_path: Pat
         ("Phone 2", 3),
         ("Corporate Phone", 4),
         ("Phone - Work", 4),
+        ("Account Phone", 4),
+        ("Phone (Mobile)", 0),
     ],
 )
 def test_phone_like_headers_and_their_preference(header: str, rank: int) -> None:
@@ -228,7 +230,22 @@ def test_phone_like_headers_and_their_preference(header: str, rank: int) -> None
 
 @pytest.mark.parametrize(
     "header",
-    ["Fax", "Fax Number", "Asst. Phone", "Phone Type", "phone_line_id", "Mobile Opt Out", "Email", "Phone Ext", "Name"],
+    [
+        "Fax",
+        "Fax Number",
+        "Asst. Phone",
+        "Phone Type",
+        "phone_line_id",
+        "Mobile Opt Out",
+        "SMS Opt-In",
+        "Email",
+        "Phone Ext",
+        "Name",
+        "Number of Employees",
+        "Emergency Contact Phone",
+        "Contact Owner Phone",
+        "Phone Country Code",
+    ],
 )
 def test_headers_that_are_not_a_number_to_message(header: str) -> None:
     assert not phone_like(header)

@@ -48,7 +48,8 @@ _MOBILE_WORDS = frozenset(
     {"mobile", "mobil", "cell", "cellular", "cellphone", "mobilephone", "whatsapp", "imessage", "sms", "msisdn"}
 )
 _PHONE_WORDS = _MOBILE_WORDS | {"phone", "phones", "telephone", "tel", "phonenumber", "telefon", "telefono"}
-# Words that make a phone-ish header something else: its type, a flag, a Chert line, a fax.
+# Words that make a phone-ish header something else: its type, a flag, a Chert line, a fax,
+# or another person's number (the assistant's, the CRM owner's, an emergency contact's).
 _NOT_A_NUMBER = frozenset(
     {
         "type",
@@ -77,15 +78,21 @@ _NOT_A_NUMBER = frozenset(
         "line",
         "id",
         "date",
-        "assistant",
+        "assistant",  # someone else's number: never the recipient's
         "asst",
+        "emergency",
+        "spouse",
+        "owner",
+        "manager",
+        "reference",
+        "referrer",
     }
 )
 _GENERIC_WORDS = _PHONE_WORDS | {"number", "no", "num", "nr", "primary", "contact", "e164"}
 _RANKS = (  # the preference of a non-mobile column, by the words qualifying it (lowest wins)
     (2, frozenset({"direct", "personal", "private", "dial"})),
     (3, frozenset({"home", "other", "alternate", "alt", "secondary", "additional", "2", "3"})),
-    (4, frozenset({"work", "business", "office", "corporate", "company", "main", "hq", "organization"})),
+    (4, frozenset({"work", "business", "office", "corporate", "company", "main", "hq", "organization", "account"})),
 )
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _WORD = re.compile(r"[^\W_]+")
