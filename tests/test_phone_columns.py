@@ -249,3 +249,22 @@ def test_phone_like_headers_and_their_preference(header: str, rank: int) -> None
 )
 def test_headers_that_are_not_a_number_to_message(header: str) -> None:
     assert not phone_like(header)
+
+
+def test_an_opt_out_list_exported_from_a_crm_applies_every_phone_column(tmp_path: Path) -> None:
+    """A HubSpot opt-out export: the list used to be read from 'Phone Number' alone, so an
+    opt-out whose number is only in 'Mobile Phone Number' was silently not applied."""
+    optouts = tmp_path / "optouts.csv"
+    optouts.write_text(
+        "Record ID,First Name,Last Name,Email,Phone Number,Mobile Phone Number\n"
+        "61201,Ben,Ortiz,ben@acme.example,,(310) 555-0102\n"
+        "61202,Zed,Ng,zed@example.com,(212) 555-0999,\n"
+        "61203,Ada,Park,ada@northwind.example,(212) 555-0998,+1 213-555-0101\n"
+    )
+    plan = plan_for(tmp_path, "hubspot.csv", 'suppress = ["optouts.csv"]\n')
+    suppressed = {r.phone for r in plan.recipients if r.status == "suppressed"}
+    assert suppressed == {"+13105550102", "+12135550101"}
+    (entry,) = plan.lists
+    assert entry.columns == ("Phone Number", "Mobile Phone Number") and len(entry.numbers) == 4
+    assert "optouts.csv: 4 numbers, columns 'Phone Number', 'Mobile Phone Number'" in entry.summary()
+    assert entry.as_json()["columns"] == ["Phone Number", "Mobile Phone Number"]

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from chertcast.campaign import Campaign
 from chertcast.contacts import Sheet, decode_text, header_key, load_sheet
 from chertcast.errors import ConfigError, InputError
-from chertcast.phone_columns import PHONE_HEADERS, choose_phone_columns, describe, find_header, phone_like
+from chertcast.phone_columns import choose_phone_columns, describe, find_header, phone_like
 from chertcast.phones import PhoneResult, normalise, normalise_many
 from chertcast.render import MessageTemplate, Rendered, TemplateProblem, variable_name
 
@@ -269,14 +269,17 @@ class SuppressionList:
     """What one suppression list contributed: its numbers and the lines that could not be read."""
 
     path: Path
-    column: str | None  # the header the numbers were read from (None: a .txt or headerless list)
+    column: str | None  # the (first) header the numbers were read from (None: a .txt or headerless list)
     numbers: frozenset[str]
     unreadable: tuple[tuple[int, str, str], ...]  # (line, cell, why)
     sheet: str | None = None
+    columns: tuple[str, ...] = ()  # every header the numbers were read from
 
     def summary(self) -> str:
         where = f" (sheet {self.sheet!r})" if self.sheet else ""
         column = f", column {self.column!r}" if self.column else ""
+        if len(self.columns) > 1:
+            column = ", columns " + ", ".join(repr(c) for c in self.columns)
         text = f"{self.path.name}{where}: {len(self.numbers):,} number{'' if len(self.numbers) == 1 else 's'}{column}"
         if self.unreadable:
             lines = ", ".join(str(line) for line, _, _ in self.unreadable[:10])
@@ -292,6 +295,7 @@ class SuppressionList:
             "file": str(self.path),
             "sheet": self.sheet,
             "column": self.column,
+            "columns": list(self.columns),
             "numbers": len(self.numbers),
             "unreadable": [{"line": line, "value": cell, "reason": why} for line, cell, why in self.unreadable],
         }
@@ -310,51 +314,60 @@ def load_suppression(campaign: Campaign) -> list[SuppressionList]:
 def _load_list(path: Path, region: str) -> SuppressionList:
     if not path.exists():
         raise InputError(f"{path}: suppression list does not exist")
-    column: str | None = None
+    columns: tuple[str, ...] = ()
     sheet_name: str | None = None
     problems: dict[int, tuple[str, str]] = {}
+    lines: list[tuple[int, tuple[str, ...]]]  # (line, its number cells)
     if path.suffix.lower() == ".txt":
-        lines, problems = _text_lines(path)
-        cells = list(enumerate(lines, start=1))
+        texts, problems = _text_lines(path)
+        lines = [(number, (text,)) for number, text in enumerate(texts, start=1)]
     else:
         sheet = load_sheet(path)
         sheet_name, problems = sheet.sheet_name, sheet.row_problems
-        index = _list_number_column(path, sheet, region)
-        if index is None:  # a one-column list without a header: its first line is a number
-            cells = [(1, sheet.headers[0]), *zip(sheet.row_numbers, sheet.column(0), strict=True)]
-        else:
-            column = sheet.headers[index]
-            cells = list(zip(sheet.row_numbers, sheet.column(index), strict=True))
+        indexes = _list_number_columns(path, sheet, region)
+        if not indexes:  # a one-column list without a header: its first line is a number
+            lines = [
+                (1, (sheet.headers[0],)),
+                *((n, (c,)) for n, c in zip(sheet.row_numbers, sheet.column(0), strict=True)),
+            ]
+        else:  # every phone column of a CRM export: an opt-out in any of them is applied
+            columns = tuple(sheet.headers[i] for i in indexes)
+            cells = zip(*(sheet.column(i) for i in indexes), strict=True)
+            lines = list(zip(sheet.row_numbers, cells, strict=True))
     numbers: set[str] = set()
     unreadable: list[tuple[int, str, str]] = []
-    for line, cell in cells:
-        text = cell.strip()
+    for line, values in lines:
         if line in problems:  # not read as shown (extra cells, not UTF-8): reported, not guessed
-            unreadable.append((line, text, problems[line][1]))
+            unreadable.append((line, " ".join(v.strip() for v in values if v.strip()), problems[line][1]))
             continue
-        if not text or text.startswith("#"):
-            continue
-        result = normalise(text, region)
-        if result.e164:
-            numbers.add(result.e164)
-        else:
-            unreadable.append((line, text, result.reason))
+        for cell in values:
+            text = cell.strip()
+            if not text or text.startswith("#"):
+                continue
+            result = normalise(text, region)
+            if result.e164:
+                numbers.add(result.e164)
+            else:
+                unreadable.append((line, text, result.reason))
     if not numbers:
         detail = f"; line {unreadable[0][0]}: {unreadable[0][2]}" if unreadable else ""
         raise InputError(
             f"{path}: suppression list yielded no phone number{detail}. "
             "Nobody would be suppressed; fix the list or remove it from `suppress`"
         )
-    return SuppressionList(path, column, frozenset(numbers), tuple(unreadable), sheet_name)
+    column = columns[0] if columns else None
+    return SuppressionList(path, column, frozenset(numbers), tuple(unreadable), sheet_name, columns)
 
 
-def _list_number_column(path: Path, sheet: Sheet, region: str) -> int | None:
-    keys = [header_key(h) for h in sheet.headers]
-    for candidate in PHONE_HEADERS:
-        if candidate in keys:
-            return keys.index(candidate)
+def _list_number_columns(path: Path, sheet: Sheet, region: str) -> list[int]:
+    """Every phone column of the list that holds something (all of them if none does); none
+    for a one-column list whose header is itself a number."""
+    found = [i for i, header in enumerate(sheet.headers) if phone_like(header)]
+    if found:
+        filled = [i for i in found if any(cell.strip() for cell in sheet.column(i))]
+        return filled or found
     if len(sheet.headers) == 1 and normalise(sheet.headers[0], region).e164:
-        return None
+        return []
     raise InputError(
         f"{path}: suppression list has no phone column (looked for headers like Phone, Mobile, "
         f"MSISDN, Number); headers: {', '.join(repr(h) for h in sheet.headers)}. "
