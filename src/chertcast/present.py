@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -90,7 +90,7 @@ class Estimate:
     finish: date | None = None  # the last sending day, when a calendar was planned
 
 
-def estimate(campaign: Campaign, recipients: Sequence[Recipient], rate: float, now: float) -> Estimate:
+def estimate(campaign: Campaign, recipients: list[Recipient], rate: float, now: float) -> Estimate:
     """The one estimate that `check`, the send header and the confirmation prompt all show.
 
     With capacity planning on, every message is counted as a first-touch send (the most a
