@@ -56,13 +56,28 @@ class _Strict(BaseModel):
 class Columns(_Strict):
     """Which sheet header feeds each field (matched ignoring case, spaces, `_` and `-`)."""
 
-    phone: str | None = None
+    phone: str | list[str] | None = None  # a list: tried in order per row, the first valid number wins
     name: str | None = None
     external_id: str | None = None
     phone_line_id: str | None = None
     effect: str | None = None
     attachments: str | None = None
     timezone: str | None = None
+
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _phone_headers(cls, value: object) -> object:
+        example = 'e.g. phone = "Mobile" or phone = ["Mobile Phone Number", "Phone Number"]'
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValueError(f"give a header name or a list of header names ({example}), not {value!r}")
+        if not value:
+            raise ValueError(f"the list is empty: name at least one header ({example})")
+        for position, item in enumerate(value, start=1):
+            if not isinstance(item, str) or not item.strip():
+                raise ValueError(f"item {position} ({item!r}) is not a header name ({example})")
+        return value
 
 
 class AttachmentSpec(_Strict):

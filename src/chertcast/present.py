@@ -11,18 +11,24 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from chertcast.campaign import BASE_URL_ENV, DEFAULT_SECRET_FILE, SECRET_ENV, SECRET_FILE_ENV, Campaign
-from chertcast.capacity import estimate_calendar, last_slot
 from chertcast.credentials import SecretSource
 from chertcast.engine import RunResult
 from chertcast.journal import STATES, UNFINISHED, Journal, JournalRow
 from chertcast.preflight import Issue, Plan, Recipient
-from chertcast.runner import Prepared, SendOptions, SendResult, capacity_outlook, journal_counts
+from chertcast.runner import (
+    Prepared,
+    SendOptions,
+    SendResult,
+    capacity_outlook,
+    journal_counts,
+    quiet_hours_calendar,
+)
 
 _FIX_WORDS: dict[str, tuple[str, str, str]] = {  # verb, one, many
     "phone_empty": ("fill", "empty phone cell", "empty phone cells"),
@@ -38,6 +44,11 @@ _FIX_WORDS: dict[str, tuple[str, str, str]] = {  # verb, one, many
     "suppress_unreadable": ("fix", "unreadable suppression-list line", "unreadable suppression-list lines"),
     "row_extra_cells": ("fix", "row with more cells than the header", "rows with more cells than the header"),
     "phone_extension": ("check", "number with an extension", "numbers with an extension"),
+    "phone_skipped": (
+        "check",
+        "phone cell passed over for another column's number",
+        "phone cells passed over for another column's number",
+    ),
     "row_not_utf8": (
         "check",
         "row that is not UTF-8 like the rest of the file",
@@ -76,14 +87,18 @@ class Estimate:
 
     seconds: float | None  # None: capacity decides, and chertcast cannot see it yet (lines unknown)
     text: str
+    finish: date | None = None  # the last sending day, when a calendar was planned
 
 
-def estimate(campaign: Campaign, count: int, rate: float, now: float) -> Estimate:
+def estimate(campaign: Campaign, recipients: list[Recipient], rate: float, now: float) -> Estimate:
     """The one estimate that `check`, the send header and the confirmation prompt all show.
 
     With capacity planning on, every message is counted as a first-touch send (the most a
-    plan can need): follow-ups to existing leads go faster.
+    plan can need): follow-ups to existing leads go faster. Each recipient's quiet hours are
+    kept as `send` keeps them (``runner.quiet_hours_calendar``): a sheet of West-Coast
+    numbers sent from New York starts three hours later each day.
     """
+    count = len(recipients)
     paced = max(0.0, count - campaign.send.burst) / rate
     settings = campaign.capacity
     if not settings.enabled or count == 0:
@@ -95,16 +110,24 @@ def estimate(campaign: Campaign, count: int, rate: float, now: float) -> Estimat
             (f"at least {duration(paced)}; " if paced >= 1 else "") + f"first-touch capacity ({limits}) decides — "
             "list [capacity] lines for a calendar",
         )
-    rules = settings.planning_rules()
-    calendar = estimate_calendar(rules, settings.lines, count, now)
-    last = last_slot(rules, settings.lines, count, now)
+    calendar = quiet_hours_calendar(campaign, recipients, now)
+    assert calendar is not None  # planning on, lines listed, recipients to send
+    never = sum(calendar.unplaced.values())
+    if calendar.finish is None:
+        return Estimate(
+            None, "no row can be sent: quiet hours and the sending window never meet (see `chertcast check`)"
+        )
+    last = calendar.last_at
     seconds = max(paced, last - now) if last is not None else None
+    held = f"; {plural(never, 'row')} can never be sent" if never else ""
     if calendar.sending_days <= 1 and seconds is not None:
-        return Estimate(seconds, f"{duration(seconds)} (first-touch capacity on {plural(calendar.lines, 'line')})")
+        text = f"{duration(seconds)} (first-touch capacity on {plural(calendar.lines, 'line')}{held})"
+        return Estimate(seconds, text, calendar.finish)
     return Estimate(
         seconds,
         f"{plural(calendar.sending_days, 'sending day')} (first-touch capacity on "
-        f"{plural(calendar.lines, 'line')}; expected finish {calendar.finish})",
+        f"{plural(calendar.lines, 'line')}; expected finish {calendar.finish}{held})",
+        calendar.finish,
     )
 
 
@@ -187,7 +210,7 @@ def plan_summary(plan: Plan, now: float | None = None) -> list[str]:
 
 def _plan_estimate(plan: Plan, now: float | None) -> Estimate:
     moment = time.time() if now is None else now
-    return estimate(plan.campaign, len(plan.sendable), plan.campaign.send.rate, moment)
+    return estimate(plan.campaign, plan.sendable, plan.campaign.send.rate, moment)
 
 
 def contacts_name(plan: Plan) -> str:
@@ -230,6 +253,10 @@ def check_json(plan: Plan, now: float) -> dict[str, Any]:
         "sheet": plan.sheet.sheet_name,
         "suppression_lists": [entry.as_json() for entry in plan.lists],
         "phone_column": plan.phone_column,
+        "phone_columns": plan.phone_columns,
+        "phone_columns_detected": plan.phone_column_detected,
+        "numbers_per_phone_column": plan.numbers_per_phone_column(),
+        "phone_columns_unused": [{"column": column, "reason": why} for column, why in plan.phone_columns_unused],
         "total": len(plan.recipients),
         "sendable": counts["sendable"],
         "errors": counts["error"],
@@ -281,7 +308,7 @@ def _bubbles_as_written(body: str) -> list[list[str]]:
     return [group for group in groups if group]
 
 
-PREVIEW_HEADERS = ["e164_phone", "status", "reason", "body", "idempotency_key"]
+PREVIEW_HEADERS = ["e164_phone", "status", "reason", "body", "idempotency_key", "phone_column"]
 
 
 def preview_rows(plan: Plan) -> Iterable[list[object]]:
@@ -295,6 +322,7 @@ def preview_rows(plan: Plan) -> Iterable[list[object]]:
             recipient.reason,
             recipient.body or "",
             recipient.key or "",
+            recipient.phone_column or "",
         ]
 
 
@@ -413,7 +441,7 @@ def _nothing_left(prepared: Prepared, options: SendOptions) -> list[str]:
 
 def _send_estimate(prepared: Prepared, now: float | None) -> Estimate:
     moment = time.time() if now is None else now
-    return estimate(prepared.campaign, len(prepared.to_send), prepared.rate, moment)
+    return estimate(prepared.campaign, prepared.to_send, prepared.rate, moment)
 
 
 def confirm_question(prepared: Prepared) -> str:
@@ -585,7 +613,7 @@ def _error_label(code: int | None, message: str) -> str:
 
 # ----------------------------------------------------------------- report
 
-REPORT_HEADERS = ["e164_phone", "state", "message_id", "error_code", "error_message", "note"]
+REPORT_HEADERS = ["e164_phone", "state", "message_id", "error_code", "error_message", "note", "phone_column"]
 _UNSETTLED_NOTES = {
     "unknown": "outcome unknown: the next `chertcast send` resends it with the same key, and Chert's answer settles it",
     "sending": "in flight, or outcome unknown if no run is going: the next `chertcast send` settles it",
@@ -616,21 +644,22 @@ def report_rows(plan: Plan, journal_rows: list[JournalRow], only: str | None) ->
     for entry in journal_rows:  # journaled, but no longer in the sheet: keep their history
         if entry.key not in used and not entry.key.startswith("skip:"):
             note = f"not in the sheet any more (was row {entry.row})"
-            rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note]))
+            rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note, ""]))
     return ["row", *plan.sheet.headers, *REPORT_HEADERS], [cells for state, cells in rows if only in (None, state)]
 
 
 def _report_row(recipient: Recipient, cells: tuple[str, ...], entry: JournalRow | None) -> tuple[str, list[object]]:
     phone = recipient.phone or ""
+    source = recipient.phone_column or ""
     reason = f"{recipient.status}: {recipient.reason}"
     if entry is None:
         state = "pending" if recipient.status == "sendable" else "skipped"
         message = "" if state == "pending" else reason
-        return state, [recipient.row, *cells, phone, state, "", "", message, ""]
+        return state, [recipient.row, *cells, phone, state, "", "", message, "", source]
     note = _UNSETTLED_NOTES.get(entry.state, "")
     if recipient.status != "sendable":
         note = f"now {recipient.status} ({recipient.reason})"
-    return entry.state, [recipient.row, *cells, phone, *_outcome(entry), note]
+    return entry.state, [recipient.row, *cells, phone, *_outcome(entry), note, source]
 
 
 def _outcome(entry: JournalRow) -> list[object]:
