@@ -149,7 +149,7 @@ def execute(
         if options.dry_run or not prepared.to_send:
             return SendResult(prepared, None)
         started = time.monotonic()
-        with _endpoint(prepared.campaign, options) as (endpoint, base_url, secret, deliveries):
+        with open_endpoint(prepared.campaign, options) as (endpoint, base_url, secret, deliveries):
             run = anyio.run(_run, prepared, options, endpoint, base_url, secret, progress, clock or RealClock())
             delivered = deliveries()
         elapsed = time.monotonic() - started
@@ -167,16 +167,19 @@ def journal_counts(path: Path, campaign_id: str) -> dict[str, int]:
 
 
 @contextmanager
-def _endpoint(campaign: Campaign, options: SendOptions) -> Iterator[tuple[str, str, Secret, Callable[[], int | None]]]:
+def open_endpoint(
+    campaign: Campaign, options: SendOptions
+) -> Iterator[tuple[str, str, Secret, Callable[[], int | None]]]:
     """(endpoint, base URL, secret, ledger size). The endpoint names the server the journal's
-    attempts and attachment ids belong to: the base URL, or a new id for each built-in sandbox."""
+    attempts and attachment ids belong to: the base URL, or a new id for each built-in sandbox.
+    The built-in sandbox refuses a first message holding a link (1005), as Chert does."""
     if not options.sandbox:
         base_url = campaign.resolved_base_url()
         yield base_url.rstrip("/"), base_url, read_secret(campaign), lambda: None
         return
-    from chertcast.sandbox import SandboxModel, SandboxServer
+    from chertcast.sandbox import SandboxConfig, SandboxModel, SandboxServer
 
-    with SandboxServer(SandboxModel()) as server:
+    with SandboxServer(SandboxModel(SandboxConfig(reject_links=True))) as server:
         secret = Secret(server.model.config.secret)
         endpoint = f"{SANDBOX_ENDPOINT}{uuid.uuid4().hex}"
         yield endpoint, server.base_url, secret, lambda: len(server.model.deliveries())
@@ -375,13 +378,14 @@ async def upload_attachments(
         digest = hashlib.sha256(data).hexdigest()
         known = journal.attachment_id(path, digest, endpoint)
         if known is None:
-            known = await _upload(client, Path(path), data)
+            known = await upload_file(client, Path(path), data)
             journal.remember_attachment(path, digest, known, endpoint)
         ids[path] = known
     return ids
 
 
-async def _upload(client: ChertClient, path: Path, data: bytes) -> str:
+async def upload_file(client: ChertClient, path: Path, data: bytes) -> str:
+    """``POST /attachments`` then the ``PUT`` of the bytes; the new attachment id."""
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     try:
         status, body = await client.post_json(
