@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,23 @@ def test_a_refused_test_send_says_why_and_exits_1(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "not delivered: 4098: Unknown effect: sparkle" in result.output
     assert "the campaign journal is unchanged" in result.output
+
+
+def test_a_broken_setup_ends_a_test_send_after_three_identical_answers(tmp_path: Path) -> None:
+    """As it stops a campaign: a host that cannot be reached is said so, not retried six times."""
+    path = campaign(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        env = {
+            **os.environ,
+            "CHERT_BASE_URL": f"http://127.0.0.1:{port}/api/v1",
+            "CHERT_SIGNING_SECRET": DEFAULT_SECRET,
+        }
+        started = time.monotonic()
+        result = run_cli("send", path, "--to", OPERATOR, "--json", env=env)
+        elapsed = time.monotonic() - started
+    summary = json.loads(result.output)
+    assert result.exit_code == 1 and summary["status"] == "failed" and summary["attempts"] == 3
+    assert summary["error_message"].startswith("no connection could be made to the API 3 times")
+    assert elapsed < 10

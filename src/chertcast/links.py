@@ -124,8 +124,10 @@ def _link_in(word: str) -> str | None:
     return found.group(0).rstrip(_TRAILING) if found else None
 
 
+@lru_cache(maxsize=1_024)
 def link_warning(link: str) -> str:
-    """What ``check`` says about a row whose message holds ``link``."""
+    """What ``check`` says about a row whose message holds ``link`` (one string per link: a link in
+    the template repeats it on every row of a large sheet)."""
     return (
         f"the message holds a link ({link}): Chert refuses a first message with a link (code 1005), "
         "and send stops at the first refusal; take the link out of the first message"

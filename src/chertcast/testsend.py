@@ -22,7 +22,7 @@ import httpx
 
 from chertcast.campaign import Campaign, load_campaign
 from chertcast.client import ChertClient, Outcome, Secret
-from chertcast.engine import LINK_CODE, STOP_CODES, RetryPolicy, outcome_unknown, retry_delay
+from chertcast.engine import LINK_CODE, STOP_CODES, RetryPolicy, SetupBreaker, outcome_unknown, retry_delay
 from chertcast.errors import InputError
 from chertcast.pacing import Clock, RealClock
 from chertcast.phones import normalise
@@ -90,6 +90,7 @@ class SentToSelf:
     sandbox: bool
     sandbox_deliveries: int | None = None
     phone_warning: str | None = None
+    setup_problem: str | None = None  # the base URL or the host is wrong: said instead of the last answer
 
     @property
     def delivered(self) -> bool:
@@ -115,15 +116,17 @@ def run_test_send(
     source = choose_row(build_plan(campaign, encoding=encoding), row)
     options = SendOptions(sandbox=sandbox)
     with open_endpoint(campaign, options) as (_, base_url, secret, deliveries):
-        sent, outcome, attempts = anyio.run(_send, campaign, source, phone, base_url, secret, clock or RealClock())
+        sent, outcome, attempts, broken = anyio.run(
+            _send, campaign, source, phone, base_url, secret, clock or RealClock()
+        )
         delivered = deliveries()
     path = journal_path_for(campaign, options)
-    return SentToSelf(campaign, source, sent, outcome, attempts, path, sandbox, delivered, warning)
+    return SentToSelf(campaign, source, sent, outcome, attempts, path, sandbox, delivered, warning, broken)
 
 
 async def _send(
     campaign: Campaign, source: Recipient, phone: str, base_url: str, secret: Secret, clock: Clock
-) -> tuple[Recipient, Outcome, int]:
+) -> tuple[Recipient, Outcome, int, str | None]:
     settings, api = campaign.send, campaign.api
     async with httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_s, connect=10.0)) as http:
         client = ChertClient(http, base_url, secret, auth=api.auth, tenant=api.tenant, clock=clock.wall)
@@ -132,22 +135,28 @@ async def _send(
             uploaded[path] = await upload_file(client, Path(path), Path(path).read_bytes())
         sent = addressed_to(source, phone, campaign.id, uploaded)
         policy = RetryPolicy(max_attempts=settings.max_attempts, max_delay_s=settings.max_backoff_s)
-        outcome, attempts = await _deliver(client, sent.payload(uploaded), policy, clock)
-        return sent, outcome, attempts
+        outcome, attempts, broken = await _deliver(client, sent.payload(uploaded), policy, clock)
+        return sent, outcome, attempts, broken
 
 
 async def _deliver(
     client: ChertClient, payload: dict[str, Any], policy: RetryPolicy, clock: Clock
-) -> tuple[Outcome, int]:
-    """The campaign's retry policy, with the same key on every attempt; no wait over ``MAX_WAIT_S``."""
+) -> tuple[Outcome, int, str | None]:
+    """The campaign's retry policy, with the same key on every attempt; no wait over ``MAX_WAIT_S``;
+    a broken setup (a wrong base URL, an unreachable host) ends it after 3 identical answers, as
+    it stops a campaign. Returns the last outcome, the attempts and the setup problem, if any."""
     rng = random.Random()
+    setup = SetupBreaker()
     attempt = 0
     while True:
         attempt += 1
         outcome = await client.send(payload)
-        delay = None if outcome.delivered else retry_delay(outcome, attempt, policy, rng)
-        if delay is None or delay > MAX_WAIT_S:
-            return outcome, attempt
+        if outcome.delivered:
+            return outcome, attempt, None
+        broken = setup.observe(outcome, client.base_url)
+        delay = retry_delay(outcome, attempt, policy, rng)
+        if broken is not None or delay is None or delay > MAX_WAIT_S:
+            return outcome, attempt, broken
         await clock.sleep(delay)
 
 
@@ -162,7 +171,7 @@ def summary_lines(result: SentToSelf) -> list[str]:
     lines = [f"{mode}test send of row {source.row}'s message{who} to {sent.phone}", *bubble_view(result.sent)]
     if result.phone_warning:
         lines.append(f"note: {result.phone_warning}")
-    lines.append(_answer(outcome, result.attempts))
+    lines.append(_answer(outcome, result.attempts, result.setup_problem))
     if result.sandbox_deliveries is not None:
         ledger = plural(result.sandbox_deliveries, "delivery", "deliveries")
         lines.append(f"Sandbox ledger: {ledger} (a rehearsal; nothing reached a phone)")
@@ -170,8 +179,10 @@ def summary_lines(result: SentToSelf) -> list[str]:
     return lines
 
 
-def _answer(outcome: Outcome, attempts: int) -> str:
+def _answer(outcome: Outcome, attempts: int, setup_problem: str | None) -> str:
     tries = f" after {attempts} attempts" if attempts > 1 else ""
+    if setup_problem is not None:
+        return f"not delivered: {setup_problem}"
     if outcome.kind == "sent":
         return f"sent: message_id {outcome.message_id}{tries}"
     if outcome.kind == "duplicate":
@@ -201,7 +212,7 @@ def summary_json(result: SentToSelf) -> dict[str, Any]:
         "status": outcome.kind if result.delivered else ("unknown" if outcome_unknown(outcome) else "failed"),
         "message_id": outcome.message_id,
         "error_code": outcome.code,
-        "error_message": None if result.delivered else outcome.message,
+        "error_message": None if result.delivered else (result.setup_problem or outcome.message),
         "attempts": result.attempts,
         "sandbox": result.sandbox,
         "sandbox_deliveries": result.sandbox_deliveries,
