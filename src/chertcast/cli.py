@@ -7,7 +7,8 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,9 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from chertcast import __version__, crashes, present, runlock, runner, testsend
+from chertcast import __version__, crashes, present, runlock, runner
 from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, parse_clock
+from chertcast.client import Secret
 from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
 from chertcast.errors import CampaignStopped, ChertcastError, InputError
@@ -25,6 +27,7 @@ from chertcast.export import guard_output, write_table
 from chertcast.journal import STATES, Journal
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
+from chertcast.testsend import run_test_send, summary_json, summary_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROBABILITY = click.FloatRange(0.0, 1.0)
@@ -432,15 +435,30 @@ def _test_send(
         )
     if refused:
         raise ChertcastError(f"--to sends one test message; it does not take {', '.join(refused)}")
-    if not sandbox:  # fail before the sheet is read
-        read_secret(load_campaign(campaign))
-    result = testsend.run_test_send(campaign, to, row, sandbox=sandbox, encoding=encoding)
+    with _test_endpoint(campaign, sandbox) as (base_url, secret, ledger):
+        result = run_test_send(campaign, to, row, base_url=base_url, secret=secret, sandbox=sandbox, encoding=encoding)
+        result.sandbox_deliveries = ledger()
     if as_json:
-        click.echo(json.dumps(testsend.summary_json(result), ensure_ascii=False))
+        click.echo(json.dumps(summary_json(result), ensure_ascii=False))
     else:
-        for line in testsend.summary_lines(result):
+        for line in summary_lines(result):
             click.echo(line)
     sys.exit(result.exit_code)
+
+
+@contextmanager
+def _test_endpoint(campaign: Path, sandbox: bool) -> Iterator[tuple[str, Secret, Callable[[], int | None]]]:
+    """Where a test send goes: Chert (the secret read before the sheet is), or a fresh built-in
+    sandbox on loopback that refuses a first message holding a link, as a rehearsal's does.
+    The third value counts the sandbox ledger's deliveries."""
+    if not sandbox:
+        loaded = load_campaign(campaign)
+        yield loaded.resolved_base_url(), read_secret(loaded), lambda: None
+        return
+    from chertcast.sandbox import SandboxConfig, SandboxModel, SandboxServer
+
+    with SandboxServer(SandboxModel(SandboxConfig(reject_links=True))) as server:
+        yield server.base_url, Secret(server.model.config.secret), lambda: len(server.model.deliveries())
 
 
 def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code: int) -> None:

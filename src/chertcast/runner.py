@@ -149,7 +149,7 @@ def execute(
         if options.dry_run or not prepared.to_send:
             return SendResult(prepared, None)
         started = time.monotonic()
-        with open_endpoint(prepared.campaign, options) as (endpoint, base_url, secret, deliveries):
+        with _endpoint(prepared.campaign, options) as (endpoint, base_url, secret, deliveries):
             run = anyio.run(_run, prepared, options, endpoint, base_url, secret, progress, clock or RealClock())
             delivered = deliveries()
         elapsed = time.monotonic() - started
@@ -167,9 +167,7 @@ def journal_counts(path: Path, campaign_id: str) -> dict[str, int]:
 
 
 @contextmanager
-def open_endpoint(
-    campaign: Campaign, options: SendOptions
-) -> Iterator[tuple[str, str, Secret, Callable[[], int | None]]]:
+def _endpoint(campaign: Campaign, options: SendOptions) -> Iterator[tuple[str, str, Secret, Callable[[], int | None]]]:
     """(endpoint, base URL, secret, ledger size). The endpoint names the server the journal's
     attempts and attachment ids belong to: the base URL, or a new id for each built-in sandbox.
     The built-in sandbox refuses a first message holding a link (1005), as Chert does."""

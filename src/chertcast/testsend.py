@@ -28,7 +28,7 @@ from chertcast.pacing import Clock, RealClock
 from chertcast.phones import normalise
 from chertcast.preflight import Plan, Recipient, build_plan
 from chertcast.present import bubble_view, plural
-from chertcast.runner import SendOptions, journal_path_for, open_endpoint, upload_file
+from chertcast.runner import SendOptions, journal_path_for, upload_file
 
 TEST_KEY_PREFIX = "ct1_"  # a campaign's keys start "cc1_": a test send's key is never one of them
 MAX_WAIT_S = 30.0  # a test send waits this long at most for a retry; a longer ask ends it
@@ -88,7 +88,7 @@ class SentToSelf:
     attempts: int
     journal_path: Path  # the campaign's journal, which the test send left as it was
     sandbox: bool
-    sandbox_deliveries: int | None = None
+    sandbox_deliveries: int | None = None  # the caller that started a sandbox fills it in
     phone_warning: str | None = None
     setup_problem: str | None = None  # the base URL or the host is wrong: said instead of the last answer
 
@@ -106,29 +106,38 @@ def run_test_send(
     to: str,
     row: int | None,
     *,
+    base_url: str,
+    secret: Secret,
+    transport: httpx.AsyncBaseTransport | None = None,
     sandbox: bool = False,
     encoding: str | None = None,
     clock: Clock | None = None,
 ) -> SentToSelf:
-    """Check the campaign, pick the row, send its message to ``to``. Blocking."""
+    """Check the campaign, pick the row, send its message to ``to``. Blocking.
+
+    Where it goes is passed in (``base_url``, ``secret``, optionally an httpx ``transport``), as
+    for a campaign send: only the command line reads ``CHERT_*`` or starts a sandbox.
+    ``sandbox`` only names the journal the output says is unchanged (the rehearsal's)."""
     campaign = load_campaign(campaign_path)
     phone, warning = operator_phone(to, campaign)
     source = choose_row(build_plan(campaign, encoding=encoding), row)
-    options = SendOptions(sandbox=sandbox)
-    with open_endpoint(campaign, options) as (_, base_url, secret, deliveries):
-        sent, outcome, attempts, broken = anyio.run(
-            _send, campaign, source, phone, base_url, secret, clock or RealClock()
-        )
-        delivered = deliveries()
-    path = journal_path_for(campaign, options)
-    return SentToSelf(campaign, source, sent, outcome, attempts, path, sandbox, delivered, warning, broken)
+    where = (base_url, secret, transport)
+    sent, outcome, attempts, broken = anyio.run(_send, campaign, source, phone, where, clock or RealClock())
+    path = journal_path_for(campaign, SendOptions(sandbox=sandbox))
+    return SentToSelf(campaign, source, sent, outcome, attempts, path, sandbox, None, warning, broken)
 
 
 async def _send(
-    campaign: Campaign, source: Recipient, phone: str, base_url: str, secret: Secret, clock: Clock
+    campaign: Campaign,
+    source: Recipient,
+    phone: str,
+    where: tuple[str, Secret, httpx.AsyncBaseTransport | None],
+    clock: Clock,
 ) -> tuple[Recipient, Outcome, int, str | None]:
     settings, api = campaign.send, campaign.api
-    async with httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_s, connect=10.0)) as http:
+    base_url, secret, transport = where
+    timeout = httpx.Timeout(settings.timeout_s, connect=10.0)
+    async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
         client = ChertClient(http, base_url, secret, auth=api.auth, tenant=api.tenant, clock=clock.wall)
         uploaded = {}
         for path in sorted({a.value for a in source.attachments if a.is_file}):
