@@ -29,6 +29,7 @@ from chertcast.journal import STATES
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
 from chertcast.runner import Endpoint
+from chertcast.testsend import run_test_send, summary_json, summary_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROBABILITY = click.FloatRange(0.0, 1.0)
@@ -151,6 +152,7 @@ def cli() -> None:
     type=click.IntRange(min=1),
     help="Capacity mode: first touches per line per day (default 30).",
 )
+@click.option("--reject-links", is_flag=True, help="Refuse a first message whose text holds a link (1005).")
 @friendly
 @quiet_pipe
 def sandbox(
@@ -175,6 +177,7 @@ def sandbox(
     project_daily_cap: int | None,
     line_gap_s: float | None,
     line_daily_cap: int | None,
+    reject_links: bool,
 ) -> None:
     """Serve a local Chert /send stand-in with fault injection, until Ctrl-C.
 
@@ -199,7 +202,12 @@ def sandbox(
     rules = _capacity_rules(window, zone, project_daily_cap, line_gap_s, line_daily_cap) if capacity or custom else None
     lines = tuple(f"pl_sandbox_line_{i}" for i in range(1, line_count + 1))
     config = SandboxConfig(
-        secret=secret or DEFAULT_SECRET, faults=faults, dedup_window_s=dedup_window, lines=lines, capacity=rules
+        secret=secret or DEFAULT_SECRET,
+        faults=faults,
+        dedup_window_s=dedup_window,
+        lines=lines,
+        capacity=rules,
+        reject_links=reject_links,
     )
     try:
         sock = bind(host, port)  # before saying "listening": a busy port fails first, alone
@@ -313,6 +321,20 @@ def preview(campaign: Path, encoding: str | None, count: int, row: int | None, o
 @click.option("--allow-changes", is_flag=True, help="Send rows whose message changed since they were attempted.")
 @click.option("--retry-failed", is_flag=True, help="Put rows that failed back in the queue.")
 @click.option("--wait", is_flag=True, help="When today's capacity is spent, stay up and continue when it returns.")
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    metavar="PHONE",
+    help="Test send: send one row's message to this number (yours) only; the journal is not touched.",
+)
+@click.option(
+    "--row",
+    "row",
+    default=None,
+    type=click.IntRange(min=1),
+    help="With --to: the sheet row whose message to send (default: the first sendable row).",
+)
 @ENCODING
 @friendly
 @quiet_pipe
@@ -329,9 +351,28 @@ def send(
     allow_changes: bool,
     retry_failed: bool,
     wait: bool,
+    to: str | None,
+    row: int | None,
     encoding: str | None,
 ) -> None:
-    """Send the campaign: paced, retried, exactly once. Rerun the same command to resume."""
+    """Send the campaign: paced, retried, exactly once. Rerun the same command to resume.
+
+    With --to PHONE: a test send of one row's message to your own number, under its own key;
+    the campaign's journal is not touched.
+    """
+    if to is not None or row is not None:
+        refused = {
+            "--dry-run": dry_run,
+            "--limit": limit is not None,
+            "--rate": rate is not None,
+            "--concurrency": concurrency is not None,
+            "--journal": journal is not None,
+            "--allow-changes": allow_changes,
+            "--retry-failed": retry_failed,
+            "--wait": wait,
+        }
+        _test_send(campaign, to, row, sandbox, as_json, encoding, [name for name, given in refused.items() if given])
+        return
     secret = None
     if not dry_run and not sandbox:  # fail before anything is written or asked
         loaded = load_campaign(campaign)
@@ -412,11 +453,54 @@ def _endpoint(
         loaded = load_campaign(campaign)
         yield Endpoint(loaded.resolved_base_url(), read_secret(loaded)), lambda: None
         return
-    from chertcast.sandbox import SandboxModel, SandboxServer
+    from chertcast.sandbox import SandboxConfig, SandboxModel, SandboxServer
 
-    with SandboxServer(SandboxModel()) as server:
+    with SandboxServer(SandboxModel(SandboxConfig(reject_links=True))) as server:  # refuses links as Chert does
         endpoint = Endpoint.sandbox(server.base_url, Secret(server.model.config.secret))
         yield endpoint, lambda: len(server.model.deliveries())
+
+
+def _test_send(
+    campaign: Path,
+    to: str | None,
+    row: int | None,
+    sandbox: bool,
+    as_json: bool,
+    encoding: str | None,
+    refused: list[str],
+) -> None:
+    """``send --to``: one row's message to the operator's number; no journal, no lock, no capacity."""
+    if to is None:
+        raise ChertcastError(
+            f"--row {row} chooses whose message a test send uses: add --to YOUR_NUMBER "
+            f"(to only look at that row's message: chertcast preview {campaign} --row {row})"
+        )
+    if refused:
+        raise ChertcastError(f"--to sends one test message; it does not take {', '.join(refused)}")
+    with _test_endpoint(campaign, sandbox) as (base_url, secret, ledger):
+        result = run_test_send(campaign, to, row, base_url=base_url, secret=secret, sandbox=sandbox, encoding=encoding)
+        result.sandbox_deliveries = ledger()
+    if as_json:
+        click.echo(json.dumps(summary_json(result), ensure_ascii=False))
+    else:
+        for line in summary_lines(result):
+            click.echo(line)
+    sys.exit(result.exit_code)
+
+
+@contextmanager
+def _test_endpoint(campaign: Path, sandbox: bool) -> Iterator[tuple[str, Secret, Callable[[], int | None]]]:
+    """Where a test send goes: Chert (the secret read before the sheet is), or a fresh built-in
+    sandbox on loopback that refuses a first message holding a link, as a rehearsal's does.
+    The third value counts the sandbox ledger's deliveries."""
+    if not sandbox:
+        loaded = load_campaign(campaign)
+        yield loaded.resolved_base_url(), read_secret(loaded), lambda: None
+        return
+    from chertcast.sandbox import SandboxConfig, SandboxModel, SandboxServer
+
+    with SandboxServer(SandboxModel(SandboxConfig(reject_links=True))) as server:
+        yield server.base_url, Secret(server.model.config.secret), lambda: len(server.model.deliveries())
 
 
 def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code: int) -> None:

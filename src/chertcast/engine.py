@@ -29,6 +29,7 @@ from chertcast.journal import Journal
 from chertcast.pacing import Clock, InFlight, TokenBucket, remaining
 from chertcast.preflight import AttachmentRef, Recipient
 
+LINK_CODE = 1005  # Chert refuses a first message holding a link: the campaign stops
 STOP_CODES = {
     2001: "the tenant is unknown (check [api] tenant / x-chert-tenant)",
     2004: "authentication failed: the signing secret (CHERT_SIGNING_SECRET or the secret file) is wrong for this API",
@@ -37,6 +38,12 @@ STOP_CODES = {
     2012: "no credentials reached the API",
     2013: "this machine's clock is more than 5 minutes off; fix it and rerun",
     3003: "Chert's delivery provider is not configured for this tenant; contact Chert support",
+    LINK_CODE: (
+        "the first message must not contain links (URLs, www., domains such as example.com): Chert refused "
+        "it, so the campaign stops here instead of failing row after row. Take the link out of the message "
+        "(`chertcast check` lists every row with one), then resume with --allow-changes (the rows Chert "
+        "refused were attempted with the old text)"
+    ),
 }
 CAPACITY_CODE = 4002
 RATE_LIMIT_CODE = 1007

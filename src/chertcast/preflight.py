@@ -20,6 +20,7 @@ from typing import Any, Literal
 from chertcast.campaign import Campaign
 from chertcast.contacts import Sheet, decode_text, header_key, load_sheet
 from chertcast.errors import ConfigError, InputError
+from chertcast.links import find_link, link_warning
 from chertcast.phone_columns import choose_phone_columns, describe, find_header, phone_like
 from chertcast.phones import PhoneResult, normalise, normalise_many
 from chertcast.render import MessageTemplate, Rendered, TemplateProblem, variable_name
@@ -516,6 +517,8 @@ class _RowBuilder:
         elif (first := self.first_row_of.setdefault(e164, row)) != row:  # type: ignore[arg-type]
             status, reason = "duplicate", f"{e164} repeats row {first}; only row {first} is sent"
             issues.append(Issue(row, phone_header, "warning", "duplicate", reason))
+        elif body is not None and (link := find_link(body)) is not None:
+            issues.append(Issue(row, None, "warning", "body_link", link_warning(link)))
         source = phone_header if e164 else None
         return Recipient(
             row, raw_phone, e164, body, key, status, reason, name, external_id, line, effect, attachments, zone, source

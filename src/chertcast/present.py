@@ -40,6 +40,7 @@ _FIX_WORDS: dict[str, tuple[str, str, str]] = {  # verb, one, many
     "body_too_long": ("shorten", "message", "messages"),
     "attachment_missing": ("fix", "missing attachment file", "missing attachment files"),
     "duplicate": ("remove", "duplicate number", "duplicate numbers"),
+    "body_link": ("remove", "link from a first message", "links from first messages"),
     "not_imessage": ("check", "number that may not receive iMessage", "numbers that may not receive iMessage"),
     "suppress_unreadable": ("fix", "unreadable suppression-list line", "unreadable suppression-list lines"),
     "row_extra_cells": ("fix", "row with more cells than the header", "rows with more cells than the header"),

@@ -415,13 +415,14 @@ async def upload_attachments(
         digest = hashlib.sha256(data).hexdigest()
         known = journal.attachment_id(path, digest, endpoint)
         if known is None:
-            known = await _upload(client, Path(path), data)
+            known = await upload_file(client, Path(path), data)
             journal.remember_attachment(path, digest, known, endpoint)
         ids[path] = known
     return ids
 
 
-async def _upload(client: ChertClient, path: Path, data: bytes) -> str:
+async def upload_file(client: ChertClient, path: Path, data: bytes) -> str:
+    """``POST /attachments`` then the ``PUT`` of the bytes; the new attachment id."""
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     try:
         status, body = await client.post_json(

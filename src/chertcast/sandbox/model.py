@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from chertcast.capacity import CapacityRules, LinePlanner
+from chertcast.links import find_link
 from chertcast.signing import sign
 
 DEFAULT_SECRET = "5a4d0b0c5a4d0b0c5a4d0b0c5a4d0b0c"
@@ -78,6 +79,7 @@ class SandboxConfig:
     faults: Faults = field(default_factory=Faults)
     clock: Callable[[], float] = time.time
     capacity: CapacityRules | None = None  # None: unlimited lines (the default sandbox)
+    reject_links: bool = False  # 1005 for a first message whose body holds a link (chertcast.links)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,7 @@ ERROR_HTTP = {
     1002: 400,
     1003: 400,
     1004: 400,
+    1005: 400,
     1007: 429,
     1009: 400,
     1011: 409,
@@ -324,7 +327,7 @@ class SandboxModel:
             return self._error(1004, "Request body is not valid JSON")
         if not isinstance(payload, dict):
             return self._error(1004, "Request body must be a JSON object")
-        problem = self._validate(payload)
+        problem = self._validate(payload) or self._link_refusal(payload)
         if problem is not None:
             return problem
         now = self.config.clock()
@@ -366,6 +369,12 @@ class SandboxModel:
         if line is not None and line not in self.config.lines:
             return self._error(2006, f"Phone line {line} is not assigned to this tenant")
         return None
+
+    def _link_refusal(self, payload: dict[str, Any]) -> Reply | None:
+        """``reject_links``: a first message (no conversation with the phone yet) holding a link → 1005."""
+        if not self.config.reject_links or payload["phone"] in self._leads or find_link(payload["body"]) is None:
+            return None
+        return self._error(1005, "The first message to a recipient must not contain URLs; use a rich_link part")
 
     def _validate_attachments(self, attachments: Any) -> Reply | None:
         if attachments is None:
