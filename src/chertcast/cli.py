@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from chertcast import __version__, crashes, present, runlock, runner
+from chertcast import __version__, crashes, pages, present, runlock, runner
 from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, parse_clock
 from chertcast.crashes import scrub
@@ -210,7 +210,12 @@ def sandbox(
 
 CAMPAIGN = click.argument("campaign", type=click.Path(path_type=Path))
 ENCODING = click.option("--encoding", default=None, help="CSV text encoding (default: detected).")
-FORCE = click.option("--force", is_flag=True, help="Replace the --out file if it exists (never a campaign input).")
+FORCE = click.option(
+    "--force", is_flag=True, help="Replace the --out/--html file if it exists (never a campaign input)."
+)
+HTML = click.option(
+    "--html", default=None, type=click.Path(path_type=Path), help="Write a self-contained page to FILE.html."
+)
 
 
 @cli.command()
@@ -255,19 +260,27 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     type=click.Path(path_type=Path),
     help="Write every row with its message, status and key to FILE.csv or FILE.xlsx.",
 )
+@HTML
 @FORCE
 @friendly
 @quiet_pipe
-def preview(campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None, force: bool) -> None:
+def preview(
+    campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None, html: Path | None, force: bool
+) -> None:
     """Show exactly what recipients will see (blank lines split bubbles); send nothing."""
     loaded = load_campaign(campaign)
-    if out is not None:
-        guard_output(out, loaded.inputs(), force=force)
+    for target in (out, html):
+        if target is not None:
+            guard_output(target, loaded.inputs(), force=force)
     plan = build_plan(loaded, encoding=encoding)
     if out is not None:
         headers = ["row", *plan.sheet.headers, *present.PREVIEW_HEADERS]
         written = write_table(out, headers, present.preview_rows(plan))
         click.echo(f"wrote {present.plural(written, 'row')} to {out}")
+    if html is not None:
+        size = pages.write_page(html, pages.preview_page(plan))
+        click.echo(f"wrote {present.plural(len(plan.recipients), 'row')} to {html} ({size / 1e6:,.1f} MB)")
+    if out is not None or html is not None:
         return
     if row is not None:
         chosen = [r for r in plan.recipients if r.row == row]
@@ -416,7 +429,7 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 
 @cli.command()
 @CAMPAIGN
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
 @click.option(
     "--only",
     type=click.Choice(STATES),
@@ -428,28 +441,42 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 )
 @click.option("--sandbox", is_flag=True, help="Report on the sandbox rehearsal's journal.")
 @ENCODING
+@HTML
 @FORCE
 @friendly
 @quiet_pipe
 def report(
     campaign: Path,
-    out: Path,
+    out: Path | None,
     only: str | None,
     journal: Path | None,
     sandbox: bool,
     encoding: str | None,
+    html: Path | None,
     force: bool,
 ) -> None:
-    """Write what happened, row by row, with the sheet's own columns, for your CRM."""
+    """Write what happened, row by row, with the sheet's own columns, for your CRM (--out);
+    or the campaign at a glance, as a page (--html)."""
+    if out is None and html is None:
+        raise InputError("report: give --out FILE.csv (or .xlsx) for the rows, or --html FILE.html for the page")
     loaded = load_campaign(campaign)
     path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
     journals = {path.with_name(path.name + suffix): "journal" for suffix in ("", "-wal", "-shm", ".lock")}
-    guard_output(out, {**loaded.inputs(), **journals}, force=force)
+    for target in (out, html):
+        if target is not None:
+            guard_output(target, {**loaded.inputs(), **journals}, force=force)
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
-        headers, rows = present.report_rows(plan, list(opened.rows()), only)
-    written = write_table(out, headers, rows)
-    click.echo(f"wrote {present.plural(written, 'row')} to {out}")
+        journal_rows = list(opened.rows())
+    if out is not None:
+        headers, rows = present.report_rows(plan, journal_rows, only)
+        written = write_table(out, headers, rows)
+        click.echo(f"wrote {present.plural(written, 'row')} to {out}")
+    if html is not None:
+        size = pages.write_page(html, pages.report_page(plan, journal_rows, time.time()))
+        click.echo(
+            f"wrote the report of {present.plural(len(plan.recipients), 'row')} to {html} ({size / 1e6:,.1f} MB)"
+        )
 
 
 def _capacity_rules(
