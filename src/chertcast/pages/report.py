@@ -34,7 +34,6 @@ LATER_STAGES = (
 )
 PAGE_SIZE = 200
 _CHART_CONFIG = {"displaylogo": False, "responsive": True}
-_JOURNAL_FIELDS = frozenset(field.name for field in dataclasses.fields(JournalRow))
 
 
 @dataclass(frozen=True)
@@ -86,12 +85,13 @@ def report_page(plan: Plan, journal_rows: list[JournalRow], now: float) -> str:
 def funnel(journal_rows: list[JournalRow]) -> list[Stage]:
     """planned → sent → delivered → read → replied → opted out, each a count of recipients."""
     planned = [row for row in journal_rows if row.state != "skipped"]
+    fields = {field.name for field in dataclasses.fields(journal_rows[0] if journal_rows else JournalRow)}
     stages = [
         Stage("planned", "planned", len(planned)),
         Stage("sent", "sent", sum(1 for row in planned if row.state in DELIVERED)),
     ]
     for name, label, field in LATER_STAGES:
-        known = field in _JOURNAL_FIELDS
+        known = field in fields
         count = sum(1 for row in planned if getattr(row, field, None)) if known else None
         stages.append(Stage(name, label, count))
     return stages
