@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ def environment() -> jinja2.Environment:
     ``tojson`` (Jinja's own) writes ``<``, ``>``, ``&`` and ``'`` as ``\\u00XX`` escapes, so a cell
     holding ``</script>`` cannot end the JSON block it travels in.
     """
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("chertcast.pages", "html"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -27,6 +30,22 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
+    # compact, and UTF-8 as it is (a 100,000-row page is ~10 % smaller); still HTML-safe escaped
+    env.policies["json.dumps_kwargs"] = {"separators": (",", ":"), "ensure_ascii": False}
+    return env
+
+
+@contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """Building a page makes a few hundred thousand small lists, none in a cycle: the cycle
+    collector would walk them all again and again for nothing (half the time of a 100,000-row page)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def render(template: str, **context: Any) -> str:

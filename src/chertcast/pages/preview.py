@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from chertcast.pages.base import render
+from chertcast.pages.base import no_cycle_collection, render
 from chertcast.preflight import AttachmentRef, Plan, Recipient
 from chertcast.render import bubbles
 
@@ -14,6 +14,11 @@ PAGE_SIZE = 100  # cards the script draws at a time: a 100,000-row sheet paints 
 
 
 def preview_page(plan: Plan) -> str:
+    with no_cycle_collection():
+        return _page(plan)
+
+
+def _page(plan: Plan) -> str:
     counts = plan.counts()
     return render(
         "preview.html.j2",
@@ -39,7 +44,7 @@ def recipient_json(recipient: Recipient) -> list[Any]:
         recipient.reason,
         bubbles(body) if body is not None else [],
         recipient.effect or "",
-        [attachment_label(a) for a in recipient.attachments],
+        [attachment_label(a) for a in recipient.attachments] if recipient.attachments else [],
         recipient.raw_phone if recipient.raw_phone != recipient.phone else "",
     ]
 

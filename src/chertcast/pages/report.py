@@ -22,7 +22,7 @@ from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
 from chertcast.journal import DELIVERED, STATES, JournalRow
-from chertcast.pages.base import render
+from chertcast.pages.base import no_cycle_collection, render
 from chertcast.preflight import Plan
 from chertcast.present import _error_label, calendar_json, report_rows
 
@@ -51,6 +51,11 @@ class Failure:
 
 
 def report_page(plan: Plan, journal_rows: list[JournalRow], now: float) -> str:
+    with no_cycle_collection():
+        return _page(plan, journal_rows, now)
+
+
+def _page(plan: Plan, journal_rows: list[JournalRow], now: float) -> str:
     headers, rows = report_rows(plan, journal_rows, None)
     stages = funnel(journal_rows)
     zone = plan.campaign.capacity.timezone
