@@ -167,7 +167,10 @@ def test_preview_html_cli_writes_the_page_and_guards_the_file(tmp_path: Path) ->
     campaign = hostile_campaign(tmp_path)
     page = tmp_path / "preview.html"
     result = run_cli("preview", campaign, "--html", page)
-    assert result.exit_code == 0 and result.output.startswith(f"wrote 4 rows to {page} (")
+    size = page.stat().st_size if page.exists() else 0
+    assert (
+        result.exit_code == 0 and result.output == f"wrote the preview of 4 rows to {page} ({round(size / 1e3)} kB)\n"
+    )
     assert "Preview of test-campaign" in page.read_text(encoding="utf-8")
     again = run_cli("preview", campaign, "--html", page)
     assert again.exit_code == 2 and "already exists" in again.output

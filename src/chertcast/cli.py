@@ -279,7 +279,9 @@ def preview(
         click.echo(f"wrote {present.plural(written, 'row')} to {out}")
     if html is not None:
         size = pages.write_page(html, pages.preview_page(plan))
-        click.echo(f"wrote {present.plural(len(plan.recipients), 'row')} to {html} ({size / 1e6:,.1f} MB)")
+        click.echo(
+            f"wrote the preview of {present.plural(len(plan.recipients), 'row')} to {html} ({pages.size_text(size)})"
+        )
     if out is not None or html is not None:
         return
     if row is not None:
@@ -475,7 +477,7 @@ def report(
     if html is not None:
         size = pages.write_page(html, pages.report_page(plan, journal_rows, time.time()))
         click.echo(
-            f"wrote the report of {present.plural(len(plan.recipients), 'row')} to {html} ({size / 1e6:,.1f} MB)"
+            f"wrote the report of {present.plural(len(plan.recipients), 'row')} to {html} ({pages.size_text(size)})"
         )
 
 

@@ -5,8 +5,8 @@ templates shipped in ``html/`` with autoescape on; the rows go to the page's lit
 JSON that cannot close its ``<script>`` block. The CLI writes the text to disk.
 """
 
-from chertcast.pages.base import write_page
+from chertcast.pages.base import size_text, write_page
 from chertcast.pages.preview import preview_page
 from chertcast.pages.report import report_page
 
-__all__ = ["preview_page", "report_page", "write_page"]
+__all__ = ["preview_page", "report_page", "size_text", "write_page"]

@@ -65,3 +65,8 @@ def write_page(path: Path, text: str) -> int:
         partial.unlink(missing_ok=True)
         raise InputError(f"{path}: cannot write: {exc.strerror}") from None
     return len(data)
+
+
+def size_text(size: int) -> str:
+    """'12.9 MB', '23 kB'."""
+    return f"{size / 1e6:,.1f} MB" if size >= 1_000_000 else f"{max(1, round(size / 1e3))} kB"
