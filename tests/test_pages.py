@@ -207,3 +207,16 @@ def test_report_page_sections(tmp_path: Path, capacity: bool) -> None:
         assert "2 first-touch sends left on 2 lines: 1 sending days" in page and 'id="chart-calendar"' in page
     else:
         assert "Capacity planning is off" in page and 'id="chart-calendar"' not in page
+
+
+def test_report_html_needs_a_journal_and_never_writes_over_it(tmp_path: Path) -> None:
+    campaign = hostile_campaign(tmp_path)
+    page = tmp_path / "report.html"
+    missing = run_cli("report", campaign, "--html", page)
+    assert missing.exit_code == 2 and not page.exists()
+    journal = tmp_path / "campaign.journal.sqlite"
+    assert missing.output == f"chertcast: error: {journal}: no journal yet; nothing has been sent for this campaign\n"
+    journal.write_bytes(b"")
+    refused = run_cli("report", campaign, "--html", journal, "--force")
+    assert refused.exit_code == 2 and "refusing to write over the campaign's journal" in refused.output
+    assert journal.read_bytes() == b""

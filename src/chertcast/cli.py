@@ -268,21 +268,19 @@ def preview(
     campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None, html: Path | None, force: bool
 ) -> None:
     """Show exactly what recipients will see (blank lines split bubbles); send nothing."""
+    if html is not None:
+        page = pages.write_preview(campaign, html, encoding=encoding, force=force)
+        click.echo(f"wrote the preview of {present.plural(page.rows, 'row')} to {html} ({pages.size_text(page.size)})")
+        if out is None:
+            return
     loaded = load_campaign(campaign)
-    for target in (out, html):
-        if target is not None:
-            guard_output(target, loaded.inputs(), force=force)
+    if out is not None:
+        guard_output(out, loaded.inputs(), force=force)
     plan = build_plan(loaded, encoding=encoding)
     if out is not None:
         headers = ["row", *plan.sheet.headers, *present.PREVIEW_HEADERS]
         written = write_table(out, headers, present.preview_rows(plan))
         click.echo(f"wrote {present.plural(written, 'row')} to {out}")
-    if html is not None:
-        size = pages.write_page(html, pages.preview_page(plan))
-        click.echo(
-            f"wrote the preview of {present.plural(len(plan.recipients), 'row')} to {html} ({pages.size_text(size)})"
-        )
-    if out is not None or html is not None:
         return
     if row is not None:
         chosen = [r for r in plan.recipients if r.row == row]
@@ -458,27 +456,25 @@ def report(
     force: bool,
 ) -> None:
     """Write what happened, row by row, with the sheet's own columns, for your CRM (--out);
-    or the campaign at a glance, as a page (--html)."""
+    or the campaign at a glance as a page (--html)."""
     if out is None and html is None:
         raise InputError("report: give --out FILE.csv (or .xlsx) for the rows, or --html FILE.html for the page")
+    if html is not None:
+        page = pages.write_report(
+            campaign, html, time.time(), journal=journal, sandbox=sandbox, encoding=encoding, force=force
+        )
+        click.echo(f"wrote the report of {present.plural(page.rows, 'row')} to {html} ({pages.size_text(page.size)})")
+    if out is None:
+        return
     loaded = load_campaign(campaign)
     path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
     journals = {path.with_name(path.name + suffix): "journal" for suffix in ("", "-wal", "-shm", ".lock")}
-    for target in (out, html):
-        if target is not None:
-            guard_output(target, {**loaded.inputs(), **journals}, force=force)
+    guard_output(out, {**loaded.inputs(), **journals}, force=force)
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
-        journal_rows = list(opened.rows())
-    if out is not None:
-        headers, rows = present.report_rows(plan, journal_rows, only)
-        written = write_table(out, headers, rows)
-        click.echo(f"wrote {present.plural(written, 'row')} to {out}")
-    if html is not None:
-        size = pages.write_page(html, pages.report_page(plan, journal_rows, time.time()))
-        click.echo(
-            f"wrote the report of {present.plural(len(plan.recipients), 'row')} to {html} ({pages.size_text(size)})"
-        )
+        headers, rows = present.report_rows(plan, list(opened.rows()), only)
+    written = write_table(out, headers, rows)
+    click.echo(f"wrote {present.plural(written, 'row')} to {out}")
 
 
 def _capacity_rules(

@@ -6,7 +6,8 @@ JSON that cannot close its ``<script>`` block. The CLI writes the text to disk.
 """
 
 from chertcast.pages.base import size_text, write_page
+from chertcast.pages.files import Written, write_preview, write_report
 from chertcast.pages.preview import preview_page
 from chertcast.pages.report import report_page
 
-__all__ = ["preview_page", "report_page", "size_text", "write_page"]
+__all__ = ["Written", "preview_page", "report_page", "size_text", "write_page", "write_preview", "write_report"]
