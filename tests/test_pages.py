@@ -17,7 +17,7 @@ from chertcast.pages import preview_page, report_page
 from chertcast.pages.report import failures, funnel, sends_per_day
 from chertcast.preflight import build_plan
 from chertcast.render import bubbles
-from tests.helpers import run_cli, write_campaign
+from tests.helpers import numbers, run_cli, write_campaign
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CLOSER = "</script><script>alert(2)</script>"
@@ -204,7 +204,7 @@ def test_report_page_sections(tmp_path: Path, capacity: bool) -> None:
     table = script_json(page, "rows")
     assert isinstance(table, list) and [cells[2] for cells in table] == ["Ada", "Grace"]
     if capacity:
-        assert "2 first-touch sends left on 2 lines: 1 sending days" in page and 'id="chart-calendar"' in page
+        assert "2 first-touch sends left on 2 lines: 1 sending day," in page and 'id="chart-calendar"' in page
     else:
         assert "Capacity planning is off" in page and 'id="chart-calendar"' not in page
 
@@ -220,3 +220,19 @@ def test_report_html_needs_a_journal_and_never_writes_over_it(tmp_path: Path) ->
     refused = run_cli("report", campaign, "--html", journal, "--force")
     assert refused.exit_code == 2 and "refusing to write over the campaign's journal" in refused.output
     assert journal.read_bytes() == b""
+
+
+def test_report_html_of_the_sandbox_rehearsal_plans_what_that_journal_left(tmp_path: Path) -> None:
+    """The calendar counts the journal the page reports on (here the sandbox's), not the campaign's own."""
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,name\n" + "\n".join(f"{n},Lead" for n in numbers(5)) + "\n", encoding="utf-8")
+    lines = ", ".join(f'"pl_sandbox_line_{i}"' for i in (1, 2, 3))
+    extra = f"[capacity]\nlines = [{lines}]\nline_daily_cap = 1\n[quiet_hours]\nenabled = false\n"
+    campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
+    sent = run_cli("send", campaign, "--sandbox", "--yes")
+    assert sent.exit_code == 0 and "2 rows remain" in sent.output, sent.output
+    page = tmp_path / "report.html"
+    assert run_cli("report", campaign, "--sandbox", "--html", page).exit_code == 0
+    text = page.read_text(encoding="utf-8")
+    assert "2 first-touch sends left on 3 lines: 1 sending day, expected finish" in text
+    assert [cells[-5] for cells in script_json(text, "rows")] == ["sent"] * 3 + ["pending"] * 2  # type: ignore[union-attr]

@@ -48,4 +48,4 @@ def write_report(
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
         rows = list(opened.rows())
-    return Written(html, len(plan.recipients), write_page(html, report_page(plan, rows, now)))
+    return Written(html, len(plan.recipients), write_page(html, report_page(plan, rows, now, path)))

@@ -13,6 +13,7 @@ import html
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -50,17 +51,19 @@ class Failure:
     messages: list[tuple[str, int]]  # distinct messages, most common first
 
 
-def report_page(plan: Plan, journal_rows: list[JournalRow], now: float) -> str:
+def report_page(plan: Plan, journal_rows: list[JournalRow], now: float, journal_path: Path | None = None) -> str:
+    """``journal_path``: where ``journal_rows`` came from, when not the campaign's own journal
+    (--journal, --sandbox); the calendar of what is still to come counts that journal's sends."""
     with no_cycle_collection():
-        return _page(plan, journal_rows, now)
+        return _page(plan, journal_rows, now, journal_path)
 
 
-def _page(plan: Plan, journal_rows: list[JournalRow], now: float) -> str:
+def _page(plan: Plan, journal_rows: list[JournalRow], now: float, journal_path: Path | None) -> str:
     headers, rows = report_rows(plan, journal_rows, None)
     stages = funnel(journal_rows)
     zone = plan.campaign.capacity.timezone
     per_day = sends_per_day(journal_rows, zone)
-    calendar = calendar_json(plan, now)
+    calendar = calendar_json(plan, now, journal_path)
     cap = plan.campaign.capacity.line_daily_cap if plan.campaign.capacity.enabled else None
     counts = Counter(row.state for row in journal_rows)
     return render(
