@@ -23,6 +23,7 @@ def run(module: str, *args: str) -> dict[str, Any]:
         "bench_chaos": "chaos",
         "bench_capacity": "capacity",
         "bench_realtime": "realtime",
+        "bench_pages": "pages",
     }[module]
     return dict(json.loads((RESULTS / f"{name}.json").read_text()))
 
@@ -81,7 +82,19 @@ def table(results: dict[str, Any]) -> list[str]:
             f"{real['wasted_share']:.2%} ; pace {real['pace']} ; exit {real['exit_code']}, "
             f"{real['failed_rows']} failed, {real['replays']} replays | ≥ 0.98 ; < 1 % | |"
         )
+    if "pages" in results:
+        lines.append(pages_row(results["pages"]["pages"]))
     return lines
+
+
+def pages_row(pages: dict[str, Any]) -> str:
+    paint = pages["preview_paint"]
+    return (
+        f"| pages: {pages['rows']:,}-row sheet | preview page {pages['preview_page_mb']} MB, first contentful paint "
+        f"{paint['first_contentful_paint_s']} s (first cards {paint['first_card_s']} s); `preview --html` "
+        f"{pages['preview_html_s']} s vs `check` {pages['check_s']} s; report page {pages['report_page_mb']} MB | "
+        f"≤ 25 MB, ≤ 2 s; ≤ 1.2× check | {pages['preview_html_over_check']} |"
+    )
 
 
 def main() -> None:
@@ -94,6 +107,7 @@ def main() -> None:
     if (Path(__file__).parent / "bench_capacity.py").exists():
         results["capacity"] = run("bench_capacity")
     results["realtime"] = run("bench_realtime", *(["--gap-s", "1.5", "--cap", "12"] if quick else []))
+    results["pages"] = run("bench_pages", *(["--rows", "20000"] if quick else []))
     (RESULTS / "all.json").write_text(json.dumps(results, indent=2))
     text = "\n".join(table(results))
     (RESULTS / "table.md").write_text(text + "\n")

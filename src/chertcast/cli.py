@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from chertcast import api, crashes, present, runlock, runner
+from chertcast import api, crashes, pages, present, runlock, runner
 from chertcast._version import __version__
 from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, parse_clock
@@ -222,7 +223,12 @@ def sandbox(
 
 CAMPAIGN = click.argument("campaign", type=click.Path(path_type=Path))
 ENCODING = click.option("--encoding", default=None, help="CSV text encoding (default: detected).")
-FORCE = click.option("--force", is_flag=True, help="Replace the --out file if it exists (never a campaign input).")
+FORCE = click.option(
+    "--force", is_flag=True, help="Replace the --out/--html file if it exists (never a campaign input)."
+)
+HTML = click.option(
+    "--html", default=None, type=click.Path(path_type=Path), help="Write a self-contained page to FILE.html."
+)
 
 
 @cli.command()
@@ -267,11 +273,19 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     type=click.Path(path_type=Path),
     help="Write every row with its message, status and key to FILE.csv or FILE.xlsx.",
 )
+@HTML
 @FORCE
 @friendly
 @quiet_pipe
-def preview(campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None, force: bool) -> None:
+def preview(
+    campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None, html: Path | None, force: bool
+) -> None:
     """Show exactly what recipients will see (blank lines split bubbles); send nothing."""
+    if html is not None:
+        page = pages.write_preview(campaign, html, encoding=encoding, force=force)
+        click.echo(f"wrote the preview of {present.plural(page.rows, 'row')} to {html} ({pages.size_text(page.size)})")
+        if out is None:
+            return
     loaded = load_campaign(campaign)
     if out is not None:
         guard_output(out, loaded.inputs(), force=force)
@@ -533,7 +547,7 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 
 @cli.command()
 @CAMPAIGN
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
 @click.option(
     "--only",
     type=click.Choice(STATES),
@@ -545,19 +559,31 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 )
 @click.option("--sandbox", is_flag=True, help="Report on the sandbox rehearsal's journal.")
 @ENCODING
+@HTML
 @FORCE
 @friendly
 @quiet_pipe
 def report(
     campaign: Path,
-    out: Path,
+    out: Path | None,
     only: str | None,
     journal: Path | None,
     sandbox: bool,
     encoding: str | None,
+    html: Path | None,
     force: bool,
 ) -> None:
-    """Write what happened, row by row, with the sheet's own columns, for your CRM."""
+    """Write what happened, row by row, with the sheet's own columns, for your CRM (--out);
+    or the campaign at a glance as a page (--html)."""
+    if out is None and html is None:
+        raise InputError("report: give --out FILE.csv (or .xlsx) for the rows, or --html FILE.html for the page")
+    if html is not None:
+        page = pages.write_report(
+            campaign, html, time.time(), journal=journal, sandbox=sandbox, encoding=encoding, force=force
+        )
+        click.echo(f"wrote the report of {present.plural(page.rows, 'row')} to {html} ({pages.size_text(page.size)})")
+    if out is None:
+        return
     result = api.report(campaign, out, only=only, journal=journal, sandbox=sandbox, encoding=encoding, force=force)
     click.echo(f"wrote {present.plural(result.rows, 'row')} to {result.out}")
 

@@ -172,8 +172,8 @@ def calendar_lines(plan: Plan, now: float) -> list[str]:
     return lines
 
 
-def calendar_json(plan: Plan, now: float) -> dict[str, Any] | None:
-    outlook = capacity_outlook(plan.campaign, plan, now)
+def calendar_json(plan: Plan, now: float, journal_path: Path | None = None) -> dict[str, Any] | None:
+    outlook = capacity_outlook(plan.campaign, plan, now, journal_path)
     if outlook is None:
         return None
     calendar = outlook.calendar

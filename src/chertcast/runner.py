@@ -270,12 +270,15 @@ class CapacityOutlook:
     calendar: Calendar | None
 
 
-def capacity_outlook(campaign: Campaign, plan: Plan, now: float) -> CapacityOutlook | None:
+def capacity_outlook(
+    campaign: Campaign, plan: Plan, now: float, journal_path: Path | None = None
+) -> CapacityOutlook | None:
     """Rows already sent (the journal, if one exists) are not counted; rows whose windows never
-    meet are named, not planned; today's use in the journal is counted; same rules as send."""
+    meet are named, not planned; today's use in the journal is counted; same rules as send.
+    The journal is the campaign's own unless ``journal_path`` names another (--journal, --sandbox)."""
     if not campaign.capacity.enabled:
         return None
-    path = campaign.default_journal
+    path = journal_path or campaign.default_journal
     journal = Journal.open_existing(path, campaign.id) if path.exists() else None
     try:
         states = journal.states() if journal is not None else {}
