@@ -25,6 +25,7 @@ from chertcast.export import guard_output, write_table
 from chertcast.journal import STATES, Journal
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
+from chertcast.sync import outcome_counts, outcomes_by_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROBABILITY = click.FloatRange(0.0, 1.0)
@@ -384,6 +385,37 @@ def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code:
     sys.exit(code)
 
 
+@cli.command(name="sync")
+@CAMPAIGN
+@click.option("--sandbox", is_flag=True, help="Sync the sandbox rehearsal's journal against a built-in sandbox.")
+@click.option(
+    "--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign)."
+)
+@click.option("--rate", type=click.FloatRange(min=0.01), default=None, help="Requests per second (default: campaign).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+@quiet_pipe
+def sync_command(campaign: Path, sandbox: bool, journal: Path | None, rate: float | None, as_json: bool) -> None:
+    """Fetch delivery status, replies and opt-outs for sent messages. Safe to rerun or interrupt."""
+    from chertcast import sync
+
+    loaded = load_campaign(campaign)
+    path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
+    if not path.exists():
+        raise ChertcastError(f"{path}: no journal yet; run `chertcast send {campaign}` first")
+    if sandbox:
+        with sync.built_in_sandbox(loaded, path) as (base_url, secret):
+            result = sync.run_sync(loaded, path, base_url, secret, rate=rate)
+    else:
+        result = sync.run_sync(loaded, path, loaded.resolved_base_url(), read_secret(loaded), rate=rate)
+    data = present.sync_json(loaded.id, result)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    for line in present.sync_lines(data, campaign):
+        click.echo(line)
+
+
 @cli.command()
 @CAMPAIGN
 @click.option(
@@ -405,6 +437,7 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
         return
     with Journal.open_existing(path, loaded.id) as opened:
         data = present.status_json(loaded.id, opened)
+        data.update(outcome_counts(opened))
         data["capacity"] = runner.capacity_status(loaded, opened, time.time())
     data["running"] = holder.as_json() if holder is not None else None
     if as_json:
@@ -447,7 +480,7 @@ def report(
     guard_output(out, {**loaded.inputs(), **journals}, force=force)
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
-        headers, rows = present.report_rows(plan, list(opened.rows()), only)
+        headers, rows = present.report_rows(plan, list(opened.rows()), only, outcomes_by_key(opened))
     written = write_table(out, headers, rows)
     click.echo(f"wrote {present.plural(written, 'row')} to {out}")
 
