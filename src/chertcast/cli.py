@@ -20,7 +20,7 @@ from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, parse_clock
 from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
-from chertcast.errors import CampaignStopped, ChertcastError, InputError
+from chertcast.errors import CampaignStopped, ChertcastError, InputError, JournalError
 from chertcast.export import guard_output, write_table
 from chertcast.journal import STATES, Journal
 from chertcast.preflight import build_plan
@@ -148,6 +148,25 @@ def cli() -> None:
     type=click.IntRange(min=1),
     help="Capacity mode: first touches per line per day (default 30).",
 )
+@click.option("--reply-share", default=0.3, show_default=True, type=PROBABILITY, help="Share of delivered who reply.")
+@click.option("--opt-out-share", default=0.1, show_default=True, type=PROBABILITY, help="Share of replies opting out.")
+@click.option(
+    "--contains-word-share",
+    default=0.05,
+    show_default=True,
+    type=PROBABILITY,
+    help="Share of replies merely containing an opt-out word.",
+)
+@click.option("--read-share", default=0.6, show_default=True, type=PROBABILITY, help="Share of delivered read.")
+@click.option("--fail-share", default=0.02, show_default=True, type=PROBABILITY, help="Share of sent never delivered.")
+@click.option(
+    "--outcome-delay-s",
+    default=5.0,
+    show_default=True,
+    type=NON_NEGATIVE,
+    help="Delivery within N s; reads, replies 2N.",
+)
+@click.option("--outcome-seed", default=0, show_default=True, type=int, help="Seed for who reads, replies, opts out.")
 @friendly
 @quiet_pipe
 def sandbox(
@@ -172,12 +191,20 @@ def sandbox(
     project_daily_cap: int | None,
     line_gap_s: float | None,
     line_daily_cap: int | None,
+    reply_share: float,
+    opt_out_share: float,
+    contains_word_share: float,
+    read_share: float,
+    fail_share: float,
+    outcome_delay_s: float,
+    outcome_seed: int,
 ) -> None:
     """Serve a local Chert /send stand-in with fault injection, until Ctrl-C.
 
     --line-gap-s and --line-daily-cap turn capacity mode on by themselves.
     """
     from chertcast.sandbox.model import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel
+    from chertcast.sandbox.outcomes import OutcomeConfig
     from chertcast.sandbox.server import bind, serve_forever
 
     faults = Faults(
@@ -195,8 +222,24 @@ def sandbox(
     custom = line_gap_s is not None or line_daily_cap is not None
     rules = _capacity_rules(window, zone, project_daily_cap, line_gap_s, line_daily_cap) if capacity or custom else None
     lines = tuple(f"pl_sandbox_line_{i}" for i in range(1, line_count + 1))
+    if opt_out_share + contains_word_share > 1:
+        raise ChertcastError("--opt-out-share plus --contains-word-share must not exceed 1")
+    outcomes = OutcomeConfig(
+        seed=outcome_seed,
+        failed_share=fail_share,
+        read_share=read_share,
+        reply_share=reply_share,
+        opt_out_share=opt_out_share,
+        contains_word_share=contains_word_share,
+        delay_s=outcome_delay_s,
+    )
     config = SandboxConfig(
-        secret=secret or DEFAULT_SECRET, faults=faults, dedup_window_s=dedup_window, lines=lines, capacity=rules
+        secret=secret or DEFAULT_SECRET,
+        faults=faults,
+        dedup_window_s=dedup_window,
+        lines=lines,
+        capacity=rules,
+        outcomes=outcomes,
     )
     try:
         sock = bind(host, port)  # before saying "listening": a busy port fails first, alone
@@ -205,7 +248,10 @@ def sandbox(
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(f"chertcast sandbox listening on http://{shown_host}:{sock.getsockname()[1]}/api/v1")
     click.echo(f"accepted secret: {config.secret}  (sandbox only; export CHERT_SIGNING_SECRET={config.secret})")
-    click.echo("ledger: GET /_sandbox/deliveries, GET /_sandbox/stats, POST /_sandbox/reset. Ctrl-C to stop.")
+    click.echo(
+        "ledger: GET /_sandbox/deliveries, GET /_sandbox/replies, GET /_sandbox/stats, POST /_sandbox/reset. "
+        "Ctrl-C to stop."
+    )
     serve_forever(SandboxModel(config), sock)
 
 
@@ -392,22 +438,28 @@ def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code:
     "--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign)."
 )
 @click.option("--rate", type=click.FloatRange(min=0.01), default=None, help="Requests per second (default: campaign).")
+@click.option(
+    "--page-size", default=200, show_default=True, type=click.IntRange(1, 200), help="Reply events per request."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
 @quiet_pipe
-def sync_command(campaign: Path, sandbox: bool, journal: Path | None, rate: float | None, as_json: bool) -> None:
+def sync_command(
+    campaign: Path, sandbox: bool, journal: Path | None, rate: float | None, page_size: int, as_json: bool
+) -> None:
     """Fetch delivery status, replies and opt-outs for sent messages. Safe to rerun or interrupt."""
     from chertcast import sync
 
     loaded = load_campaign(campaign)
     path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
     if not path.exists():
-        raise ChertcastError(f"{path}: no journal yet; run `chertcast send {campaign}` first")
+        raise JournalError(f"{path}: no journal yet; run `chertcast send {campaign}` first")
     if sandbox:
         with sync.built_in_sandbox(loaded, path) as (base_url, secret):
-            result = sync.run_sync(loaded, path, base_url, secret, rate=rate)
+            result = sync.run_sync(loaded, path, base_url, secret, rate=rate, page_size=page_size)
     else:
-        result = sync.run_sync(loaded, path, loaded.resolved_base_url(), read_secret(loaded), rate=rate)
+        base_url, secret = loaded.resolved_base_url(), read_secret(loaded)
+        result = sync.run_sync(loaded, path, base_url, secret, rate=rate, page_size=page_size)
     data = present.sync_json(loaded.id, result)
     if as_json:
         click.echo(json.dumps(data))

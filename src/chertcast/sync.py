@@ -177,6 +177,7 @@ class Syncer:
         rate: float | None = None,
         concurrency: int | None = None,
         rng: random.Random | None = None,
+        page_size: int = PAGE_LIMIT,
     ) -> None:
         self.campaign = campaign
         self.journal = journal
@@ -190,6 +191,7 @@ class Syncer:
         self.max_backoff_s = settings.max_backoff_s
         self.rng = rng or random.Random()
         self.stats = SyncStats()
+        self.page_size = page_size
         create_tables(self.db)
 
     # ------------------------------------------------------------------ run
@@ -248,7 +250,7 @@ class Syncer:
         stored = self._state("newest")
         newest = float(stored) if stored else None
         while True:
-            params = {"type": "message.received", "limit": str(PAGE_LIMIT)}
+            params = {"type": "message.received", "limit": str(self.page_size)}
             if cursor is not None:
                 params["cursor"] = cursor
             else:  # first sync: no reply to this campaign predates its first send
@@ -494,6 +496,7 @@ def run_sync(
     *,
     rate: float | None = None,
     clock: Clock | None = None,
+    page_size: int = PAGE_LIMIT,
 ) -> SyncResult:
     """Sync one campaign's journal with Chert (or a sandbox at ``base_url``)."""
     if not journal_path.exists():
@@ -508,7 +511,7 @@ def run_sync(
             api = campaign.api
             client = ChertClient(http, base_url, secret, auth=api.auth, tenant=api.tenant)
             with Journal(journal_path, campaign.id) as journal:
-                syncer = Syncer(campaign, journal, client, clock=clock, rate=rate)
+                syncer = Syncer(campaign, journal, client, clock=clock, rate=rate, page_size=page_size)
                 stats = await syncer.run()
                 counts = outcome_counts(journal)
         return SyncResult(stats, counts, time.monotonic() - started, journal_path)

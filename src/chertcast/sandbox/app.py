@@ -71,11 +71,18 @@ def create_app(model: SandboxModel) -> Starlette:
             return _respond(refused)
         return _respond(model.upload(request.path_params["attachment_id"], request.headers, raw))
 
+    async def lookup_latency() -> None:
+        latency = model.latency_s()  # lookups take as long as sends (the same faults apply)
+        if latency:
+            await anyio.sleep(latency)
+
     async def message(request: Request) -> Response:
+        await lookup_latency()
         refused = model.authenticate(request.headers, b"")
         return _respond(refused or model.message(request.path_params["message_id"]))
 
     async def events(request: Request) -> Response:
+        await lookup_latency()
         refused = model.authenticate(request.headers, b"")
         return _respond(refused or model.events(request.query_params))
 
