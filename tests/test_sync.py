@@ -201,3 +201,37 @@ def test_sync_without_a_journal_says_send_first(tmp_path: Path) -> None:
     result = run_cli("sync", campaign, env={**os.environ, "CHERT_SIGNING_SECRET": DEFAULT_SECRET})
     assert result.exit_code == 2
     assert "no journal yet" in result.output
+
+
+def test_a_second_sync_of_the_same_journal_leaves_at_once(tmp_path: Path) -> None:
+    from chertcast.sync import sync_lock
+
+    model = SandboxModel(SandboxConfig(outcomes=OUTCOMES))
+    with SandboxServer(model) as server:
+        campaign = sent_campaign(tmp_path, 5, model, server)
+        journal = tmp_path / "j.sqlite"
+        env = {"CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        with sync_lock(journal):
+            result = run_cli("sync", campaign, "--journal", journal, env=env)
+        assert result.exit_code == 0 and "another sync holds" in result.output
+        assert table(journal, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'sync_events'") == [(0,)]
+        assert run_cli("sync", campaign, "--journal", journal, env=env).exit_code == 0
+
+
+def test_send_rereads_the_opt_out_list_before_each_run(tmp_path: Path) -> None:
+    from chertcast import optout
+    from tests.helpers import numbers
+
+    with SandboxServer() as server:
+        contacts = write_contacts(tmp_path / "contacts.csv", 10)
+        campaign = write_campaign(tmp_path, contacts, extra='opt_out_list = "optouts.csv"\n')
+        env = {"CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        first = run_cli("send", campaign, "--yes", "--limit", "4", env=env)
+        assert first.exit_code == 0, first.output
+        later = ["+1" + "".join(c for c in n if c.isdigit()) for n in numbers(10)[6:]]
+        optout.ensure(tmp_path / "optouts.csv")  # another campaign's sync added these meanwhile
+        optout.merge(tmp_path / "optouts.csv", [optout.Entry(p, 0.0, "other", "STOP", False) for p in later], "US")
+        second = run_cli("send", campaign, "--yes", env=env)
+        assert second.exit_code == 0, second.output
+        delivered = {d.phone for d in server.model.deliveries()}
+    assert len(delivered) == 6 and not delivered & set(later)

@@ -454,12 +454,16 @@ def sync_command(
     path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
     if not path.exists():
         raise JournalError(f"{path}: no journal yet; run `chertcast send {campaign}` first")
-    if sandbox:
-        with sync.built_in_sandbox(loaded, path) as (base_url, secret):
+    try:
+        if sandbox:
+            with sync.built_in_sandbox(loaded, path) as (base_url, secret):
+                result = sync.run_sync(loaded, path, base_url, secret, rate=rate, page_size=page_size)
+        else:
+            base_url, secret = loaded.resolved_base_url(), read_secret(loaded)
             result = sync.run_sync(loaded, path, base_url, secret, rate=rate, page_size=page_size)
-    else:
-        base_url, secret = loaded.resolved_base_url(), read_secret(loaded)
-        result = sync.run_sync(loaded, path, base_url, secret, rate=rate, page_size=page_size)
+    except sync.SyncRunning as exc:  # cron met the last sync still going: that one does the work
+        click.echo(f"chertcast: {exc}", err=True)
+        sys.exit(0)
     data = present.sync_json(loaded.id, result)
     if as_json:
         click.echo(json.dumps(data))
