@@ -235,3 +235,22 @@ def test_send_rereads_the_opt_out_list_before_each_run(tmp_path: Path) -> None:
         assert second.exit_code == 0, second.output
         delivered = {d.phone for d in server.model.deliveries()}
     assert len(delivered) == 6 and not delivered & set(later)
+
+
+def test_a_reply_read_before_its_lead_was_journaled_is_attributed_later(tmp_path: Path) -> None:
+    model = SandboxModel(SandboxConfig(outcomes=OUTCOMES))
+    with SandboxServer(model) as server:
+        campaign = sent_campaign(tmp_path, 60, model, server)
+        journal = tmp_path / "j.sqlite"
+        replies = model.replies()
+        late = replies[0]["lead_id"]
+        with sqlite3.connect(journal) as db:  # as if `send` had not recorded this answer yet
+            db.execute("UPDATE recipients SET lead_id = NULL WHERE lead_id = ?", (late,))
+        loaded = load_campaign(campaign)
+        first = run_sync(loaded, journal, server.base_url, Secret(DEFAULT_SECRET))
+        assert first.stats.replies_new == len(replies) - 1
+        with sqlite3.connect(journal) as db:  # ... and now it has
+            db.execute("UPDATE recipients SET lead_id = ? WHERE phone = ?", (late, replies[0]["phone"]))
+        second = run_sync(loaded, journal, server.base_url, Secret(DEFAULT_SECRET))
+    assert second.stats.replies_new == 1 and second.stats.events_new == 0
+    assert table(journal, "SELECT SUM(replies) FROM outcomes")[0][0] == len(replies)

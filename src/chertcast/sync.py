@@ -6,7 +6,8 @@
    (SPEC §12). Each page's events (``event_id`` as primary key, insert-or-ignore) and the new
    cursor are committed in one transaction, so a SIGKILL loses no page and counts none twice;
    a rerun re-reads at most the last page and changes nothing. Replies are attributed by
-   ``lead_id`` (never by phone: the payload need not carry it).
+   ``lead_id`` (never by phone: the payload need not carry it); a reply whose lead is not in
+   the journal yet (a `send` still running) is kept and attributed when it is.
 2. **Opt-outs** — each reply is classified (``optout.classify``); opt-outs and replies that
    merely contain an opt-out word are marked in the journal, then *projected* into the shared
    opt-out list (the journal is the truth; a line not yet written is written by the next sync).
@@ -246,6 +247,7 @@ class Syncer:
         leads = self._leads()
         if not leads:
             return
+        self._attribute_late_leads()  # events a killed sync stored before their lead was known
         cursor = self._state("cursor")
         stored = self._state("newest")
         newest = float(stored) if stored else None
@@ -269,9 +271,28 @@ class Syncer:
             next_cursor = next_cursor if isinstance(next_cursor, str) and next_cursor else None
             # at the end of the log, keep this page's cursor: the next sync re-reads it (deduped)
             newest = self._commit_page(events, leads, next_cursor or cursor, newest)
-            if next_cursor is None or (not events and next_cursor == cursor):
-                return
+            if next_cursor is None or not events:  # the end of the log, for now
+                break
             cursor = next_cursor
+        self._attribute_late_leads()
+
+    def _attribute_late_leads(self) -> None:
+        """Replies read before their lead was journaled (a `send` running meanwhile records the
+        lead when Chert answers) are attributed now: no reply is lost to that race."""
+        leads = self._leads()
+        rows = self.db.execute(
+            "SELECT event_id, lead_id, created_at, text FROM sync_events WHERE key IS NULL AND lead_id IS NOT NULL"
+        ).fetchall()
+        late = [(e, leads[lead], at, text or "") for e, lead, at, text in rows if lead in leads]
+        if not late:
+            return
+        with self.journal.transaction():
+            for event_id, key, at, text in late:
+                verdict = optout.classify(text)
+                self.db.execute(
+                    "UPDATE sync_events SET key = ?, verdict = ? WHERE event_id = ?", (key, verdict, event_id)
+                )
+                self._record_reply(key, at, text, verdict)
 
     def _commit_page(
         self, events: Sequence[Mapping[str, Any]], leads: Mapping[str, str], resume: str | None, newest: float | None
@@ -291,7 +312,7 @@ class Syncer:
                 verdict = optout.classify(text) if key else None
                 inserted = self.db.execute(
                     "INSERT OR IGNORE INTO sync_events VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (event_id, lead, key, at, verdict, text if key else None, now),
+                    (event_id, lead, key, at, verdict, text, now),
                 ).rowcount
                 if not inserted:
                     self.stats.events_repeated += 1
