@@ -166,7 +166,7 @@ def cli() -> None:
     type=NON_NEGATIVE,
     help="Delivery within N s; reads, replies 2N.",
 )
-@click.option("--outcome-seed", default=0, show_default=True, type=int, help="Seed for who reads, replies, opts out.")
+@click.option("--outcome-seed", default=2, show_default=True, type=int, help="Seed for who reads, replies, opts out.")
 @friendly
 @quiet_pipe
 def sandbox(
