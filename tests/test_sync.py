@@ -254,3 +254,18 @@ def test_a_reply_read_before_its_lead_was_journaled_is_attributed_later(tmp_path
         second = run_sync(loaded, journal, server.base_url, Secret(DEFAULT_SECRET))
     assert second.stats.replies_new == 1 and second.stats.events_new == 0
     assert table(journal, "SELECT SUM(replies) FROM outcomes")[0][0] == len(replies)
+
+
+def test_a_long_retry_after_ends_the_sync_at_once_with_exit_3(tmp_path: Path) -> None:
+    model = SandboxModel(SandboxConfig(outcomes=OUTCOMES))
+    with SandboxServer(model) as server:
+        campaign = sent_campaign(tmp_path, 30, model, server)
+        model.config.faults = Faults(rate_limited=1.0, retry_after_s=3600)
+        env = {"CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        started = time.monotonic()
+        result = run_cli("sync", campaign, "--journal", tmp_path / "j.sqlite", env=env)
+        lookups = model.stats()["lookups"]
+    assert time.monotonic() - started < 5 and lookups == 1
+    assert (
+        result.exit_code == 3 and "Chert asked to wait 3,600 s" in result.output and "run sync again" in result.output
+    )

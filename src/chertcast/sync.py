@@ -48,6 +48,7 @@ READ_WATCH_S = 3 * 86_400.0  # a delivered message is polled for its read receip
 GIVE_UP_S = 7 * 86_400.0  # a message still `sent` after this is not polled any more
 SINCE_OVERLAP_S = 60.0  # resuming by time re-reads this much (deduped): `since` may be exclusive
 BATCH = 200  # status results per commit
+MAX_RETRY_AFTER_S = 300.0  # a longer retry_after ends this sync (exit 3); what it fetched is kept
 FINAL = ("read", "failed")
 
 SCHEMA = """
@@ -192,6 +193,7 @@ class Syncer:
         self.max_backoff_s = settings.max_backoff_s
         self.rng = rng or random.Random()
         self.stats = SyncStats()
+        self.stopped: str | None = None  # why this sync ends early (a long retry_after)
         self.page_size = page_size
         create_tables(self.db)
 
@@ -215,6 +217,10 @@ class Syncer:
                 return result
             last = result.failure
             self.stats.errors[_label(last)] = self.stats.errors.get(_label(last), 0) + 1
+            if last.retry_after is not None and last.retry_after > MAX_RETRY_AFTER_S:
+                # a long pause is better spent by the next sync (cron) than waiting here
+                self.stopped = f"Chert asked to wait {last.retry_after:,.0f} s ({_describe(last)})"
+                return result
             if not last.retryable or attempt == self.max_attempts:
                 return result
             self.stats.retries += 1
@@ -264,7 +270,8 @@ class Syncer:
                 if cursor is not None and result.failure.http_status == 400:  # a cursor Chert no longer knows
                     cursor = None
                     continue
-                raise SyncFailed(f"reading replies (GET /events): {_describe(result.failure)}")
+                why = self.stopped or _describe(result.failure)
+                raise SyncFailed(f"reading replies (GET /events): {why}; what was read is saved: run sync again later")
             assert result.data is not None
             events = [e for e in result.data.get("events") or [] if isinstance(e, dict)]
             next_cursor = result.data.get("next_cursor")
@@ -397,6 +404,8 @@ class Syncer:
 
         async def worker() -> None:
             for key, message_id in queue:
+                if self.stopped:
+                    return
                 result = await self._get(self.client.get_message, message_id)
                 self.stats.status_requests += 1
                 results.append((key, result))
@@ -409,6 +418,8 @@ class Syncer:
             for _ in range(min(self.concurrency, max(1, len(due)))):
                 group.start_soon(worker)
         self._commit_statuses(results)
+        if self.stopped:
+            raise SyncFailed(f"{self.stopped}; replies and the statuses fetched so far are saved: run sync again later")
         if failures:
             raise SyncFailed(
                 f"{len(failures):,} message status(es) could not be fetched ({_describe(failures[-1])}); "
