@@ -24,6 +24,7 @@ def run(module: str, *args: str) -> dict[str, Any]:
         "bench_capacity": "capacity",
         "bench_realtime": "realtime",
         "bench_pages": "pages",
+        "bench_sync": "sync",
     }[module]
     return dict(json.loads((RESULTS / f"{name}.json").read_text()))
 
@@ -84,6 +85,15 @@ def table(results: dict[str, Any]) -> list[str]:
         )
     if "pages" in results:
         lines.append(pages_row(results["pages"]["pages"]))
+    if "sync" in results:
+        for name, label in (("first_sync", "first sync"), ("resync", "resync, ~90 % final")):
+            run = results["sync"][name]
+            lines.append(
+                f"| sync: {label}, {run['messages']:,} sent, rate {results['sync']['rate']:g}/s | "
+                f"{run['requests_per_message']} requests/message; {run['sync_seconds']} s vs floor "
+                f"{run['rate_floor_seconds']} s | ≤ {1.2 if name == 'first_sync' else 0.3} ; ≤ 1.1× | "
+                f"{run['sync_over_floor']} |"
+            )
     return lines
 
 
@@ -108,6 +118,7 @@ def main() -> None:
         results["capacity"] = run("bench_capacity")
     results["realtime"] = run("bench_realtime", *(["--gap-s", "1.5", "--cap", "12"] if quick else []))
     results["pages"] = run("bench_pages", *(["--rows", "20000"] if quick else []))
+    results["sync"] = run("bench_sync", *(["--quick"] if quick else []))
     (RESULTS / "all.json").write_text(json.dumps(results, indent=2))
     text = "\n".join(table(results))
     (RESULTS / "table.md").write_text(text + "\n")

@@ -58,6 +58,7 @@ def test_a_new_journal_gets_every_migration_recorded_in_order(tmp_path: Path) ->
     assert [(name, position) for name, position, _ in recorded] == [
         ("initial_schema_0_1_0", 1),
         ("unknown_outcomes_and_attachment_endpoints", 2),
+        ("sync_outcomes_replies_and_cursor", 3),
     ]
     assert list(tmp_path.iterdir()) != [] and not list(tmp_path.glob("*backup*"))  # nothing to back up
 
@@ -75,18 +76,22 @@ def test_reopening_an_up_to_date_journal_applies_nothing(tmp_path: Path) -> None
     assert not list(tmp_path.glob("*backup*"))
 
 
-def test_a_journal_from_before_the_migrations_table_is_recognised_without_a_backup(tmp_path: Path) -> None:
+def test_a_journal_from_before_the_migrations_table_is_recognised_by_its_shape(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     _fresh(path)
     db = sqlite3.connect(path)
     db.execute(f"DROP TABLE {TABLE}")  # as the schema-2 chertcast before this registry wrote it
+    for later in ("outcomes", "sync_events", "sync_state"):  # tables of migrations after schema 2
+        db.execute(f"DROP TABLE {later}")
     db.commit()
     db.close()
     with Journal(path, "test-campaign", readonly=True) as journal:
-        assert journal.outdated  # only the record is missing: a writer adds it
-    Journal(path, "test-campaign", notice=_no_notice).close()
-    assert [name for name, _, _ in _recorded(path)] == MIGRATIONS.names[:2]
-    assert not list(tmp_path.glob("*backup*"))
+        assert journal.outdated  # the record is missing, and the later migrations: a writer adds them
+    notices: list[str] = []
+    Journal(path, "test-campaign", notice=notices.append).close()
+    assert [name for name, _, _ in _recorded(path)] == MIGRATIONS.names
+    assert len(notices) == 1 and "from schema version 2" in notices[0]  # recognised as schema 2, not 0 or 1
+    assert [p.name for p in tmp_path.glob("*backup*")] == ["j.backup-v2.sqlite"]
 
 
 @pytest.mark.parametrize("step", MIGRATIONS.steps, ids=lambda s: s.name)
@@ -105,7 +110,11 @@ def test_each_migration_is_atomic_with_its_record(tmp_path: Path, step: Step) ->
         Journal(path, "legacy-campaign", migrations=broken, notice=_no_notice)
     assert "\n" not in str(caught.value)
     if legacy:
-        assert _dump(path) == before
+        index = MIGRATIONS.steps.index(step)
+        if index == 1:
+            assert _dump(path) == before
+        else:  # the steps before it stay applied, each whole with its record; this one is undone
+            assert [name for name, _, _ in _recorded(path)] == MIGRATIONS.names[:index]
         assert "journal.backup-v1.sqlite" in str(caught.value)
     else:
         db = sqlite3.connect(path)
@@ -119,8 +128,9 @@ def test_a_journal_written_by_a_newer_chertcast_is_refused_before_anything_is_wr
     path = tmp_path / "campaign.journal.sqlite"
     _fresh(path)
     db = sqlite3.connect(path)
-    db.execute(f"INSERT INTO {TABLE} VALUES ('replies_and_events', 3, 0)")
-    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    newer = len(MIGRATIONS.steps) + 1
+    db.execute(f"INSERT INTO {TABLE} VALUES ('replies_and_events', {newer}, 0)")
+    db.execute(f"UPDATE meta SET value = '{newer}' WHERE key = 'schema_version'")
     db.commit()
     db.close()
     digest = _sha(path)
@@ -141,7 +151,8 @@ def test_a_higher_schema_version_alone_is_refused_too(tmp_path: Path) -> None:
     db.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(JournalError, match=r"schema version 7 is unknown to chertcast .*knows schema version 2"):
+    known = len(MIGRATIONS.steps)
+    with pytest.raises(JournalError, match=rf"schema version 7 is unknown to chertcast .*knows schema version {known}"):
         Journal.open_existing(path, "test-campaign")
 
 
@@ -152,7 +163,7 @@ def test_the_cli_refuses_a_newer_journal_with_one_line_and_exit_2(tmp_path: Path
     path = tmp_path / "campaign.journal.sqlite"
     _fresh(path)
     db = sqlite3.connect(path)
-    db.execute(f"INSERT INTO {TABLE} VALUES ('opt_outs', 3, 0)")
+    db.execute(f"INSERT INTO {TABLE} VALUES ('opt_outs', {len(MIGRATIONS.steps) + 1}, 0)")
     db.commit()
     db.close()
     for command in (["status"], ["report", "--out", tmp_path / "out.csv"], ["send", "--dry-run"]):

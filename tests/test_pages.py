@@ -3,7 +3,6 @@ tests/test_pages_browser.py opens them in Chromium)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -115,22 +114,15 @@ def test_funnel_counts_what_the_journal_knows_and_says_the_rest_is_not_synced() 
     ]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class SyncedRow(JournalRow):
-    """A journal row as a later chertcast (status and reply sync) will have it."""
-
-    delivered_at: float | None = None
-    read_at: float | None = None
-
-
-def test_funnel_fills_a_later_stage_once_the_journal_has_its_field() -> None:
-    base = dataclasses.asdict(journal_row("a", "sent"))
-    rows = [
-        SyncedRow(**{**base, "key": k}, delivered_at=d, read_at=r) for k, d, r in [("a", DAY, DAY), ("b", DAY, None)]
-    ]
-    rows.append(SyncedRow(**{**base, "key": "c", "state": "failed"}))
-    counts = {s.name: s.count for s in funnel(rows)}
-    assert counts == {"planned": 3, "sent": 2, "delivered": 2, "read": 1, "replied": None, "opted_out": None}
+def test_funnel_fills_the_later_stages_once_the_journal_is_synced() -> None:
+    rows = [journal_row("a", "sent"), journal_row("b", "sent"), journal_row("c", "failed"), journal_row("d", "sent")]
+    outcomes = {  # as sync.outcomes_by_key gives them: delivered_at, read_at, replied_at, reply, opted_out
+        "a": ("2026-11-18T10:00:00+00:00", "2026-11-18T10:05:00+00:00", "2026-11-18T11:00:00+00:00", "STOP", "yes"),
+        "b": ("2026-11-18T10:00:00+00:00", "", "", "", ""),
+        "d": ("", "", "2026-11-18T12:00:00+00:00", "I can't stop by", "review"),
+    }
+    counts = {s.name: s.count for s in funnel(rows, outcomes)}
+    assert counts == {"planned": 4, "sent": 3, "delivered": 2, "read": 1, "replied": 2, "opted_out": 2}
 
 
 def test_sends_per_day_per_line_in_the_campaign_zone_and_first_touches() -> None:

@@ -99,7 +99,10 @@ def test_json_summary_status_and_report(tmp_path: Path) -> None:
     out = tmp_path / "report.csv"
     assert run_cli("report", path, "--out", out).exit_code == 0
     lines = out.read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0] == "row,phone,name,e164_phone,state,message_id,error_code,error_message,note,phone_column"
+    assert lines[0] == (
+        "row,phone,name,e164_phone,state,message_id,error_code,error_message,note,phone_column,"
+        "delivered_at,read_at,replied_at,reply,opted_out"
+    )
     assert lines[1].startswith("2,(212) 555-0000,Lead 0,+12125550000,sent,")
 
 

@@ -12,11 +12,13 @@ from chertcast.api import (
     SendOptions,
     SendOutcome,
     StatusResult,
+    SyncOutcome,
     asend,
     check,
     report,
     send,
     status,
+    sync,
 )
 from chertcast.client import Secret
 from chertcast.errors import CampaignStopped, ChertcastError, ConfigError, InputError, JournalError
@@ -34,10 +36,12 @@ __all__ = [
     "SendOptions",
     "SendOutcome",
     "StatusResult",
+    "SyncOutcome",
     "__version__",
     "asend",
     "check",
     "report",
     "send",
     "status",
+    "sync",
 ]

@@ -31,6 +31,7 @@ from chertcast.pacing import Clock
 from chertcast.preflight import Plan, build_plan
 from chertcast.runner import Endpoint, Prepared, SendOptions, SendResult, execute, journal_path_for, prepare
 from chertcast.runner import capacity_status as _capacity_status
+from chertcast.sync import PAGE_LIMIT, SyncResult, outcome_counts, outcomes_by_key, run_sync
 
 PlanHook = Callable[[Prepared], bool]
 
@@ -186,9 +187,48 @@ def status(
         return StatusResult(loaded.id, path, data, holder, journal_exists=False)
     with Journal.open_existing(path, loaded.id) as opened:
         data = present.status_json(loaded.id, opened)
+        data.update(outcome_counts(opened))
         data["capacity"] = _capacity_status(loaded, opened, time.time() if now is None else now)
     data["running"] = holder.as_json() if holder is not None else None
     return StatusResult(loaded.id, path, data, holder)
+
+
+@dataclass
+class SyncOutcome:
+    """What ``sync`` fetched and what the journal now knows of deliveries, replies and opt-outs."""
+
+    campaign_id: str
+    result: SyncResult
+
+    def as_json(self) -> dict[str, Any]:
+        return present.sync_json(self.campaign_id, self.result)
+
+
+def sync(
+    campaign: Path | str,
+    *,
+    endpoint: Endpoint,
+    journal: Path | None = None,
+    sandbox: bool = False,
+    rate: float | None = None,
+    page_size: int = PAGE_LIMIT,
+    clock: Clock | None = None,
+) -> SyncOutcome:
+    """Fetch delivery status for sent messages not final yet and the replies since the last sync;
+    append opt-outs to the campaign's opt-out list. Safe to interrupt and rerun."""
+    loaded = load_campaign(Path(campaign))
+    path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))
+    result = run_sync(
+        loaded,
+        path,
+        endpoint.base_url,
+        endpoint.secret,
+        rate=rate,
+        clock=clock,
+        page_size=page_size,
+        transport=endpoint.transport,
+    )
+    return SyncOutcome(loaded.id, result)
 
 
 def report(
@@ -209,7 +249,7 @@ def report(
     guard_output(target, {**loaded.inputs(), **journals}, force=force)
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
-        headers, rows = present.report_rows(plan, list(opened.rows()), only)
+        headers, rows = present.report_rows(plan, list(opened.rows()), only, outcomes_by_key(opened))
     return ReportResult(target, write_table(target, headers, rows), headers)
 
 
@@ -220,9 +260,11 @@ __all__ = [
     "SendOptions",
     "SendOutcome",
     "StatusResult",
+    "SyncOutcome",
     "asend",
     "check",
     "report",
     "send",
     "status",
+    "sync",
 ]

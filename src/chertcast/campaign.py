@@ -221,6 +221,7 @@ class Campaign(_Strict):
     header_row: int = Field(default=1, ge=1, le=1000)
     max_body_chars: int = Field(default=DEFAULT_MAX_BODY_CHARS, ge=1, le=10_000)
     suppress: list[Path] = Field(default_factory=list)
+    opt_out_list: Path | None = None  # written by `sync`, read like `suppress`; shared by campaigns
     columns: Columns = Field(default_factory=Columns)
     send: SendSettings = Field(default_factory=SendSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -257,6 +258,8 @@ class Campaign(_Strict):
             found[self.template] = "template"
         for path in self.suppress:
             found[path] = "suppression list"
+        if self.opt_out_list is not None:
+            found[self.opt_out_list] = "opt-out list"
         base = self.source.resolve().parent
         for spec in self.send.attachments:
             name = spec if isinstance(spec, str) else spec.file
@@ -358,7 +361,7 @@ def load_campaign(path: Path | str) -> Campaign:
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read campaign file: {exc.strerror}") from None
     base = source.resolve().parent
-    for key in ("contacts", "template"):
+    for key in ("contacts", "template", "opt_out_list"):
         if isinstance(data.get(key), str):
             data[key] = str((base / data[key]).resolve())
     api = data.get("api")

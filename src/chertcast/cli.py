@@ -18,18 +18,19 @@ import click
 
 from chertcast import api, crashes, pages, present, runlock, runner
 from chertcast._version import __version__
-from chertcast.campaign import load_campaign
+from chertcast.campaign import Campaign, load_campaign
 from chertcast.capacity import CapacityRules, parse_clock
 from chertcast.client import Secret
 from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
 from chertcast.engine import RunStats
-from chertcast.errors import ChertcastError, InputError
+from chertcast.errors import ChertcastError, InputError, JournalError
 from chertcast.export import guard_output, write_table
 from chertcast.journal import STATES
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
 from chertcast.runner import Endpoint
+from chertcast.sync import sent_messages
 from chertcast.testsend import run_test_send, summary_json, summary_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -154,6 +155,25 @@ def cli() -> None:
     help="Capacity mode: first touches per line per day (default 30).",
 )
 @click.option("--reject-links", is_flag=True, help="Refuse a first message whose text holds a link (1005).")
+@click.option("--reply-share", default=0.3, show_default=True, type=PROBABILITY, help="Share of delivered who reply.")
+@click.option("--opt-out-share", default=0.1, show_default=True, type=PROBABILITY, help="Share of replies opting out.")
+@click.option(
+    "--contains-word-share",
+    default=0.05,
+    show_default=True,
+    type=PROBABILITY,
+    help="Share of replies merely containing an opt-out word.",
+)
+@click.option("--read-share", default=0.6, show_default=True, type=PROBABILITY, help="Share of delivered read.")
+@click.option("--fail-share", default=0.02, show_default=True, type=PROBABILITY, help="Share of sent never delivered.")
+@click.option(
+    "--outcome-delay-s",
+    default=5.0,
+    show_default=True,
+    type=NON_NEGATIVE,
+    help="Delivery within N s; reads, replies 2N.",
+)
+@click.option("--outcome-seed", default=2, show_default=True, type=int, help="Seed for who reads, replies, opts out.")
 @friendly
 @quiet_pipe
 def sandbox(
@@ -179,12 +199,20 @@ def sandbox(
     line_gap_s: float | None,
     line_daily_cap: int | None,
     reject_links: bool,
+    reply_share: float,
+    opt_out_share: float,
+    contains_word_share: float,
+    read_share: float,
+    fail_share: float,
+    outcome_delay_s: float,
+    outcome_seed: int,
 ) -> None:
     """Serve a local Chert /send stand-in with fault injection, until Ctrl-C.
 
     --line-gap-s and --line-daily-cap turn capacity mode on by themselves.
     """
     from chertcast.sandbox.model import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel
+    from chertcast.sandbox.outcomes import OutcomeConfig
     from chertcast.sandbox.server import bind, serve_forever
 
     faults = Faults(
@@ -202,6 +230,17 @@ def sandbox(
     custom = line_gap_s is not None or line_daily_cap is not None
     rules = _capacity_rules(window, zone, project_daily_cap, line_gap_s, line_daily_cap) if capacity or custom else None
     lines = tuple(f"pl_sandbox_line_{i}" for i in range(1, line_count + 1))
+    if opt_out_share + contains_word_share > 1:
+        raise ChertcastError("--opt-out-share plus --contains-word-share must not exceed 1")
+    outcomes = OutcomeConfig(
+        seed=outcome_seed,
+        failed_share=fail_share,
+        read_share=read_share,
+        reply_share=reply_share,
+        opt_out_share=opt_out_share,
+        contains_word_share=contains_word_share,
+        delay_s=outcome_delay_s,
+    )
     config = SandboxConfig(
         secret=secret or DEFAULT_SECRET,
         faults=faults,
@@ -209,6 +248,7 @@ def sandbox(
         lines=lines,
         capacity=rules,
         reject_links=reject_links,
+        outcomes=outcomes,
     )
     try:
         sock = bind(host, port)  # before saying "listening": a busy port fails first, alone
@@ -217,7 +257,10 @@ def sandbox(
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(f"chertcast sandbox listening on http://{shown_host}:{sock.getsockname()[1]}/api/v1")
     click.echo(f"accepted secret: {config.secret}  (sandbox only; export CHERT_SIGNING_SECRET={config.secret})")
-    click.echo("ledger: GET /_sandbox/deliveries, GET /_sandbox/stats, POST /_sandbox/reset. Ctrl-C to stop.")
+    click.echo(
+        "ledger: GET /_sandbox/deliveries, GET /_sandbox/replies, GET /_sandbox/stats, POST /_sandbox/reset. "
+        "Ctrl-C to stop."
+    )
     serve_forever(SandboxModel(config), sock)
 
 
@@ -524,6 +567,64 @@ def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code:
         for line in lines:
             click.echo(line)
     sys.exit(code)
+
+
+@cli.command(name="sync")
+@CAMPAIGN
+@click.option("--sandbox", is_flag=True, help="Sync the sandbox rehearsal's journal against a built-in sandbox.")
+@click.option(
+    "--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign)."
+)
+@click.option("--rate", type=click.FloatRange(min=0.01), default=None, help="Requests per second (default: campaign).")
+@click.option(
+    "--page-size", default=200, show_default=True, type=click.IntRange(1, 200), help="Reply events per request."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+@quiet_pipe
+def sync_command(
+    campaign: Path, sandbox: bool, journal: Path | None, rate: float | None, page_size: int, as_json: bool
+) -> None:
+    """Fetch delivery status, replies and opt-outs for sent messages. Safe to rerun or interrupt."""
+    from chertcast.sync import SyncRunning
+
+    loaded = load_campaign(campaign)
+    path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
+    if not path.exists():
+        raise JournalError(f"{path}: no journal yet; run `chertcast send {campaign}` first")
+    try:
+        with _sync_endpoint(loaded, path, sandbox) as endpoint:
+            result = api.sync(campaign, endpoint=endpoint, journal=path, rate=rate, page_size=page_size)
+    except SyncRunning as exc:  # cron met the last sync still going: that one does the work
+        click.echo(f"chertcast: {exc}", err=True)
+        sys.exit(0)
+    data = result.as_json()
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    for line in present.sync_lines(data, campaign):
+        click.echo(line)
+
+
+@contextmanager
+def _sync_endpoint(loaded: Campaign, journal_path: Path, sandbox: bool) -> Iterator[Endpoint]:
+    """Chert, or for ``sync --sandbox`` a sandbox that goes on with the rehearsal's story.
+
+    ``send --sandbox`` ran its own sandbox, gone with that run. Outcomes are a pure function of
+    the seed and the message (``sandbox/outcomes.py``), so a new sandbox that adopts the
+    journal's sent messages tells the same story: what has happened by now, and the same
+    event ids, so a later sync dedupes against an earlier one.
+    """
+    if not sandbox:
+        yield Endpoint(loaded.resolved_base_url(), read_secret(loaded))
+        return
+    from chertcast.sandbox import SandboxModel, SandboxServer
+
+    model = SandboxModel()
+    for phone, message_id, lead_id, sent_at in sent_messages(journal_path, loaded.id):
+        model.adopt(phone, message_id, lead_id, "", sent_at)
+    with SandboxServer(model) as server:
+        yield Endpoint(server.base_url, Secret(model.config.secret))
 
 
 @cli.command()

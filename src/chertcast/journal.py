@@ -232,6 +232,10 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
+    def connection(self) -> sqlite3.Connection:
+        """For modules that keep their own tables in the journal (``sync``)."""
+        return self._db
+
     def __enter__(self) -> Journal:
         return self
 

@@ -266,3 +266,48 @@ def unknown_outcomes_and_attachment_endpoints(db: sqlite3.Connection) -> None:
         "SELECT path, content_sha256, attachment_id, uploaded_at FROM attachments_v1"
     )
     db.execute("DROP TABLE attachments_v1")
+
+
+@MIGRATIONS
+def sync_outcomes_replies_and_cursor(db: sqlite3.Connection) -> None:
+    """What ``chertcast sync`` learns after the send: each recipient's delivery, read receipt,
+    replies and opt-out (``outcomes``); every reply event seen, by its id, so none counts twice
+    (``sync_events``); and where the event log was left (``sync_state``: the cursor)."""
+    db.execute(
+        """
+        CREATE TABLE outcomes (
+            key TEXT PRIMARY KEY,
+            status TEXT,
+            delivered_at REAL,
+            read_at REAL,
+            status_error TEXT,
+            checked_at REAL,
+            replied_at REAL,
+            reply TEXT,
+            replies INTEGER NOT NULL DEFAULT 0,
+            opted_out INTEGER NOT NULL DEFAULT 0,
+            needs_review INTEGER NOT NULL DEFAULT 0,
+            opt_out_at REAL,
+            opt_out_text TEXT,
+            listed INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE sync_events (
+            event_id TEXT PRIMARY KEY,
+            lead_id TEXT,
+            key TEXT,
+            created_at REAL,
+            verdict TEXT,
+            text TEXT,
+            seen_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE sync_state (name TEXT PRIMARY KEY, value TEXT)
+        """
+    )

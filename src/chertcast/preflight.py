@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from chertcast import optout
 from chertcast.campaign import Campaign
 from chertcast.contacts import Sheet, decode_text, header_key, load_sheet
 from chertcast.errors import ConfigError, InputError
@@ -309,7 +310,14 @@ def load_suppression(campaign: Campaign) -> list[SuppressionList]:
     A list whose number column cannot be found, or that yields no number at all, is a
     campaign error: silently suppressing nobody would message the people who opted out.
     """
-    return [_load_list(path, campaign.default_region) for path in campaign.suppress]
+    lists = [_load_list(path, campaign.default_region) for path in campaign.suppress]
+    path = campaign.opt_out_list
+    if path is not None:  # written by `sync`: may not exist yet, or hold no opt-out so far
+        empty = optout.is_empty(path)
+        lists.append(
+            SuppressionList(path, "phone", frozenset(), ()) if empty else _load_list(path, campaign.default_region)
+        )
+    return lists
 
 
 def _load_list(path: Path, region: str) -> SuppressionList:

@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -592,6 +592,7 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
         lines.append(f"  rows held by quiet hours right now: {capacity['held_by_quiet_hours']:,}")
     elif capacity is not None:
         lines.append("Capacity: no sender line known yet (list them in [capacity] lines)")
+    lines += outcome_lines(data)
     if data["top_errors"]:
         lines.append(
             "Most common errors (the last answer of each row that has one; rows still pending may yet be sent):"
@@ -599,6 +600,57 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
         lines += [
             f"  {e['count']:>6,} × {_error_label(e['code'], e['message'])}: {e['message']}" for e in data["top_errors"]
         ]
+    return lines
+
+
+def outcome_lines(data: dict[str, Any]) -> list[str]:
+    """After the send (filled by `chertcast sync`): delivered, read, replied, opted out."""
+    if data.get("last_sync_at") is None:
+        return ["After the send: not synced yet (run `chertcast sync` to fetch delivery, replies and opt-outs)"]
+    lines = [f"After the send (last sync {data['last_sync_at']}; shares of sent):"]
+    for name in ("delivered", "read", "replied", "opted_out", "needs_review"):
+        share = data.get(f"{name}_share")
+        shown = f"{share:.1%}" if isinstance(share, float) else "-"
+        lines.append(f"  {name.replace('_', ' '):<12} {data.get(name, 0):>7,}  {shown:>6}")
+    if data.get("needs_review"):
+        lines.append(
+            f"  {data['needs_review']:,} replies contain an opt-out word inside a longer text: suppressed, "
+            "and marked review=yes in the opt-out list for a person to check"
+        )
+    return lines
+
+
+def sync_json(campaign_id: str, result: Any) -> dict[str, Any]:
+    stats = result.stats
+    return {
+        "campaign": campaign_id,
+        "journal": str(result.journal),
+        "seconds": round(result.seconds, 3),
+        "requests": stats.requests,
+        "event_pages": stats.event_pages,
+        "status_requests": stats.status_requests,
+        "statuses_checked": stats.status_checked,
+        "events_new": stats.events_new,
+        "events_repeated": stats.events_repeated,
+        "replies_new": stats.replies_new,
+        "opt_outs_new": stats.opt_outs_new,
+        "needs_review_new": stats.review_new,
+        "opt_out_list_added": stats.list_added,
+        "retries": stats.retries,
+        "errors": stats.errors,
+        **result.counts,
+    }
+
+
+def sync_lines(data: dict[str, Any], campaign: Any) -> list[str]:
+    lines = [
+        f"Synced {data['campaign']} in {data['seconds']:.1f} s: {data['requests']:,} requests "
+        f"({data['status_requests']:,} status lookups, {data['event_pages']:,} event pages)",
+        f"  new replies {data['replies_new']:,}, new opt-outs {data['opt_outs_new']:,}, "
+        f"new to review {data['needs_review_new']:,}, added to the opt-out list {data['opt_out_list_added']:,}",
+        *outcome_lines(data)[1:],
+        f"Next: chertcast status {campaign}   (rerun sync any time: it resumes and never counts twice)",
+    ]
     return lines
 
 
@@ -614,20 +666,41 @@ def _error_label(code: int | None, message: str) -> str:
 
 # ----------------------------------------------------------------- report
 
-REPORT_HEADERS = ["e164_phone", "state", "message_id", "error_code", "error_message", "note", "phone_column"]
+REPORT_HEADERS = [
+    "e164_phone",
+    "state",
+    "message_id",
+    "error_code",
+    "error_message",
+    "note",
+    "phone_column",
+    "delivered_at",
+    "read_at",
+    "replied_at",
+    "reply",
+    "opted_out",
+]
+_NO_OUTCOME = ("", "", "", "", "")
 _UNSETTLED_NOTES = {
     "unknown": "outcome unknown: the next `chertcast send` resends it with the same key, and Chert's answer settles it",
     "sending": "in flight, or outcome unknown if no run is going: the next `chertcast send` settles it",
 }
 
 
-def report_rows(plan: Plan, journal_rows: list[JournalRow], only: str | None) -> tuple[list[str], list[list[object]]]:
+def report_rows(
+    plan: Plan,
+    journal_rows: list[JournalRow],
+    only: str | None,
+    outcomes: Mapping[str, tuple[Any, ...]] | None = None,
+) -> tuple[list[str], list[list[object]]]:
     """Each sheet row with the outcome of the person on it, joined by key (who they are), never by
     row position; recipients journaled but no longer in the sheet follow, so no delivery drops out.
 
     A number's outcome goes on its sendable row; when no row of it is sendable any more (newly
-    suppressed, say), on its first row. ``only`` keeps the rows in that state.
+    suppressed, say), on its first row. ``only`` keeps the rows in that state. ``outcomes`` (from
+    `sync`) fills delivered_at, read_at, replied_at, reply and opted_out.
     """
+    after = outcomes or {}
     entries = {row.key: row for row in journal_rows if not row.key.startswith("skip:")}
     sendable_keys = {r.key for r in plan.sendable}
     used: set[str] = set()
@@ -640,12 +713,14 @@ def report_rows(plan: Plan, journal_rows: list[JournalRow], only: str | None) ->
             entry = entries.get(key)
             if entry is not None or sendable:
                 used.add(key)
-        rows.append(_report_row(recipient, cells, entry))
+        state, row_cells = _report_row(recipient, cells, entry)
+        rows.append((state, [*row_cells, *after.get(entry.key if entry else "", _NO_OUTCOME)]))
     width = len(plan.sheet.headers)
     for entry in journal_rows:  # journaled, but no longer in the sheet: keep their history
         if entry.key not in used and not entry.key.startswith("skip:"):
             note = f"not in the sheet any more (was row {entry.row})"
-            rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note, ""]))
+            extra = after.get(entry.key, _NO_OUTCOME)
+            rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note, "", *extra]))
     return ["row", *plan.sheet.headers, *REPORT_HEADERS], [cells for state, cells in rows if only in (None, state)]
 
 

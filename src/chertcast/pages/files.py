@@ -15,6 +15,7 @@ from chertcast.pages.preview import preview_page
 from chertcast.pages.report import report_page
 from chertcast.preflight import build_plan
 from chertcast.runner import SendOptions, journal_path_for
+from chertcast.sync import outcomes_by_key
 
 
 @dataclass(frozen=True)
@@ -48,4 +49,5 @@ def write_report(
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
         rows = list(opened.rows())
-    return Written(html, len(plan.recipients), write_page(html, report_page(plan, rows, now, path)))
+        outcomes = outcomes_by_key(opened) if opened.meta("last_sync_at") else None
+    return Written(html, len(plan.recipients), write_page(html, report_page(plan, rows, now, path, outcomes)))

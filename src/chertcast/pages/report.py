@@ -8,9 +8,9 @@ says "not synced yet" instead of a number.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,11 +27,11 @@ from chertcast.pages.base import no_cycle_collection, render
 from chertcast.preflight import Plan
 from chertcast.present import _error_label, calendar_json, report_rows
 
-LATER_STAGES = (
-    ("delivered", "delivered", "delivered_at"),
-    ("read", "read", "read_at"),
-    ("replied", "replied", "replied_at"),
-    ("opted_out", "opted out", "opted_out_at"),
+LATER_STAGES = (  # (stage, label, its place in a sync outcome: delivered_at, read_at, replied_at, reply, opted_out)
+    ("delivered", "delivered", 0),
+    ("read", "read", 1),
+    ("replied", "replied", 2),
+    ("opted_out", "opted out", 4),
 )
 PAGE_SIZE = 200
 _CHART_CONFIG = {"displaylogo": False, "responsive": True}
@@ -51,16 +51,29 @@ class Failure:
     messages: list[tuple[str, int]]  # distinct messages, most common first
 
 
-def report_page(plan: Plan, journal_rows: list[JournalRow], now: float, journal_path: Path | None = None) -> str:
+def report_page(
+    plan: Plan,
+    journal_rows: list[JournalRow],
+    now: float,
+    journal_path: Path | None = None,
+    outcomes: Mapping[str, Sequence[object]] | None = None,
+) -> str:
     """``journal_path``: where ``journal_rows`` came from, when not the campaign's own journal
-    (--journal, --sandbox); the calendar of what is still to come counts that journal's sends."""
+    (--journal, --sandbox); the calendar of what is still to come counts that journal's sends.
+    ``outcomes``: what ``sync`` recorded, None when the journal was never synced."""
     with no_cycle_collection():
-        return _page(plan, journal_rows, now, journal_path)
+        return _page(plan, journal_rows, now, journal_path, outcomes)
 
 
-def _page(plan: Plan, journal_rows: list[JournalRow], now: float, journal_path: Path | None) -> str:
-    headers, rows = report_rows(plan, journal_rows, None)
-    stages = funnel(journal_rows)
+def _page(
+    plan: Plan,
+    journal_rows: list[JournalRow],
+    now: float,
+    journal_path: Path | None,
+    outcomes: Mapping[str, Sequence[object]] | None,
+) -> str:
+    headers, rows = report_rows(plan, journal_rows, None, {k: tuple(v) for k, v in (outcomes or {}).items()})
+    stages = funnel(journal_rows, outcomes)
     zone = plan.campaign.capacity.timezone
     per_day = sends_per_day(journal_rows, zone)
     calendar = calendar_json(plan, now, journal_path)
@@ -90,17 +103,20 @@ def _page(plan: Plan, journal_rows: list[JournalRow], now: float, journal_path: 
     )
 
 
-def funnel(journal_rows: list[JournalRow]) -> list[Stage]:
-    """planned → sent → delivered → read → replied → opted out, each a count of recipients."""
+def funnel(journal_rows: list[JournalRow], outcomes: Mapping[str, Sequence[object]] | None = None) -> list[Stage]:
+    """planned → sent → delivered → read → replied → opted out, each a count of recipients.
+
+    ``outcomes`` is what ``sync`` recorded (``sync.outcomes_by_key``); None when the journal was
+    never synced, and then the later stages say "not synced yet" instead of a number."""
     planned = [row for row in journal_rows if row.state != "skipped"]
-    fields = {field.name for field in dataclasses.fields(journal_rows[0] if journal_rows else JournalRow)}
     stages = [
         Stage("planned", "planned", len(planned)),
         Stage("sent", "sent", sum(1 for row in planned if row.state in DELIVERED)),
     ]
-    for name, label, field in LATER_STAGES:
-        known = field in fields
-        count = sum(1 for row in planned if getattr(row, field, None)) if known else None
+    for name, label, index in LATER_STAGES:
+        count = None
+        if outcomes is not None:
+            count = sum(1 for row in planned if (seen := outcomes.get(row.key)) is not None and seen[index])
         stages.append(Stage(name, label, count))
     return stages
 

@@ -71,9 +71,23 @@ def create_app(model: SandboxModel) -> Starlette:
             return _respond(refused)
         return _respond(model.upload(request.path_params["attachment_id"], request.headers, raw))
 
+    async def lookup_latency() -> None:
+        latency = model.latency_s()  # lookups take as long as sends (the same faults apply)
+        if latency:
+            await anyio.sleep(latency)
+
     async def message(request: Request) -> Response:
+        await lookup_latency()
         refused = model.authenticate(request.headers, b"")
         return _respond(refused or model.message(request.path_params["message_id"]))
+
+    async def events(request: Request) -> Response:
+        await lookup_latency()
+        refused = model.authenticate(request.headers, b"")
+        return _respond(refused or model.events(request.query_params))
+
+    async def replies(request: Request) -> Response:
+        return JSONResponse({"replies": model.replies()})
 
     async def phone_numbers(request: Request) -> Response:
         refused = model.authenticate(request.headers, b"")
@@ -95,6 +109,8 @@ def create_app(model: SandboxModel) -> Starlette:
         Route(f"{API}/attachments/{{attachment_id}}/upload", upload, methods=["PUT"]),
         Route(f"{API}/messages/{{message_id}}", message, methods=["GET"]),
         Route(f"{API}/phone-numbers", phone_numbers, methods=["GET"]),
+        Route(f"{API}/events", events, methods=["GET"]),
+        Route("/_sandbox/replies", replies, methods=["GET"]),
         Route("/_sandbox/deliveries", deliveries, methods=["GET"]),
         Route("/_sandbox/stats", stats, methods=["GET"]),
         Route("/_sandbox/reset", reset, methods=["POST"]),

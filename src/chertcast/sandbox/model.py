@@ -19,10 +19,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from chertcast.capacity import CapacityRules, LinePlanner
 from chertcast.links import find_link
+from chertcast.sandbox.outcomes import CursorError, EventLog, Fate, OutcomeConfig, fate_of, message_object
 from chertcast.signing import sign
 
 DEFAULT_SECRET = "5a4d0b0c5a4d0b0c5a4d0b0c5a4d0b0c"
@@ -80,6 +82,7 @@ class SandboxConfig:
     clock: Callable[[], float] = time.time
     capacity: CapacityRules | None = None  # None: unlimited lines (the default sandbox)
     reject_links: bool = False  # 1005 for a first message whose body holds a link (chertcast.links)
+    outcomes: OutcomeConfig = field(default_factory=OutcomeConfig)  # delivery, reads, replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,8 @@ class SandboxModel:
             self._attachments: dict[str, _Attachment] = {}
             self._messages: dict[str, Delivery] = {}
             self._ledger: list[Delivery] = []
+            self._fates: dict[str, Fate] = {}  # message_id -> what happens after the send
+            self._events = EventLog()
             self._window: deque[float] = deque()
             self._next_line = 0
             self._pending_line: str | None = None
@@ -199,6 +204,8 @@ class SandboxModel:
                 "peak_concurrency": 0,
                 "capacity_refusals": 0,
                 "repins": 0,
+                "lookups": 0,
+                "event_pages": 0,
             }
             self.fault_counts: dict[str, int] = {
                 "error_500": 0,
@@ -424,6 +431,7 @@ class SandboxModel:
         )
         self._ledger.append(delivery)
         self._messages[message_id] = delivery
+        self._schedule(delivery)
         self.counters["deliveries"] += 1
         body_out = {
             "status": "sent",
@@ -526,27 +534,78 @@ class SandboxModel:
     # ------------------------------------------------------------ lookups
 
     def message(self, message_id: str) -> Reply:
+        refused = self.lookup_fault()
+        if refused is not None:
+            return refused
         with self._lock:
             delivery = self._messages.get(message_id)
-        if delivery is None:
+            fate = self._fates.get(message_id)
+        if delivery is None or fate is None:
             return self._error(2003, "Message not found", envelope=True)
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(delivery.time))
-        return Reply(
-            200,
-            {
-                "message": {
-                    "id": delivery.message_id,
-                    "chat_id": delivery.lead_id,
-                    "parts": [{"type": "text", "value": delivery.body}],
-                    "status": "delivered",
-                    "direction": "outbound",
-                    "created_at": created,
-                    "delivered_at": created,
-                    "read_at": None,
-                    "service": "imessage",
-                }
-            },
-        )
+        return Reply(200, {"message": message_object(fate, delivery.body, self.config.clock())})
+
+    def _schedule(self, delivery: Delivery) -> None:
+        fate = fate_of(self.config.outcomes, delivery.phone, delivery.message_id, delivery.lead_id, delivery.time)
+        self._fates[delivery.message_id] = fate
+        self._events.add(fate)
+
+    def adopt(self, phone: str, message_id: str, lead_id: str, body: str, sent_at: float) -> None:
+        """A message an earlier sandbox process sent (``sync --sandbox``): its story goes on here."""
+        delivery = Delivery(phone, body, None, message_id, lead_id, None, None, None, (), "", sent_at)
+        with self._lock:
+            self._messages[message_id] = delivery
+            self._schedule(delivery)
+
+    def events(self, query: Mapping[str, str]) -> Reply:
+        """``GET /events`` as SPEC §12 shapes it: type, since, lead_id, limit (1-200), cursor."""
+        refused = self.lookup_fault()
+        if refused is not None:
+            return refused
+        try:
+            limit = int(query.get("limit", "50"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 200:
+            return self._error(1002, "limit must be an integer from 1 to 200", envelope=True)
+        since = None
+        if query.get("since"):
+            try:
+                since = datetime.fromisoformat(query["since"].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return self._error(1002, "since must be an ISO-8601 time", envelope=True)
+        if query.get("type", "message.received") != "message.received":
+            return Reply(200, {"events": [], "next_cursor": None, "count": 0})
+        now = self.config.clock()
+        try:
+            with self._lock:
+                page = self._events.page(
+                    now, limit=limit, cursor=query.get("cursor"), since=since, lead_id=query.get("lead_id")
+                )
+        except CursorError as exc:
+            return self._error(1002, str(exc), envelope=True)
+        self.counters["event_pages"] += 1
+        return Reply(200, page)
+
+    def replies(self) -> list[dict[str, Any]]:
+        """The ledger of replies made so far (visible in the event log), for tests and rehearsals."""
+        with self._lock:
+            fates = self._events.visible(self.config.clock())
+        return [
+            {"phone": f.phone, "lead_id": f.lead_id, "event_id": f.event_id, "text": f.reply_text, "kind": f.reply_kind}
+            for f in fates
+        ]
+
+    def lookup_fault(self) -> Reply | None:
+        """Lookups share the server-side rate limit and injected 429s with /send."""
+        with self._lock:
+            self.counters["lookups"] += 1
+        if self._over_rate_limit():
+            with self._lock:
+                self.fault_counts["rate_limit_per_s"] += 1
+            return self._error(1007, "Rate limited", envelope=True, retry_after=1)
+        if self._roll("rate_limited", self.config.faults.rate_limited):
+            return self._error(1007, "Rate limited", envelope=True, retry_after=self.config.faults.retry_after_s)
+        return None
 
     def phone_numbers(self) -> Reply:
         numbers = [
