@@ -7,17 +7,18 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
 from chertcast import __version__, crashes, present, runlock, runner
 from chertcast.campaign import load_campaign
-from chertcast.capacity import CapacityRules, parse_clock
+from chertcast.capacity import parse_clock
 from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
 from chertcast.errors import CampaignStopped, ChertcastError, InputError
@@ -25,6 +26,9 @@ from chertcast.export import guard_output, write_table
 from chertcast.journal import STATES, Journal
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
+
+if TYPE_CHECKING:  # the sandbox is imported only when a command uses it
+    from chertcast.sandbox.capacity import CapacityLimits
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROBABILITY = click.FloatRange(0.0, 1.0)
@@ -337,6 +341,7 @@ def send(
         yes=yes,
         dry_run=dry_run,
         sandbox=sandbox,
+        rehearsal=_built_in_sandbox if sandbox else None,
         limit=limit,
         rate=rate,
         concurrency=concurrency,
@@ -458,7 +463,10 @@ def _capacity_rules(
     project_daily_cap: int | None,
     line_gap_s: float | None = None,
     line_daily_cap: int | None = None,
-) -> CapacityRules:
+) -> CapacityLimits:
+    """The sandbox's capacity mode, from its options (the sandbox's own model, not the planner's)."""
+    from chertcast.sandbox.capacity import CapacityLimits
+
     start = end = None
     if window:
         try:
@@ -470,15 +478,27 @@ def _capacity_rules(
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ChertcastError(f"--timezone: unknown time zone {zone!r}") from None
-    defaults = CapacityRules()
-    return CapacityRules(
-        line_gap_s=defaults.line_gap_s if line_gap_s is None else line_gap_s,
-        line_daily_cap=line_daily_cap or defaults.line_daily_cap,
-        window_start=start,
-        window_end=end,
-        timezone=zone,
-        project_daily_cap=project_daily_cap,
-    )
+    defaults = CapacityLimits()
+    try:
+        return CapacityLimits(
+            line_gap_s=defaults.line_gap_s if line_gap_s is None else line_gap_s,
+            line_daily_cap=line_daily_cap or defaults.line_daily_cap,
+            window_start=start,
+            window_end=end,
+            timezone=zone,
+            project_daily_cap=project_daily_cap,
+        )
+    except ValueError as exc:
+        raise ChertcastError(f"sandbox capacity: {exc}") from None
+
+
+@contextmanager
+def _built_in_sandbox() -> Iterator[runner.Rehearsal]:
+    """``send --sandbox``: a sandbox on a loopback port for this run (imported only when asked for)."""
+    from chertcast.sandbox import SandboxModel, SandboxServer
+
+    with SandboxServer(SandboxModel()) as server:
+        yield runner.Rehearsal(server.base_url, server.model.config.secret, lambda: len(server.model.deliveries()))
 
 
 def main() -> None:

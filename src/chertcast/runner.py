@@ -10,7 +10,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -34,7 +34,7 @@ from chertcast.capacity import (
 from chertcast.client import ChertClient, Secret
 from chertcast.credentials import read_secret
 from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
-from chertcast.errors import CampaignStopped
+from chertcast.errors import CampaignStopped, ConfigError
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
 from chertcast.pacing import Clock, RealClock
 from chertcast.preflight import Plan, Recipient, build_plan, campaign_attachments
@@ -56,6 +56,17 @@ class SendOptions:
     handle_signals: bool = True
     wait: bool = False
     yes: bool = False  # confirmed on the command line (kept in the printed resume command)
+    rehearsal: Callable[[], AbstractContextManager[Rehearsal]] | None = None  # starts --sandbox's server
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """A built-in sandbox serving one ``--sandbox`` run (started by the CLI: the product does not
+    import the sandbox): where it listens, the secret it accepts, and its ledger's size."""
+
+    base_url: str
+    secret: str
+    deliveries: Callable[[], int]
 
 
 @dataclass
@@ -174,12 +185,11 @@ def _endpoint(campaign: Campaign, options: SendOptions) -> Iterator[tuple[str, s
         base_url = campaign.resolved_base_url()
         yield base_url.rstrip("/"), base_url, read_secret(campaign), lambda: None
         return
-    from chertcast.sandbox import SandboxModel, SandboxServer
-
-    with SandboxServer(SandboxModel()) as server:
-        secret = Secret(server.model.config.secret)
+    if options.rehearsal is None:
+        raise ConfigError("--sandbox: no built-in sandbox was provided for this run")
+    with options.rehearsal() as sandbox:
         endpoint = f"{SANDBOX_ENDPOINT}{uuid.uuid4().hex}"
-        yield endpoint, server.base_url, secret, lambda: len(server.model.deliveries())
+        yield endpoint, sandbox.base_url, Secret(sandbox.secret), sandbox.deliveries
 
 
 async def _run(

@@ -7,6 +7,7 @@ server runs it in a background thread while tests read its ledger from the main 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import math
@@ -21,8 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from chertcast.capacity import CapacityRules, LinePlanner
-from chertcast.signing import sign
+from chertcast.sandbox.capacity import CapacityLimits, LineCapacity
 
 DEFAULT_SECRET = "5a4d0b0c5a4d0b0c5a4d0b0c5a4d0b0c"
 DEFAULT_TENANT = "sandbox"
@@ -77,7 +77,7 @@ class SandboxConfig:
     max_body_chars: int = MAX_BODY_CHARS
     faults: Faults = field(default_factory=Faults)
     clock: Callable[[], float] = time.time
-    capacity: CapacityRules | None = None  # None: unlimited lines (the default sandbox)
+    capacity: CapacityLimits | None = None  # None: unlimited lines (the default sandbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +141,13 @@ ERROR_HTTP = {
     2003: 404,
     2004: 401,
     2006: 400,
+    2011: 404,
     2012: 401,
     2013: 401,
     3001: 500,
     4002: 503,
     4098: 400,
+    4099: 422,
     5001: 404,
     5002: 400,
     5003: 400,
@@ -185,7 +187,7 @@ class SandboxModel:
             self._next_line = 0
             self._pending_line: str | None = None
             self.repins: list[tuple[str, str, str]] = []  # (phone, old line, new line): a conversation moved
-            self._planner = LinePlanner(self.config.capacity, self.config.lines) if self.config.capacity else None
+            self._capacity = LineCapacity(self.config.capacity, self.config.lines) if self.config.capacity else None
             self._in_flight = 0
             self.counters: dict[str, int] = {
                 "requests": 0,
@@ -231,34 +233,41 @@ class SandboxModel:
 
     # ------------------------------------------------------------------ auth
 
-    def authenticate(self, headers: Mapping[str, str], raw_body: bytes) -> Reply | None:
-        """None when the caller may proceed, else the 401/404 reply (flat or enveloped later)."""
+    def authenticate(self, headers: Mapping[str, str], raw_body: bytes, *, envelope: bool = False) -> Reply | None:
+        """None when the caller may proceed, else the 401/404 reply: flat on ``/send``, in the
+        ``{success: false, error: {...}}`` envelope on every other route (``envelope=True``)."""
+        problem = self._auth_problem(headers, raw_body)
+        return None if problem is None else self._error(*problem, envelope=envelope)
+
+    def _auth_problem(self, headers: Mapping[str, str], raw_body: bytes) -> tuple[int, str] | None:
         signature = headers.get("x-chert-signature")
         if signature is not None:
-            return self._check_signature(signature, headers.get("x-chert-tenant"), raw_body)
+            return self._signature_problem(signature, headers.get("x-chert-tenant"), raw_body)
         authorization = headers.get("authorization")
         if authorization is None:
-            return self._error(2012, "No credentials supplied")
+            return 2012, "No credentials supplied"
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.config.secret.encode()):
-            return self._error(2004, "Authentication failed")
+            return 2004, "Authentication failed"
         tenant = headers.get("x-chert-tenant")
         if tenant is not None and tenant != self.config.tenant:
-            return self._error(2001, f"Tenant not found: {tenant}")
+            return 2001, f"Tenant not found: {tenant}"
         return None
 
-    def _check_signature(self, value: str, tenant: str | None, raw_body: bytes) -> Reply | None:
+    def _signature_problem(self, value: str, tenant: str | None, raw_body: bytes) -> tuple[int, str] | None:
+        """SPEC §1: ``v1,<ts>,<hex HMAC-SHA256 of "<ts>.<raw body>">`` keyed with the secret's UTF-8
+        bytes (checked here on its own, not with the client's signing code)."""
         parts = value.split(",")
         if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit():
-            return self._error(2004, "Malformed x-chert-signature header")
+            return 2004, "Malformed x-chert-signature header"
         if tenant != self.config.tenant:
-            return self._error(2001, f"Tenant not found: {tenant}")
+            return 2001, f"Tenant not found: {tenant}"
         timestamp = int(parts[1])
         if abs(self.config.clock() - timestamp) > SIGNATURE_SKEW_S:
-            return self._error(2013, "Request timestamp outside the 5 minute window")
-        expected = sign(self.config.secret, timestamp, raw_body)
-        if not hmac.compare_digest(expected, value):
-            return self._error(2004, "Authentication failed")
+            return 2013, "Request timestamp outside the 5 minute window"
+        expected = hmac.new(self.config.secret.encode(), parts[1].encode() + b"." + raw_body, hashlib.sha256)
+        if not hmac.compare_digest(expected.hexdigest(), parts[2]):
+            return 2004, "Authentication failed"
         return None
 
     # ------------------------------------------------------------------ send
@@ -373,7 +382,7 @@ class SandboxModel:
         if not isinstance(attachments, list):
             return self._error(1002, "attachments must be an array")
         for index, entry in enumerate(attachments):
-            if isinstance(entry, dict) and "url" in entry:
+            if (isinstance(entry, dict) and "url" in entry) or _is_url(entry):
                 return self._error(
                     1011,
                     "URL attachment references are not accepted on /send",
@@ -429,17 +438,17 @@ class SandboxModel:
 
     def _capacity_refusal(self, phone: str, requested_line: str | None, now: float) -> Reply | None:
         """Capacity mode: a first-touch send needs a line with room now, else 4002 + truthful retry_after."""
-        if self._planner is None or phone in self._leads:
+        if self._capacity is None or phone in self._leads:
             return None
         if requested_line is not None:
-            line, at = requested_line, self._planner.earliest(requested_line, now)
+            line, at = requested_line, self._capacity.free_at(requested_line, now)
         else:
-            line, at = self._planner.next_slot(now)
+            line, at = self._capacity.soonest(now)
         if at > now:
             self.counters["capacity_refusals"] += 1
-            wait = max(1, math.ceil(at - now))
+            wait = max(1, math.ceil(min(at - now, 86_400.0)))
             return self._error(4002, "All phone lines saturated for this recipient", retry_after=wait)
-        self._planner.record(line, now)
+        self._capacity.record(line, now)
         self._pending_line = line
         return None
 
@@ -469,7 +478,9 @@ class SandboxModel:
 
     # ----------------------------------------------------------- attachments
 
-    def create_attachment(self, raw_body: bytes, base_url: str) -> Reply:
+    def create_attachment(self, raw_body: bytes, base_url: str, content_type: str = "application/json") -> Reply:
+        if not content_type.lower().startswith("application/json"):  # SPEC §1: JSON on every POST
+            return self._error(1004, "Content-Type must be application/json", envelope=True)
         try:
             payload = json.loads(raw_body)
         except (ValueError, UnicodeDecodeError):
@@ -528,7 +539,10 @@ class SandboxModel:
                 "message": {
                     "id": delivery.message_id,
                     "chat_id": delivery.lead_id,
-                    "parts": [{"type": "text", "value": delivery.body}],
+                    "parts": [
+                        {"type": "text", "value": delivery.body},
+                        *({"type": "media", "attachment_id": ref} for ref in delivery.attachments),
+                    ],
                     "status": "delivered",
                     "direction": "outbound",
                     "created_at": created,
@@ -555,9 +569,17 @@ class SandboxModel:
 
     # --------------------------------------------------------------- errors
 
-    def _error(self, code: int, message: str, *, envelope: bool = False, **extra: Any) -> Reply:
+    def route_error(self, status: int, method: str, path: str) -> Reply:
+        """No route for this path (2011, 404), or not for this method (4099 with HTTP 405)."""
+        if status == 405:
+            return self._error(4099, f"{method} is not supported on {path}", envelope=True, http_status=405)
+        return self._error(2011, f"No such route: {method} {path}", envelope=True, http_status=404)
+
+    def _error(
+        self, code: int, message: str, *, envelope: bool = False, http_status: int | None = None, **extra: Any
+    ) -> Reply:
         """The flat ``/send`` error body, or the ``{success: false, error: {...}}`` envelope."""
-        status = ERROR_HTTP.get(code, 400)
+        status = http_status or ERROR_HTTP.get(code, 400)
         trace = _trace_id()
         retryable = code in RETRYABLE
         headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else {}
@@ -577,9 +599,14 @@ class SandboxModel:
         return Reply(status, body, headers)
 
 
+def _is_url(entry: Any) -> bool:
+    """A bare string that is a URL: a URL reference, which ``/send`` refuses (1011), not an id."""
+    return isinstance(entry, str) and "://" in entry
+
+
 def _attachment_ref(entry: Any) -> str | None:
     """The id of one ``attachments`` entry in any of the three documented shapes."""
-    if isinstance(entry, str) and entry:
+    if isinstance(entry, str) and entry and not _is_url(entry):
         return entry
     if isinstance(entry, dict):
         value = entry.get("attachment_id", entry.get("id"))
