@@ -20,7 +20,7 @@ from benchmarks.common import machine, save
 from chertcast import Endpoint, Secret, runner
 from chertcast.capacity import CapacityRules
 from chertcast.pacing import FakeClock
-from chertcast.sandbox import DEFAULT_SECRET, SandboxConfig, SandboxModel, SandboxServer
+from chertcast.sandbox import DEFAULT_SECRET, CapacityLimits, SandboxConfig, SandboxModel, SandboxServer
 
 ZONE = "America/New_York"
 EASTERN = ("212", "646", "917", "718", "617", "305", "404", "202")
@@ -35,7 +35,20 @@ def main() -> dict[str, Any]:
     rules = CapacityRules(window_start=dt.time(9), window_end=dt.time(18), timezone=ZONE)
     start = dt.datetime(2026, 11, 30, 8, 0, tzinfo=ZoneInfo(ZONE)).timestamp()
     clock = FakeClock(start)
-    model = SandboxModel(SandboxConfig(lines=lines, capacity=rules, clock=clock.wall))
+    model = SandboxModel(
+        SandboxConfig(
+            lines=lines,
+            capacity=CapacityLimits(
+                rules.line_gap_s,
+                rules.line_daily_cap,
+                rules.project_daily_cap,
+                rules.window_start,
+                rules.window_end,
+                rules.timezone,
+            ),
+            clock=clock.wall,
+        )
+    )
     began = time.perf_counter()
     runs = 0
     with tempfile.TemporaryDirectory() as tmp, SandboxServer(model) as server:

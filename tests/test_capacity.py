@@ -20,7 +20,7 @@ from chertcast.capacity import CapacityRules, LinePlanner, QuietHours, next_quie
 from chertcast.journal import Journal
 from chertcast.pacing import FakeClock
 from chertcast.sandbox import DEFAULT_SECRET, SandboxConfig, SandboxModel, SandboxServer, sandbox_transport
-from tests.helpers import write_campaign
+from tests.helpers import sandbox_limits, write_campaign
 
 NY = ZoneInfo("America/New_York")
 LINES = tuple(f"pl_line_{i}" for i in range(1, 6))
@@ -70,7 +70,7 @@ def test_quiet_hours_most_restrictive_zone() -> None:
 
 def test_sandbox_capacity_mode_answers_4002_with_truthful_retry_after() -> None:
     clock = FakeClock(at(0, 9))
-    model = SandboxModel(SandboxConfig(lines=("a",), capacity=RULES, clock=clock.wall))
+    model = SandboxModel(SandboxConfig(lines=("a",), capacity=sandbox_limits(RULES), clock=clock.wall))
 
     async def scenario() -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=sandbox_transport(model), base_url="http://s/api/v1") as http:
@@ -115,7 +115,7 @@ def test_five_lines_thousand_recipients_across_simulated_days(tmp_path: Path) ->
     )
     campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
     clock = FakeClock(at(0, 8))
-    model = SandboxModel(SandboxConfig(lines=LINES, capacity=RULES, clock=clock.wall))
+    model = SandboxModel(SandboxConfig(lines=LINES, capacity=sandbox_limits(RULES), clock=clock.wall))
     planned_finish = LinePlanner(RULES, LINES).calendar(1000, clock.wall())[-1][0]
     runs = 0
     with SandboxServer(model) as server:
@@ -191,7 +191,9 @@ def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Pa
     assert "calendar: 5 first-touch sends on 2 lines (1/line/day, 10 min apart, UTC): 3 sending days" in check.output
     assert "beyond the 2-day horizon" in check.output
     assert json.loads(run_cli("check", campaign, "--json").output)["calendar"]["sending_days"] == 3
-    model = SandboxModel(SandboxConfig(lines=("pl_a", "pl_b"), capacity=CapacityRules(line_daily_cap=1)))
+    model = SandboxModel(
+        SandboxConfig(lines=("pl_a", "pl_b"), capacity=sandbox_limits(CapacityRules(line_daily_cap=1)))
+    )
     with SandboxServer(model) as server:
         env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
         result = run_process("send", campaign, "--yes", env=env)
@@ -221,7 +223,7 @@ def test_lines_are_discovered_from_phone_numbers(tmp_path: Path) -> None:
 
     contacts = write_contacts(tmp_path / "contacts.csv", 3)
     campaign = write_campaign(tmp_path, contacts, extra="[quiet_hours]\nenabled = false\n", planned=True)
-    model = SandboxModel(SandboxConfig(capacity=CapacityRules()))
+    model = SandboxModel(SandboxConfig(capacity=sandbox_limits(CapacityRules())))
     with SandboxServer(model) as server:
         env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
         result = run_process("send", campaign, "--yes", env=env)
@@ -238,7 +240,11 @@ def test_wait_stays_up_across_days(tmp_path: Path) -> None:
     campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
     clock = FakeClock(at(0, 9))
     model = SandboxModel(
-        SandboxConfig(lines=("pl_a", "pl_b"), capacity=CapacityRules(timezone="America/New_York"), clock=clock.wall)
+        SandboxConfig(
+            lines=("pl_a", "pl_b"),
+            capacity=sandbox_limits(CapacityRules(timezone="America/New_York")),
+            clock=clock.wall,
+        )
     )
     with SandboxServer(model) as server:
         options = runner.SendOptions(journal=tmp_path / "j.sqlite", handle_signals=False, wait=True)

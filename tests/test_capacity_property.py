@@ -33,7 +33,7 @@ from chertcast.journal import Journal
 from chertcast.pacing import LoopClock
 from chertcast.preflight import build_plan
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, sandbox_transport
-from tests.helpers import write_campaign
+from tests.helpers import sandbox_limits, write_campaign
 from tests.test_realtime_engine import in_virtual_time
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
@@ -118,7 +118,7 @@ def run_sheet(tmp_path: Path, sheet: Sheet) -> None:
         model = SandboxModel(
             SandboxConfig(
                 lines=sheet.lines,
-                capacity=rules,
+                capacity=sandbox_limits(rules),
                 clock=clock.wall,
                 faults=Faults(latency_ms=200, jitter_ms=300, seed=1),
             )

@@ -36,7 +36,7 @@ from chertcast.journal import Journal
 from chertcast.pacing import LoopClock
 from chertcast.preflight import Plan, build_plan
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, sandbox_transport
-from tests.helpers import run_cli, write_campaign
+from tests.helpers import run_cli, sandbox_limits, write_campaign
 from tests.test_realtime_engine import in_virtual_time
 
 NY = ZoneInfo("America/New_York")
@@ -90,7 +90,7 @@ def run_engine(
         out.model = SandboxModel(
             SandboxConfig(
                 lines=server_lines or lines,
-                capacity=server,
+                capacity=None if server is None else sandbox_limits(server),
                 clock=clock.wall,
                 faults=faults or Faults(latency_ms=300, jitter_ms=300, seed=4),
             )
@@ -311,7 +311,9 @@ def test_check_and_status_plan_with_send(tmp_path: Path) -> None:
     extra = '[capacity]\nline_daily_cap = 1\ntimezone = "America/New_York"\n[quiet_hours]\nenabled = false\n'
     campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
     clock = FakeClock(ny(10))
-    model = SandboxModel(SandboxConfig(lines=LINES, capacity=CapacityRules(line_daily_cap=1), clock=clock.wall))
+    model = SandboxModel(
+        SandboxConfig(lines=LINES, capacity=sandbox_limits(CapacityRules(line_daily_cap=1)), clock=clock.wall)
+    )
     with SandboxServer(model) as server:
         journal = load_campaign(campaign).default_journal
         result = run_day(campaign, clock, server, journal)

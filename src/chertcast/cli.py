@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
@@ -19,7 +19,7 @@ import click
 from chertcast import api, crashes, pages, present, runlock, runner
 from chertcast._version import __version__
 from chertcast.campaign import Campaign, load_campaign
-from chertcast.capacity import CapacityRules, parse_clock
+from chertcast.capacity import parse_clock
 from chertcast.client import Secret
 from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
@@ -32,6 +32,9 @@ from chertcast.progress import BarProgress, LineProgress
 from chertcast.runner import Endpoint
 from chertcast.sync import sent_messages
 from chertcast.testsend import run_test_send, summary_json, summary_lines
+
+if TYPE_CHECKING:  # the sandbox is imported only when a command uses it
+    from chertcast.sandbox.capacity import CapacityLimits
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROBABILITY = click.FloatRange(0.0, 1.0)
@@ -695,7 +698,10 @@ def _capacity_rules(
     project_daily_cap: int | None,
     line_gap_s: float | None = None,
     line_daily_cap: int | None = None,
-) -> CapacityRules:
+) -> CapacityLimits:
+    """The sandbox's capacity mode, from its options (the sandbox's own model, not the planner's)."""
+    from chertcast.sandbox.capacity import CapacityLimits
+
     start = end = None
     if window:
         try:
@@ -707,15 +713,18 @@ def _capacity_rules(
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ChertcastError(f"--timezone: unknown time zone {zone!r}") from None
-    defaults = CapacityRules()
-    return CapacityRules(
-        line_gap_s=defaults.line_gap_s if line_gap_s is None else line_gap_s,
-        line_daily_cap=line_daily_cap or defaults.line_daily_cap,
-        window_start=start,
-        window_end=end,
-        timezone=zone,
-        project_daily_cap=project_daily_cap,
-    )
+    defaults = CapacityLimits()
+    try:
+        return CapacityLimits(
+            line_gap_s=defaults.line_gap_s if line_gap_s is None else line_gap_s,
+            line_daily_cap=line_daily_cap or defaults.line_daily_cap,
+            window_start=start,
+            window_end=end,
+            timezone=zone,
+            project_daily_cap=project_daily_cap,
+        )
+    except ValueError as exc:
+        raise ChertcastError(f"sandbox capacity: {exc}") from None
 
 
 def main() -> None:

@@ -176,12 +176,14 @@ class Journal:
         if status.pending and status.has_data:
             backup = self._backup(status.version)
         try:
-            migrations.upgrade(self._db, self.path)
+            applied = migrations.upgrade(self._db, self.path)
         except JournalError as exc:
             if backup is None:
                 raise
             raise JournalError(f"{exc}; a copy from before the upgrade is {backup}") from None
-        if backup is not None:
+        if backup is not None and not applied:  # another process upgraded it meanwhile (and said so)
+            backup.unlink()
+        elif backup is not None:
             notice(
                 f"upgraded {self.path} from schema version {status.version} (an older chertcast) to "
                 f"{len(migrations.steps)}; a copy of it as it was is {backup}"

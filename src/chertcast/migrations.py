@@ -85,9 +85,11 @@ class Migrations:
         pending = tuple(step for step in self.steps if step.name not in recorded)
         return Status(recorded, pending, TABLE in tables, has_data)
 
-    def upgrade(self, db: sqlite3.Connection, path: Path) -> Status:
-        """Apply every pending migration, each in one transaction with its record; returns the status before."""
+    def upgrade(self, db: sqlite3.Connection, path: Path) -> list[str]:
+        """Apply every pending migration, each in one transaction with its record; returns the names
+        this call applied (none when another process applied them while this one waited)."""
         before = self.status(db, path)
+        applied: list[str] = []
         if before.has_data and not before.has_table and not before.pending:
             with _immediate(db):
                 self._adopt(db, before)
@@ -99,12 +101,13 @@ class Migrations:
                         continue  # another process applied it while we waited for the lock
                     step.apply(db)
                     self._record(db, step)
+                applied.append(step.name)
             except (sqlite3.Error, JournalError, ValueError) as exc:
                 raise JournalError(
                     f"{path}: could not upgrade the journal at migration {step.name!r} ({exc}); "
                     "that migration was undone and the journal is as it was before it"
                 ) from None
-        return before
+        return applied
 
     def _adopt(self, db: sqlite3.Connection, before: Status) -> None:
         """Create the table and record what an older journal already has (idempotent)."""

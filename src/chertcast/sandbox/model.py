@@ -7,6 +7,7 @@ server runs it in a background thread while tests read its ledger from the main 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import math
@@ -22,10 +23,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from chertcast.capacity import CapacityRules, LinePlanner
-from chertcast.links import find_link
+from chertcast.sandbox.capacity import CapacityLimits, LineCapacity
 from chertcast.sandbox.outcomes import CursorError, EventLog, Fate, OutcomeConfig, fate_of, message_object
-from chertcast.signing import sign
+
+# Chert refuses a first message "containing URLs" (1005) by a rule it does not publish. This is
+# the sandbox's own reading of it, kept apart from chertcast.links (what `check` warns with) so
+# that a mistake in one shows as a disagreement instead of passing both: a scheme URL, www.…,
+# a domain under a common top-level domain, or any domain followed by a path.
+_LINK = re.compile(
+    r"(?<![\w.@-])(?:[a-z][a-z0-9+.-]*://\S+|www\.\w\S*"
+    r"|(?:[a-z0-9-]+\.)+(?:com|net|org|edu|gov|info|biz|xyz|io|co|ai|app|dev|ly|gl|gg|tv|uk|ca|de|fr|eu)(?![\w-])"
+    r"|(?:[a-z0-9-]+\.)+[a-z]{2,63}/\S*)",
+    re.IGNORECASE,
+)
 
 DEFAULT_SECRET = "5a4d0b0c5a4d0b0c5a4d0b0c5a4d0b0c"
 DEFAULT_TENANT = "sandbox"
@@ -80,8 +90,8 @@ class SandboxConfig:
     max_body_chars: int = MAX_BODY_CHARS
     faults: Faults = field(default_factory=Faults)
     clock: Callable[[], float] = time.time
-    capacity: CapacityRules | None = None  # None: unlimited lines (the default sandbox)
-    reject_links: bool = False  # 1005 for a first message whose body holds a link (chertcast.links)
+    capacity: CapacityLimits | None = None  # None: unlimited lines (the default sandbox)
+    reject_links: bool = False  # 1005 for a first message whose body holds a link (_LINK)
     outcomes: OutcomeConfig = field(default_factory=OutcomeConfig)  # delivery, reads, replies
 
 
@@ -147,11 +157,13 @@ ERROR_HTTP = {
     2003: 404,
     2004: 401,
     2006: 400,
+    2011: 404,
     2012: 401,
     2013: 401,
     3001: 500,
     4002: 503,
     4098: 400,
+    4099: 422,
     5001: 404,
     5002: 400,
     5003: 400,
@@ -193,7 +205,7 @@ class SandboxModel:
             self._next_line = 0
             self._pending_line: str | None = None
             self.repins: list[tuple[str, str, str]] = []  # (phone, old line, new line): a conversation moved
-            self._planner = LinePlanner(self.config.capacity, self.config.lines) if self.config.capacity else None
+            self._capacity = LineCapacity(self.config.capacity, self.config.lines) if self.config.capacity else None
             self._in_flight = 0
             self.counters: dict[str, int] = {
                 "requests": 0,
@@ -241,34 +253,41 @@ class SandboxModel:
 
     # ------------------------------------------------------------------ auth
 
-    def authenticate(self, headers: Mapping[str, str], raw_body: bytes) -> Reply | None:
-        """None when the caller may proceed, else the 401/404 reply (flat or enveloped later)."""
+    def authenticate(self, headers: Mapping[str, str], raw_body: bytes, *, envelope: bool = False) -> Reply | None:
+        """None when the caller may proceed, else the 401/404 reply: flat on ``/send``, in the
+        ``{success: false, error: {...}}`` envelope on every other route (``envelope=True``)."""
+        problem = self._auth_problem(headers, raw_body)
+        return None if problem is None else self._error(*problem, envelope=envelope)
+
+    def _auth_problem(self, headers: Mapping[str, str], raw_body: bytes) -> tuple[int, str] | None:
         signature = headers.get("x-chert-signature")
         if signature is not None:
-            return self._check_signature(signature, headers.get("x-chert-tenant"), raw_body)
+            return self._signature_problem(signature, headers.get("x-chert-tenant"), raw_body)
         authorization = headers.get("authorization")
         if authorization is None:
-            return self._error(2012, "No credentials supplied")
+            return 2012, "No credentials supplied"
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.config.secret.encode()):
-            return self._error(2004, "Authentication failed")
+            return 2004, "Authentication failed"
         tenant = headers.get("x-chert-tenant")
         if tenant is not None and tenant != self.config.tenant:
-            return self._error(2001, f"Tenant not found: {tenant}")
+            return 2001, f"Tenant not found: {tenant}"
         return None
 
-    def _check_signature(self, value: str, tenant: str | None, raw_body: bytes) -> Reply | None:
+    def _signature_problem(self, value: str, tenant: str | None, raw_body: bytes) -> tuple[int, str] | None:
+        """SPEC §1: ``v1,<ts>,<hex HMAC-SHA256 of "<ts>.<raw body>">`` keyed with the secret's UTF-8
+        bytes (checked here on its own, not with the client's signing code)."""
         parts = value.split(",")
         if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit():
-            return self._error(2004, "Malformed x-chert-signature header")
+            return 2004, "Malformed x-chert-signature header"
         if tenant != self.config.tenant:
-            return self._error(2001, f"Tenant not found: {tenant}")
+            return 2001, f"Tenant not found: {tenant}"
         timestamp = int(parts[1])
         if abs(self.config.clock() - timestamp) > SIGNATURE_SKEW_S:
-            return self._error(2013, "Request timestamp outside the 5 minute window")
-        expected = sign(self.config.secret, timestamp, raw_body)
-        if not hmac.compare_digest(expected, value):
-            return self._error(2004, "Authentication failed")
+            return 2013, "Request timestamp outside the 5 minute window"
+        expected = hmac.new(self.config.secret.encode(), parts[1].encode() + b"." + raw_body, hashlib.sha256)
+        if not hmac.compare_digest(expected.hexdigest(), parts[2]):
+            return 2004, "Authentication failed"
         return None
 
     # ------------------------------------------------------------------ send
@@ -379,7 +398,7 @@ class SandboxModel:
 
     def _link_refusal(self, payload: dict[str, Any]) -> Reply | None:
         """``reject_links``: a first message (no conversation with the phone yet) holding a link → 1005."""
-        if not self.config.reject_links or payload["phone"] in self._leads or find_link(payload["body"]) is None:
+        if not self.config.reject_links or payload["phone"] in self._leads or _LINK.search(payload["body"]) is None:
             return None
         return self._error(1005, "The first message to a recipient must not contain URLs; use a rich_link part")
 
@@ -389,7 +408,7 @@ class SandboxModel:
         if not isinstance(attachments, list):
             return self._error(1002, "attachments must be an array")
         for index, entry in enumerate(attachments):
-            if isinstance(entry, dict) and "url" in entry:
+            if (isinstance(entry, dict) and "url" in entry) or _is_url(entry):
                 return self._error(
                     1011,
                     "URL attachment references are not accepted on /send",
@@ -446,17 +465,17 @@ class SandboxModel:
 
     def _capacity_refusal(self, phone: str, requested_line: str | None, now: float) -> Reply | None:
         """Capacity mode: a first-touch send needs a line with room now, else 4002 + truthful retry_after."""
-        if self._planner is None or phone in self._leads:
+        if self._capacity is None or phone in self._leads:
             return None
         if requested_line is not None:
-            line, at = requested_line, self._planner.earliest(requested_line, now)
+            line, at = requested_line, self._capacity.free_at(requested_line, now)
         else:
-            line, at = self._planner.next_slot(now)
+            line, at = self._capacity.soonest(now)
         if at > now:
             self.counters["capacity_refusals"] += 1
-            wait = max(1, math.ceil(at - now))
+            wait = max(1, math.ceil(min(at - now, 86_400.0)))
             return self._error(4002, "All phone lines saturated for this recipient", retry_after=wait)
-        self._planner.record(line, now)
+        self._capacity.record(line, now)
         self._pending_line = line
         return None
 
@@ -486,7 +505,9 @@ class SandboxModel:
 
     # ----------------------------------------------------------- attachments
 
-    def create_attachment(self, raw_body: bytes, base_url: str) -> Reply:
+    def create_attachment(self, raw_body: bytes, base_url: str, content_type: str = "application/json") -> Reply:
+        if not content_type.lower().startswith("application/json"):  # SPEC §1: JSON on every POST
+            return self._error(1004, "Content-Type must be application/json", envelope=True)
         try:
             payload = json.loads(raw_body)
         except (ValueError, UnicodeDecodeError):
@@ -542,7 +563,9 @@ class SandboxModel:
             fate = self._fates.get(message_id)
         if delivery is None or fate is None:
             return self._error(2003, "Message not found", envelope=True)
-        return Reply(200, {"message": message_object(fate, delivery.body, self.config.clock())})
+        data = message_object(fate, delivery.body, self.config.clock())
+        data["parts"] += [{"type": "media", "attachment_id": ref} for ref in delivery.attachments]
+        return Reply(200, {"message": data})
 
     def _schedule(self, delivery: Delivery) -> None:
         fate = fate_of(self.config.outcomes, delivery.phone, delivery.message_id, delivery.lead_id, delivery.time)
@@ -623,9 +646,17 @@ class SandboxModel:
 
     # --------------------------------------------------------------- errors
 
-    def _error(self, code: int, message: str, *, envelope: bool = False, **extra: Any) -> Reply:
+    def route_error(self, status: int, method: str, path: str) -> Reply:
+        """No route for this path (2011, 404), or not for this method (4099 with HTTP 405)."""
+        if status == 405:
+            return self._error(4099, f"{method} is not supported on {path}", envelope=True, http_status=405)
+        return self._error(2011, f"No such route: {method} {path}", envelope=True, http_status=404)
+
+    def _error(
+        self, code: int, message: str, *, envelope: bool = False, http_status: int | None = None, **extra: Any
+    ) -> Reply:
         """The flat ``/send`` error body, or the ``{success: false, error: {...}}`` envelope."""
-        status = ERROR_HTTP.get(code, 400)
+        status = http_status or ERROR_HTTP.get(code, 400)
         trace = _trace_id()
         retryable = code in RETRYABLE
         headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else {}
@@ -645,9 +676,14 @@ class SandboxModel:
         return Reply(status, body, headers)
 
 
+def _is_url(entry: Any) -> bool:
+    """A bare string that is a URL: a URL reference, which ``/send`` refuses (1011), not an id."""
+    return isinstance(entry, str) and "://" in entry
+
+
 def _attachment_ref(entry: Any) -> str | None:
     """The id of one ``attachments`` entry in any of the three documented shapes."""
-    if isinstance(entry, str) and entry:
+    if isinstance(entry, str) and entry and not _is_url(entry):
         return entry
     if isinstance(entry, dict):
         value = entry.get("attachment_id", entry.get("id"))
