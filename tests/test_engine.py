@@ -11,7 +11,8 @@ import pytest
 
 from chertcast.campaign import load_campaign
 from chertcast.client import ChertClient, Outcome, Secret
-from chertcast.engine import Engine, EngineSettings, RetryPolicy, outcome_unknown, retry_delay
+from chertcast.decide import RetryPolicy, outcome_unknown, retry_delay
+from chertcast.engine import Engine, EngineSettings
 from chertcast.errors import JournalError
 from chertcast.journal import UNFINISHED, Journal
 from chertcast.pacing import FakeClock, TokenBucket

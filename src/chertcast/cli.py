@@ -20,6 +20,7 @@ from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, parse_clock
 from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
+from chertcast.engine import RunHooks
 from chertcast.errors import CampaignStopped, ChertcastError, InputError
 from chertcast.export import guard_output, write_table
 from chertcast.journal import STATES, Journal
@@ -366,13 +367,29 @@ def send(
     total = len(prepared.to_send)
     bar = None if as_json else (BarProgress(total) if sys.stderr.isatty() else LineProgress(total))
     try:
-        result = runner.execute(prepared, options, progress=bar)
+        result = runner.execute(prepared, options, progress=bar, hooks=RunHooks(_notice, _interrupted))
     except CampaignStopped as exc:  # before the first /send: nothing was sent, every row waits
         resume = present.resume_command(prepared.campaign.source, options)
         raise CampaignStopped(f"{exc}. Nothing was sent; fix it, then resume with: {resume}") from None
     code = present.final_exit_code(prepared, result.run)
     lines = present.send_summary(result, options, secret)
     _finish_send(present.send_json(prepared, result, options, code), as_json, lines, code)
+
+
+def _notice(text: str) -> None:
+    print(f"chertcast: {text}", file=sys.stderr, flush=True)
+
+
+def _interrupted(again: bool) -> None:
+    """Ctrl-C (or SIGTERM) during a send: the first lets messages in flight land, the second leaves now."""
+    if again:
+        # Every journal transition is already committed, and rows caught in flight stay
+        # 'sending' and are resent with the same key: leaving without cleanup loses nothing.
+        print("\nchertcast: stopped at once; the journal is consistent. Rerun to resume.", file=sys.stderr, flush=True)
+        os._exit(130)
+    print(
+        "\nchertcast: stopping: waiting for messages in flight (Ctrl-C again to quit now)", file=sys.stderr, flush=True
+    )
 
 
 def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code: int) -> None:

@@ -33,12 +33,14 @@ from chertcast.capacity import (
 )
 from chertcast.client import ChertClient, Secret
 from chertcast.credentials import read_secret
-from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
+from chertcast.decide import STOP_CODES, RetryPolicy
+from chertcast.engine import Engine, EngineSettings, Progress, RunHooks, RunResult
 from chertcast.errors import CampaignStopped
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
 from chertcast.pacing import Clock, RealClock
 from chertcast.preflight import Plan, Recipient, build_plan, campaign_attachments
 from chertcast.runlock import RunLock
+from chertcast.schedule import Scheduler
 
 
 @dataclass
@@ -142,15 +144,21 @@ def _sync(plan: Plan, path: Path, options: SendOptions) -> SyncResult:
 
 
 def execute(
-    prepared: Prepared, options: SendOptions, *, progress: Progress | None = None, clock: Clock | None = None
+    prepared: Prepared,
+    options: SendOptions,
+    *,
+    progress: Progress | None = None,
+    clock: Clock | None = None,
+    hooks: RunHooks | None = None,
 ) -> SendResult:
-    """Send the prepared work, then release the run lock. Blocking; runs its own event loop."""
+    """Send the prepared work, then release the run lock. Blocking; runs its own event loop.
+    ``hooks`` hear of long waits and signals (the CLI prints them; by default nothing is printed)."""
     try:
         if options.dry_run or not prepared.to_send:
             return SendResult(prepared, None)
         started = time.monotonic()
         with _endpoint(prepared.campaign, options) as (endpoint, base_url, secret, deliveries):
-            run = anyio.run(_run, prepared, options, endpoint, base_url, secret, progress, clock or RealClock())
+            run = anyio.run(_run, prepared, options, endpoint, base_url, secret, progress, clock or RealClock(), hooks)
             delivered = deliveries()
         elapsed = time.monotonic() - started
         counts = journal_counts(prepared.journal_path, prepared.campaign.id)
@@ -190,6 +198,7 @@ async def _run(
     secret: Secret,
     progress: Progress | None,
     clock: Clock,
+    hooks: RunHooks | None,
 ) -> RunResult:
     settings = prepared.campaign.send
     limits = httpx.Limits(max_connections=prepared.concurrency, max_keepalive_connections=prepared.concurrency)
@@ -212,6 +221,7 @@ async def _run(
                 progress,
                 random.Random(),
                 payload_for=lambda r: r.payload(uploaded),
+                hooks=hooks,
             )
             journal.set_meta("last_run_started_at", str(clock.wall()))
             result = await engine.run(prepared.to_send)
