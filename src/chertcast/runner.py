@@ -426,7 +426,6 @@ def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[st
     if campaign.quiet_hours.enabled:
         hours = campaign.quiet_hours.hours(settings.timezone)
         # The row's own time-zone column wins over the number's zones, as when sending.
-        # (getattr: the journal's `timezone` column comes with the journal-truth work.)
         waiting = [(r.phone, r.timezone) for r in journal.rows() if r.state in UNFINISHED and r.phone]
         held = held_by_quiet_hours(waiting, now, hours)
     return {"lines_known": True, **snapshot, "held_by_quiet_hours": held}
