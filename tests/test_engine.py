@@ -12,7 +12,7 @@ import pytest
 from chertcast.campaign import load_campaign
 from chertcast.client import ChertClient, Outcome, Secret
 from chertcast.decide import RetryPolicy, outcome_unknown, retry_delay
-from chertcast.engine import Engine, EngineSettings
+from chertcast.engine import Engine, EngineSettings, RunHooks
 from chertcast.errors import JournalError
 from chertcast.journal import UNFINISHED, Journal
 from chertcast.pacing import FakeClock, TokenBucket
@@ -330,3 +330,22 @@ def test_which_outcomes_may_have_been_delivered() -> None:
     assert not outcome_unknown(Outcome("error", http_status=500, code=3001, retryable=True))  # Chert: not sent
     assert not outcome_unknown(Outcome("error", http_status=404, message="HTTP 404 with an unexpected body"))
     assert not outcome_unknown(Outcome("error", http_status=429, code=1007, retryable=True))
+
+
+async def test_the_engine_prints_nothing_and_its_hooks_hear_the_long_waits(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    plan = make_plan(tmp_path, 30)
+    model = SandboxModel(SandboxConfig(faults=Faults(saturated=0.3, retry_after_s=60, seed=5)))
+    notices: list[str] = []
+    with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
+        journal.sync(plan)
+        async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
+            client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET))
+            settings = EngineSettings(rate=50.0, burst=5, concurrency=16, handle_signals=False)
+            engine = Engine(client, journal, settings, FakeClock(), hooks=RunHooks(notice=notices.append))
+            await engine.run(plan.sendable)
+        assert_exactly_once(plan, journal, model)
+    assert engine.stats.capacity_waits == len(notices) > 3
+    assert all(n.startswith("waiting: row ") and "got 4002 (sender lines saturated); until " in n for n in notices)
+    assert capfd.readouterr() == ("", "")  # the caller decides what people see
