@@ -28,11 +28,12 @@ from chertcast import runner
 from chertcast.campaign import load_campaign
 from chertcast.capacity import zones_for
 from chertcast.client import ChertClient, Secret
-from chertcast.engine import Engine, EngineSettings, RunResult, Scheduler
+from chertcast.engine import Engine, EngineSettings, RunResult
 from chertcast.journal import Journal
 from chertcast.pacing import LoopClock
 from chertcast.preflight import build_plan
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, sandbox_transport
+from chertcast.schedule import Scheduler
 from tests.helpers import sandbox_limits, write_campaign
 from tests.test_realtime_engine import in_virtual_time
 

@@ -26,11 +26,13 @@ import trio.testing
 from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, LinePlanner, QuietHours
 from chertcast.client import ChertClient, Secret
-from chertcast.engine import Engine, EngineSettings, RetryPolicy, RunResult, Scheduler
+from chertcast.decide import RetryPolicy
+from chertcast.engine import Engine, EngineSettings, RunResult
 from chertcast.journal import Journal
 from chertcast.pacing import FakeClock, InFlight, LoopClock, RealClock
 from chertcast.preflight import Plan, build_plan
 from chertcast.sandbox import DEFAULT_SECRET, Delivery, Faults, SandboxConfig, SandboxModel, sandbox_transport
+from chertcast.schedule import Scheduler
 from tests.helpers import sandbox_limits, write_campaign, write_contacts
 
 NY = ZoneInfo("America/New_York")

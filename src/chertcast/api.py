@@ -24,6 +24,7 @@ import anyio
 
 from chertcast import present, runlock
 from chertcast.campaign import load_campaign
+from chertcast.engine import RunHooks
 from chertcast.errors import CampaignStopped, ConfigError
 from chertcast.export import guard_output, write_table
 from chertcast.journal import Journal
@@ -112,15 +113,24 @@ def send(
     on_plan: PlanHook | None = None,
     progress: Any = None,
     clock: Clock | None = None,
+    hooks: RunHooks | None = None,
 ) -> SendOutcome:
     """Plan against the journal, then send what is left, exactly once. Blocking: runs its own
     event loop (``asend`` is the same inside yours).
 
     ``on_plan`` sees the plan before any request (the CLI prints it and asks to confirm);
-    returning False sends nothing. A dry run needs no endpoint; a real one does.
+    returning False sends nothing. ``hooks`` hear of long waits and of Ctrl-C (the CLI prints
+    them); without them nothing is printed. A dry run needs no endpoint; a real one does.
     """
     call = functools.partial(
-        asend, campaign, endpoint=endpoint, options=options, on_plan=on_plan, progress=progress, clock=clock
+        asend,
+        campaign,
+        endpoint=endpoint,
+        options=options,
+        on_plan=on_plan,
+        progress=progress,
+        clock=clock,
+        hooks=hooks,
     )
     return anyio.run(call)
 
@@ -133,6 +143,7 @@ async def asend(
     on_plan: PlanHook | None = None,
     progress: Any = None,
     clock: Clock | None = None,
+    hooks: RunHooks | None = None,
 ) -> SendOutcome:
     """``send`` inside the caller's event loop (anyio: asyncio or trio)."""
     opts = _options_for(endpoint, options)
@@ -143,7 +154,7 @@ async def asend(
             return early
         assert endpoint is not None  # _options_for refuses a real run without one
         try:
-            result = await execute(prepared, opts, endpoint, progress, clock)
+            result = await execute(prepared, opts, endpoint, progress, clock, hooks)
         except CampaignStopped as exc:  # before the first /send: nothing was sent, every row waits
             resume = present.resume_command(prepared.campaign.source, opts)
             raise CampaignStopped(f"{exc}. Nothing was sent; fix it, then resume with: {resume}") from None

@@ -23,7 +23,7 @@ from chertcast.capacity import parse_clock
 from chertcast.client import Secret
 from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
-from chertcast.engine import RunStats
+from chertcast.engine import RunHooks, RunStats
 from chertcast.errors import ChertcastError, InputError, JournalError
 from chertcast.export import guard_output, write_table
 from chertcast.journal import STATES
@@ -475,7 +475,10 @@ def send(
         return True
 
     with _endpoint(campaign, options) as (endpoint, ledger):
-        outcome = api.send(campaign, endpoint=endpoint, options=options, on_plan=on_plan, progress=progress)
+        hooks = RunHooks(_notice, _interrupted)
+        outcome = api.send(
+            campaign, endpoint=endpoint, options=options, on_plan=on_plan, progress=progress, hooks=hooks
+        )
         if outcome.result is not None:
             outcome.result.sandbox_deliveries = ledger()
     if outcome.declined:
@@ -561,6 +564,22 @@ def _test_endpoint(campaign: Path, sandbox: bool) -> Iterator[tuple[str, Secret,
 
     with SandboxServer(SandboxModel(SandboxConfig(reject_links=True))) as server:
         yield server.base_url, Secret(server.model.config.secret), lambda: len(server.model.deliveries())
+
+
+def _notice(text: str) -> None:
+    print(f"chertcast: {text}", file=sys.stderr, flush=True)
+
+
+def _interrupted(again: bool) -> None:
+    """Ctrl-C (or SIGTERM) during a send: the first lets messages in flight land, the second leaves now."""
+    if again:
+        # Every journal transition is already committed, and rows caught in flight stay
+        # 'sending' and are resent with the same key: leaving without cleanup loses nothing.
+        print("\nchertcast: stopped at once; the journal is consistent. Rerun to resume.", file=sys.stderr, flush=True)
+        os._exit(130)
+    print(
+        "\nchertcast: stopping: waiting for messages in flight (Ctrl-C again to quit now)", file=sys.stderr, flush=True
+    )
 
 
 def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code: int) -> None:

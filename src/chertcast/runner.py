@@ -29,12 +29,14 @@ from chertcast.capacity import (
     zones_for,
 )
 from chertcast.client import ChertClient, Secret
-from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
+from chertcast.decide import STOP_CODES, RetryPolicy
+from chertcast.engine import Engine, EngineSettings, Progress, RunHooks, RunResult
 from chertcast.errors import CampaignStopped
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
 from chertcast.pacing import Clock, RealClock
 from chertcast.preflight import Plan, Recipient, build_plan, campaign_attachments
 from chertcast.runlock import RunLock
+from chertcast.schedule import Scheduler
 
 
 @dataclass
@@ -166,13 +168,15 @@ async def execute(
     endpoint: Endpoint,
     progress: Progress | None = None,
     clock: Clock | None = None,
+    hooks: RunHooks | None = None,
 ) -> SendResult:
-    """Send the prepared work in the caller's event loop, then release the run lock."""
+    """Send the prepared work in the caller's event loop, then release the run lock.
+    ``hooks`` hear of long waits and signals (the CLI prints them; by default nothing is printed)."""
     try:
         if options.dry_run or not prepared.to_send:
             return SendResult(prepared, None)
         started = time.monotonic()
-        run = await _run(prepared, options, endpoint, progress, clock or RealClock())
+        run = await _run(prepared, options, endpoint, progress, clock or RealClock(), hooks)
         elapsed = time.monotonic() - started
         counts = journal_counts(prepared.journal_path, prepared.campaign.id)
         return SendResult(prepared, run, None, elapsed, counts)
@@ -193,6 +197,7 @@ async def _run(
     endpoint: Endpoint,
     progress: Progress | None,
     clock: Clock,
+    hooks: RunHooks | None,
 ) -> RunResult:
     settings = prepared.campaign.send
     limits = httpx.Limits(max_connections=prepared.concurrency, max_keepalive_connections=prepared.concurrency)
@@ -217,6 +222,7 @@ async def _run(
                 progress,
                 random.Random(),
                 payload_for=lambda r: r.payload(uploaded),
+                hooks=hooks,
             )
             journal.set_meta("last_run_started_at", str(clock.wall()))
             result = await engine.run(prepared.to_send)
@@ -460,7 +466,6 @@ def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[st
     if campaign.quiet_hours.enabled:
         hours = campaign.quiet_hours.hours(settings.timezone)
         # The row's own time-zone column wins over the number's zones, as when sending.
-        # (getattr: the journal's `timezone` column comes with the journal-truth work.)
         waiting = [(r.phone, r.timezone) for r in journal.rows() if r.state in UNFINISHED and r.phone]
         held = held_by_quiet_hours(waiting, now, hours)
     return {"lines_known": True, **snapshot, "held_by_quiet_hours": held}

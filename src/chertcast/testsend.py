@@ -22,7 +22,7 @@ import httpx
 
 from chertcast.campaign import Campaign, load_campaign
 from chertcast.client import ChertClient, Outcome, Secret
-from chertcast.engine import LINK_CODE, STOP_CODES, RetryPolicy, SetupBreaker, outcome_unknown, retry_delay
+from chertcast.decide import LINK_CODE, STOP_CODES, RetryPolicy, SetupBreaker, outcome_unknown, retry_delay
 from chertcast.errors import InputError
 from chertcast.pacing import Clock, RealClock
 from chertcast.phones import normalise
