@@ -192,8 +192,10 @@ def test_report_and_preview_say_which_column_each_number_came_from(tmp_path: Pat
         header = next(reader)
         rows = list(reader)
     expected = ["e164_phone", "state", "message_id", "error_code", "error_message", "note", "phone_column"]
-    assert header == ["row", *headers, *expected]  # existing columns kept in order, the new one appended
-    got = {(r[0], r[header.index("e164_phone")], r[header.index("state")], r[-1]) for r in rows}
+    outcomes = ["delivered_at", "read_at", "replied_at", "reply", "opted_out"]  # filled by `sync`
+    assert header == ["row", *headers, *expected, *outcomes]  # existing columns kept in order, new ones appended
+    source = header.index("phone_column")
+    got = {(r[0], r[header.index("e164_phone")], r[header.index("state")], r[source]) for r in rows}
     assert got == {
         ("2", "+12135550201", "sent", "Mobile"),
         ("3", "+13105550202", "sent", "Mobile"),
