@@ -103,3 +103,37 @@ def test_missing_attachment_file_is_a_row_error(tmp_path: Path) -> None:
     campaign = write_campaign(tmp_path, contacts, body="Hi", extra='[columns]\nattachments = "files"\n')
     result = run_process("check", campaign)
     assert result.returncode == 1 and "attachment file 'missing.png' does not exist" in result.stdout
+
+
+def test_an_upload_url_off_the_apis_host_never_gets_the_secret() -> None:
+    """A misdirected or hostile upload_url (another host, scheme or port) is refused before any byte goes."""
+    import anyio
+
+    from chertcast.client import ChertClient, Secret, UnsafeUploadURL
+
+    seen: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "uploaded"})
+
+    async def put(url: str) -> int:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(server)) as http:
+            client = ChertClient(http, "https://console.trychert.com/api/v1", Secret("s3cr3t-value"))
+            return await client.put_bytes(url, b"bytes", "image/png")
+
+    for elsewhere in (
+        "https://uploads.example.net/a/1",
+        "http://console.trychert.com/api/v1/attachments/a/upload",
+        "https://console.trychert.com:8443/api/v1/attachments/a/upload",
+        "not a url",
+    ):
+        try:
+            anyio.run(put, elsewhere)
+        except UnsafeUploadURL as exc:
+            assert "s3cr3t" not in str(exc) and "refusing to send the secret" in str(exc)
+        else:
+            raise AssertionError(f"uploaded to {elsewhere}")
+    assert seen == []
+    assert anyio.run(put, "https://console.trychert.com/api/v1/attachments/a/upload") == 200
+    assert [r.headers["authorization"] for r in seen] == ["Bearer s3cr3t-value"]

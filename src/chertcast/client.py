@@ -173,6 +173,10 @@ def _opt_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+class UnsafeUploadURL(httpx.HTTPError):
+    """An ``upload_url`` off the API's origin: the bearer secret is not sent there."""
+
+
 class ChertClient:
     """Speaks to ``{base_url}/send`` and friends with bearer or HMAC auth."""
 
@@ -193,6 +197,14 @@ class ChertClient:
         self._auth = auth
         self._tenant = tenant
         self._clock = clock
+
+    def same_origin(self, url: str) -> bool:
+        """Whether ``url`` is on the API's own scheme, host and port."""
+        try:
+            theirs, ours = httpx.URL(url), httpx.URL(self._base)
+        except httpx.InvalidURL:
+            return False
+        return (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
 
     def _headers(self, raw_body: bytes) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "application/json"}
@@ -266,7 +278,16 @@ class ChertClient:
             return response.status_code, None
 
     async def put_bytes(self, url: str, data: bytes, content_type: str) -> int:
-        """The attachment upload: bearer only, whatever the run's auth mode."""
+        """The attachment upload: bearer only, whatever the run's auth mode.
+
+        The secret goes only where the API itself is: an ``upload_url`` on another origin
+        (scheme, host or port) than the base URL is refused before any byte is sent, so a
+        misdirected or hostile answer can never collect the bearer token."""
+        if not self.same_origin(url):
+            raise UnsafeUploadURL(
+                f"the upload_url Chert answered ({httpx.URL(url).host or url[:60]}) is not on the API's own host "
+                f"({self.host}); refusing to send the secret there"
+            )
         headers = {
             "authorization": f"Bearer {self._secret.reveal()}",
             "content-type": content_type,

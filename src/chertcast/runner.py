@@ -28,7 +28,7 @@ from chertcast.capacity import (
     unsendable,
     zones_for,
 )
-from chertcast.client import ChertClient, Secret
+from chertcast.client import ChertClient, Secret, UnsafeUploadURL
 from chertcast.decide import STOP_CODES, RetryPolicy
 from chertcast.engine import Engine, EngineSettings, Progress, RunHooks, RunResult
 from chertcast.errors import CampaignStopped
@@ -444,6 +444,8 @@ async def upload_file(client: ChertClient, path: Path, data: bytes) -> str:
                 f"{error.get('code', '')} {error.get('message', '')}".rstrip()
             )
         put_status = await client.put_bytes(str(body["upload_url"]), data, content_type)
+    except UnsafeUploadURL as exc:
+        raise CampaignStopped(f"uploading {path.name} failed: {exc}") from None
     except httpx.HTTPError as exc:
         raise CampaignStopped(f"uploading {path.name} failed: {type(exc).__name__}") from None
     if put_status >= 300:
