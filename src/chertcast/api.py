@@ -1,13 +1,14 @@
-"""chertcast as a library: every command is one call returning a typed result.
+"""chertcast as a library: check, send, status, sync and report are each one call returning a
+typed result (preview's page, `send --to` and `report --html` live in ``pages`` and ``testsend``).
 
 Each result's ``as_json()`` is exactly what the command's ``--json`` prints, so a script can use
 either. Nothing here reads the environment: the endpoint and its secret are passed in (only the
 command line reads ``CHERT_*``), and the caller decides what to print::
 
-    from chertcast import Endpoint, check, send, Secret
-    checked = check("campaign.toml")
-    if checked.exit_code < 2:
-        outcome = send("campaign.toml", endpoint=Endpoint(url, Secret(token)), options=SendOptions(yes=True))
+    from chertcast import Endpoint, Secret, SendOptions, check, send
+    checked = check("campaign.toml")  # raises ChertcastError when the campaign cannot run at all
+    if checked.exit_code == 0:
+        outcome = send("campaign.toml", endpoint=Endpoint(url, Secret(token)), options=SendOptions())
         print(outcome.as_json())
 """
 
@@ -46,7 +47,8 @@ class CheckResult:
 
     @property
     def exit_code(self) -> int:
-        """0: every row can be sent; 1: some rows have problems; 2: the campaign cannot run."""
+        """0: every row can be sent; 1: some rows have problems (a campaign that cannot run at all
+        raises ChertcastError instead: exit 2 on the command line)."""
         return self.plan.exit_code()
 
     def as_json(self) -> dict[str, Any]:
@@ -120,7 +122,8 @@ def send(
 
     ``on_plan`` sees the plan before any request (the CLI prints it and asks to confirm);
     returning False sends nothing. ``hooks`` hear of long waits and of Ctrl-C (the CLI prints
-    them); without them nothing is printed. A dry run needs no endpoint; a real one does.
+    them); without them nothing is printed but the one-line notice of an older journal's
+    upgrade. A dry run needs no endpoint; a real one does.
     """
     call = functools.partial(
         asend,

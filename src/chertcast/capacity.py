@@ -2,9 +2,9 @@
 
 Chert's published capacity ("Chert Send Capacity"): on each sender line at least 10 minutes
 between first-touch sends and at most 30 first-touch sends a day; a per-project daily cap;
-and a sending window in the project's time zone. The same rules drive the sandbox's
-capacity mode and chertcast's planning, so chertcast *knows* its capacity instead of probing
-for it with requests that come back 4002.
+and a sending window in the project's time zone. chertcast plans with these rules (the
+sandbox enforces its own, independently written model, ``sandbox/capacity.py``), so chertcast
+*knows* its capacity instead of probing for it with requests that come back 4002.
 
 Recipient quiet hours are separate: never deliver outside ``[start, end)`` in the
 recipient's local time. A number whose region spans several zones must be inside the window

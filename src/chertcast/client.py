@@ -1,4 +1,6 @@
-"""Chert API client: one request in, one typed ``Outcome`` out. Never raises for HTTP trouble.
+"""Chert API client: one request in, one typed ``Outcome`` out. ``send`` and the lookups never
+raise for HTTP trouble; the setup calls (``get_json``, ``post_json``, ``put_bytes``) let httpx
+errors through to the runner, which stops the campaign with the reason.
 
 The transport is the seam (as in httpx itself): ``ChertClient`` takes an ``httpx.AsyncClient``,
 so tests run this exact code against the sandbox in-process or over loopback.

@@ -6,7 +6,10 @@ The tree::
     ├── ConfigError           the campaign file, its keys, or the environment (exit 2)
     ├── InputError            a contact sheet, template or suppression file is unusable (exit 2)
     ├── JournalError          the journal cannot be used as it is (exit 2)
-    └── CampaignStopped       the API told us to stop the whole run (exit 3)
+    ├── CampaignStopped       the API told us to stop the whole run (exit 3)
+    ├── runlock.AlreadyRunning  another run holds this journal (exit 0: that run does the work)
+    ├── sync.SyncRunning        another sync holds this journal (exit 0)
+    └── sync.SyncFailed         Chert kept refusing a sync; what was fetched is kept (exit 3)
 
 Row-level problems are *data*, not exceptions: see ``chertcast.preflight.Issue``.
 No exception message ever contains the API secret: nothing that formats one is given it.

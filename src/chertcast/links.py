@@ -1,7 +1,8 @@
 """Does a message hold a link? Chert refuses a first message with a URL in its text (code 1005).
 
-Pure and shared: ``check`` warns with it, and the sandbox's ``reject_links`` switch refuses with
-the very same rule, so a rehearsal fails exactly where ``check`` warned.
+Pure: ``check`` warns with it. The sandbox's ``reject_links`` switch uses its own, independently
+written reading of Chert's rule (``sandbox/model.py``), so a mistake in one shows up as a
+disagreement in the tests instead of passing both.
 
 What counts as a link (what a phone would make tappable), case-insensitive:
 

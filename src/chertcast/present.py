@@ -1,4 +1,6 @@
-"""Text people read: summaries, problem tables, message bubbles. No logic lives here."""
+"""What commands show and return: text for people (summaries, problem tables, message bubbles),
+the ``--json`` objects the library's results give, the estimate, a send's exit code and the
+report's rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Chert's HMAC request signature, shared by the client and the sandbox."""
+"""Chert's HMAC request signature, as the client sends it (the sandbox checks it with its own code)."""
 
 from __future__ import annotations
 

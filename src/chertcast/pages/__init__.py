@@ -1,8 +1,9 @@
 """HTML pages: the preview of every message and the campaign report.
 
-Each page is a pure function of the plan (and the journal's rows), rendered from Jinja2
-templates shipped in ``html/`` with autoescape on; the rows go to the page's little script as
-JSON that cannot close its ``<script>`` block. The CLI writes the text to disk.
+Each page is built from the plan, the journal's rows and what ``sync`` recorded (the report's
+calendar also reads the journal's capacity history), rendered from Jinja2 templates shipped in
+``html/`` with autoescape on; the rows go to the page's little script as JSON that cannot close
+its ``<script>`` block. ``pages.files`` reads the campaign and writes the page.
 """
 
 from chertcast.pages.base import size_text, write_page

@@ -1,9 +1,9 @@
 """The report page: funnel, sends per day per line against capacity, failures, what is to come, every row.
 
-The funnel shows what the journal knows. Stages past "sent" come from journal fields that a
-later version fills in when it syncs statuses and replies (``LATER_STAGES``: the stage and the
-``JournalRow`` field that holds its time); until ``JournalRow`` has such a field, that stage
-says "not synced yet" instead of a number.
+The funnel shows what the journal knows. Stages past "sent" come from what ``chertcast sync``
+recorded (``sync.outcomes_by_key``; ``LATER_STAGES`` gives each stage's place in that tuple); a
+journal never synced says "not synced yet" instead of a number. "Opted out" counts clean
+opt-outs, as ``status`` does; replies flagged for review are counted by ``status`` apart.
 """
 
 from __future__ import annotations
@@ -103,6 +103,11 @@ def _page(
     )
 
 
+def _counts(value: object) -> bool:
+    """A time, or a clean opt-out ("yes"); a reply flagged for review is not an opt-out here."""
+    return bool(value) and value != "review"
+
+
 def funnel(journal_rows: list[JournalRow], outcomes: Mapping[str, Sequence[object]] | None = None) -> list[Stage]:
     """planned → sent → delivered → read → replied → opted out, each a count of recipients.
 
@@ -116,7 +121,7 @@ def funnel(journal_rows: list[JournalRow], outcomes: Mapping[str, Sequence[objec
     for name, label, index in LATER_STAGES:
         count = None
         if outcomes is not None:
-            count = sum(1 for row in planned if (seen := outcomes.get(row.key)) is not None and seen[index])
+            count = sum(1 for row in planned if (seen := outcomes.get(row.key)) is not None and _counts(seen[index]))
         stages.append(Stage(name, label, count))
     return stages
 

@@ -4,7 +4,7 @@
 and ``SandboxServer`` serves it with uvicorn on a loopback port in a background thread.
 ``CapacityLimits`` is its own model of Chert's first-touch capacity. The sandbox stands
 beside the product: it imports nothing from chertcast outside this package, and the product
-imports it only where the CLI wires ``sandbox`` and ``send --sandbox``.
+imports it only where the CLI starts one (``sandbox``, and ``--sandbox`` on ``send`` and ``sync``).
 """
 
 from chertcast.sandbox.app import create_app, sandbox_transport
