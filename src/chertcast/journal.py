@@ -172,13 +172,67 @@ class SyncResult:
     states: dict[str, str] | None = None
 
 
-class _Known(NamedTuple):
+class KnownRow(NamedTuple):
     body_hash: str | None
     state: str
     attempts: int
     row: int
     maybe_delivered: bool
     timezone: str | None
+
+
+class RowDecision(NamedTuple):
+    changed: bool  # the message changed since it was attempted, and it would be sent again
+    kept_original: bool  # ... and it may have been delivered: resent with its first message
+    body_hash: str | None  # the hash to write when the row must be updated, else None
+
+
+def compare_row(recipient: Recipient, digest: str, previous: KnownRow, retry_failed: bool) -> RowDecision:
+    """One known row against the plan's message (``digest``): changed or not, and what to write."""
+    same = previous.body_hash == digest or (
+        any(a.is_file for a in recipient.attachments) and previous.body_hash == _legacy_message_hash(recipient)
+    )
+    resent = previous.state in UNFINISHED or (previous.state == "failed" and retry_failed)
+    attempted = previous.attempts > 0 or previous.state != "pending"
+    changed = not same and resent and attempted
+    kept = changed and (previous.maybe_delivered or previous.state in ("sending", "unknown"))
+    # a delivered message, or one attempted and not sent this run, keeps the hash of what was attempted
+    held = previous.state in DELIVERED or (not same and attempted and not resent)
+    body_hash = previous.body_hash if held else digest
+    moved = (recipient.row, body_hash, recipient.timezone) != (previous.row, previous.body_hash, previous.timezone)
+    return RowDecision(changed, kept, body_hash if moved else None)
+
+
+# What `send` keeps of its last check, to skip re-checking unchanged inputs (chertcast.rerun):
+# the inputs' fingerprint, the check's counts, and the sendable rows that may still be sent.
+_STORED_CHECK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS input_fingerprint (part TEXT PRIMARY KEY, digest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS check_result (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    total INTEGER NOT NULL,
+    counts TEXT NOT NULL,
+    journal_rows INTEGER NOT NULL,
+    checked_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS check_sendable (
+    key TEXT PRIMARY KEY,
+    row INTEGER NOT NULL,
+    raw_phone TEXT NOT NULL,
+    phone TEXT NOT NULL,
+    body TEXT NOT NULL,
+    name TEXT,
+    external_id TEXT,
+    phone_line_id TEXT,
+    effect TEXT,
+    attachments TEXT NOT NULL,
+    timezone TEXT,
+    digest TEXT NOT NULL
+);
+"""
+
+
+def create_stored_check_tables(db: sqlite3.Connection) -> None:
+    db.executescript(_STORED_CHECK_SCHEMA)
 
 
 class Journal:
@@ -199,6 +253,7 @@ class Journal:
                 self._db.execute("PRAGMA busy_timeout=5000")
                 self._db.executescript(_SCHEMA)
                 self._upgrade()
+                create_stored_check_tables(self._db)
             self._db.execute("PRAGMA busy_timeout=5000")
             self._claim(campaign_id, readonly)
         except sqlite3.DatabaseError as exc:
@@ -249,6 +304,13 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._db
+
+    def now(self) -> float:
+        return float(self._clock())
+
     def __enter__(self) -> Journal:
         return self
 
@@ -277,7 +339,7 @@ class Journal:
         """
         now = self._clock()
         known = {
-            key: _Known(body_hash, state, attempts, row, bool(maybe), zone)
+            key: KnownRow(body_hash, state, attempts, row, bool(maybe), zone)
             for key, body_hash, state, attempts, row, maybe, zone in self._db.execute(
                 "SELECT key, body_hash, state, attempts, row, maybe_delivered, timezone FROM recipients "
                 "WHERE state != 'skipped'"
@@ -301,19 +363,12 @@ class Journal:
                     (recipient.key, recipient.row, recipient.phone, digest, recipient.timezone, "pending", now, now)
                 )
                 continue
-            same = previous.body_hash == digest or (
-                any(a.is_file for a in recipient.attachments) and previous.body_hash == _legacy_message_hash(recipient)
-            )
-            resent = previous.state in UNFINISHED or (previous.state == "failed" and retry_failed)
-            attempted = previous.attempts > 0 or previous.state != "pending"
-            if not same and resent and attempted:
+            decision = compare_row(recipient, digest, previous, retry_failed)
+            if decision.changed:
                 changed.append(recipient)
-                kept_original += previous.maybe_delivered or previous.state in ("sending", "unknown")
-            # a delivered message, or one attempted and not sent this run, keeps the hash of what was attempted
-            held = previous.state in DELIVERED or (not same and attempted and not resent)
-            body_hash = previous.body_hash if held else digest
-            if (recipient.row, body_hash, recipient.timezone) != (previous.row, previous.body_hash, previous.timezone):
-                updates.append((recipient.row, body_hash, recipient.timezone, now, recipient.key))
+                kept_original += decision.kept_original
+            if decision.body_hash is not None:
+                updates.append((recipient.row, decision.body_hash, recipient.timezone, now, recipient.key))
         if changed and not allow_changes:
             raise JournalError(_changed_message(changed, kept_original))
         sendable_keys = {r.key for r in plan.sendable}

@@ -374,8 +374,7 @@ def cron_lines(campaign: Path, options: SendOptions, secret: SecretSource | None
 
 
 def send_header(prepared: Prepared, options: SendOptions, now: float | None = None) -> list[str]:
-    counts = prepared.plan.counts()
-    skipped = len(prepared.plan.recipients) - counts["sendable"]
+    skipped = prepared.rows_read - prepared.status_counts["sendable"]
     mode = "DRY RUN: " if options.dry_run else ("SANDBOX: " if options.sandbox else "")
     eta = _send_estimate(prepared, now)
     lines = [
@@ -384,6 +383,8 @@ def send_header(prepared: Prepared, options: SendOptions, now: float | None = No
         f"  rate {prepared.rate:g} msg/s, concurrency {prepared.concurrency}; estimated {eta.text}",
         f"  journal: {prepared.journal_path}",
     ]
+    if prepared.reused_check:
+        lines.append("  inputs unchanged since the last run: its check is reused (sheet not re-read)")
     if prepared.kept_original:
         lines.append(
             f"  {prepared.kept_original:,} changed rows keep their original message: an earlier attempt "

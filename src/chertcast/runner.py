@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import httpx
 
+from chertcast import rerun
 from chertcast.campaign import Campaign, load_campaign
 from chertcast.capacity import (
     Calendar,
@@ -63,7 +64,7 @@ class Prepared:
     """Everything decided before the first request: the plan, the journal, the work."""
 
     campaign: Campaign
-    plan: Plan
+    plan: Plan | None  # None: no input changed, so the journal's stored check was reused (chertcast.rerun)
     journal_path: Path
     to_send: list[Recipient]
     already_done: int
@@ -77,6 +78,12 @@ class Prepared:
             self.lock.release()
 
     kept_original: int = 0  # changed in the sheet but maybe delivered: resent with their first message
+    status_counts: Counter[str] = field(default_factory=Counter)  # the check's rows by status
+    rows_read: int = 0  # the sheet's data rows
+
+    @property
+    def reused_check(self) -> bool:
+        return self.plan is None
 
 
 @dataclass
@@ -113,21 +120,41 @@ def prepare(campaign_path: Path, options: SendOptions) -> Prepared:
 
 
 def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock | None) -> Prepared:
-    plan = build_plan(campaign, encoding=options.encoding)
     rate = options.rate or campaign.send.rate
     concurrency = options.concurrency or campaign.send.concurrency
-    synced = _sync(plan, path, options)
+    # Taken before any input is read: an edit made while this run checks is seen by the next one.
+    inputs = rerun.fingerprint(campaign, options.encoding)
+    reused = _reuse(campaign, path, options, inputs) if inputs is not None else None
+    if reused is not None:
+        to_send = reused.to_send[: options.limit] if options.limit is not None else reused.to_send
+        return Prepared(
+            campaign, None, path, to_send, reused.already_done, 0, rate, concurrency, lock,
+            kept_original=reused.kept_original, status_counts=reused.counts, rows_read=reused.total,
+        )  # fmt: skip
+    plan = build_plan(campaign, encoding=options.encoding)
+    synced = _sync(plan, path, options, inputs)
     retry = ("pending", "sending", "unknown", "failed") if options.retry_failed else UNFINISHED
     to_send = [r for r in plan.sendable if (synced.states or {}).get(r.key or "", "pending") in retry]
     done = len(plan.sendable) - len(to_send)
     if options.limit is not None:
         to_send = to_send[: options.limit]
     return Prepared(
-        campaign, plan, path, to_send, done, synced.new, rate, concurrency, lock, kept_original=synced.kept_original
-    )
+        campaign, plan, path, to_send, done, synced.new, rate, concurrency, lock,
+        kept_original=synced.kept_original, status_counts=plan.counts(), rows_read=len(plan.recipients),
+    )  # fmt: skip
 
 
-def _sync(plan: Plan, path: Path, options: SendOptions) -> SyncResult:
+def _reuse(campaign: Campaign, path: Path, options: SendOptions, inputs: rerun.Fingerprint) -> rerun.Reused | None:
+    """The journal's stored check, when no input changed since it was made (see chertcast.rerun)."""
+    if not path.exists():
+        return None
+    changes = {"allow_changes": options.allow_changes, "retry_failed": options.retry_failed}
+    opened = Journal.open_existing(path, campaign.id) if options.dry_run else Journal(path, campaign.id)
+    with opened as journal:
+        return rerun.reuse(journal, inputs, **changes, write=not options.dry_run)
+
+
+def _sync(plan: Plan, path: Path, options: SendOptions, inputs: rerun.Fingerprint | None = None) -> SyncResult:
     changes = {"allow_changes": options.allow_changes, "retry_failed": options.retry_failed}
     if options.dry_run:
         if not path.exists():
@@ -135,9 +162,12 @@ def _sync(plan: Plan, path: Path, options: SendOptions) -> SyncResult:
         with Journal.open_existing(path, plan.campaign.id) as journal:
             return journal.sync(plan, **changes, write=False)
     with Journal(path, plan.campaign.id) as journal:
+        rerun.forget(journal)
         synced = journal.sync(plan, **changes)
         if options.retry_failed:
             journal.reset_failed()
+        if inputs is not None:
+            rerun.remember(journal, plan, inputs)
         return synced
 
 

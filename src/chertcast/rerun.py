@@ -1,0 +1,285 @@
+"""Fast reruns: reuse the last check when no input changed.
+
+Cron reruns ``send`` every few minutes; re-reading, normalising and rendering a million-row
+sheet each time costs most of a minute before the first request. Each real ``send`` keeps in
+its journal what its check produced (counts, and the sendable rows that may still be sent,
+with their messages) beside a **fingerprint** of every input the check read:
+
+- ``code``: chertcast's own source files and the versions of phonenumbers, polars, jinja2
+  and fastexcel (a new parser or a new rule can read the same sheet differently);
+- ``settings``: the campaign's effective settings (every key, paths resolved), the campaign
+  file's location, ``--encoding``, and the time-zone database when a time-zone column is used;
+- ``template``: the template file's bytes and those of every file it includes or imports;
+- ``suppress:<path>``: each suppression list's bytes;
+- ``attachment:<path>``: each campaign-wide local attachment's bytes;
+- ``contacts``: the contact sheet's bytes.
+
+When every part matches, ``send`` goes from the journal's own rows: no sheet is read, no
+number parsed, no message rendered. The journal is still compared with the plan exactly as a
+full check's sync would (a changed message is refused alike), but only for rows that can still
+be sent. Any difference (one cell, a template, a list, a campaign key) means a full check, as
+before. The fingerprint is taken *before* the inputs are read, so an edit made while a check
+runs is seen by the next run. A campaign whose rows name their own attachments
+(``[columns] attachments``) is always checked in full: those files are known only after
+reading the sheet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import sqlite3
+import zoneinfo
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import chertcast
+from chertcast.campaign import Campaign
+from chertcast.errors import ChertcastError, JournalError
+from chertcast.journal import UNFINISHED, Journal, KnownRow, _changed_message, compare_row, file_sha256, message_hash
+from chertcast.preflight import AttachmentRef, Plan, Recipient, campaign_attachments
+from chertcast.render import MessageTemplate, TemplateProblem
+
+LIBRARIES = ("phonenumbers", "polars", "jinja2", "fastexcel")
+RESENDABLE = ("pending", "sending", "unknown", "failed")  # states a later run may still send
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    parts: dict[str, str]  # input name → sha256 of what the check reads from it
+
+    def changed(self, stored: dict[str, str]) -> list[str]:
+        """The parts that differ from ``stored`` (added, removed or edited)."""
+        return sorted(name for name in self.parts.keys() | stored.keys() if self.parts.get(name) != stored.get(name))
+
+
+def fingerprint(campaign: Campaign, encoding: str | None) -> Fingerprint | None:
+    """Every input's digest, or None when the campaign cannot reuse a check (a full check then
+    runs and reports whatever is wrong, in its own words)."""
+    if campaign.columns.attachments is not None:
+        return None
+    try:
+        parts = {"code": _code_digest(), "settings": _settings_digest(campaign, encoding)}
+        if campaign.template is not None:
+            parts["template"] = _template_digest(campaign)
+        for path in campaign.suppress:
+            parts[f"suppress:{path}"] = _file_digest(path)
+        for ref in campaign_attachments(campaign):
+            if ref.is_file:
+                parts[f"attachment:{ref.value}"] = _file_digest(Path(ref.value))
+        parts["contacts"] = _file_digest(campaign.contacts)
+    except (OSError, ChertcastError, TemplateProblem):
+        return None
+    return Fingerprint(parts)
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _code_digest() -> str:
+    digest = hashlib.sha256()
+    package = Path(chertcast.__file__).parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes() + b"\0")
+    for name in LIBRARIES:
+        digest.update(f"{name}={importlib.metadata.version(name)}\0".encode())
+    return digest.hexdigest()
+
+
+def _settings_digest(campaign: Campaign, encoding: str | None) -> str:
+    settings = {
+        "campaign": campaign.model_dump(mode="json"),
+        "source": str(campaign.source.resolve()),
+        "encoding": encoding,
+        "zones": sorted(zoneinfo.available_timezones()) if campaign.columns.timezone else None,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _template_digest(campaign: Campaign) -> str:
+    assert campaign.template is not None
+    folder = campaign.template.parent
+    template = MessageTemplate(campaign.template_source()[0], str(campaign.template), folder)
+    digest = hashlib.sha256(campaign.template.read_bytes())
+    for name in sorted(template.included):
+        digest.update(b"\0" + name.encode() + b"\0" + (folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- storing
+
+
+def forget(journal: Journal) -> None:
+    """Drop the stored check, before the journal is synced with a new plan: a run that dies
+    between the sync and :func:`remember` leaves no stored check that disagrees with the journal."""
+    with journal.transaction():
+        journal.db.execute("DELETE FROM input_fingerprint")
+        journal.db.execute("DELETE FROM check_result")
+        journal.db.execute("DELETE FROM check_sendable")
+
+
+def remember(journal: Journal, plan: Plan, print_: Fingerprint) -> None:
+    """Keep what this check produced, right after the journal was synced with ``plan``.
+
+    Only sendable rows that a later run may still send are kept (delivered rows never are):
+    their message, and the hash a sync compares with the journal's."""
+    db = journal.db
+    resendable = {key for (key,) in db.execute(_KEYS_IN_STATES, RESENDABLE)}
+    digests: dict[str, str] = {}
+
+    def digest_of(path: str) -> str:
+        if path not in digests:
+            digests[path] = file_sha256(path)
+        return digests[path]
+
+    rows = [_stored(r, message_hash(r, digest_of)) for r in plan.sendable if r.key in resendable]
+    (journal_rows,) = db.execute("SELECT COUNT(*) FROM recipients WHERE state != 'skipped'").fetchone()
+    counts = json.dumps(dict(plan.counts()))
+    with journal.transaction():
+        db.execute("DELETE FROM check_sendable")
+        db.executemany(f"INSERT INTO check_sendable ({_STORED_COLUMNS}) VALUES ({', '.join('?' * 12)})", rows)
+        db.execute(
+            "INSERT OR REPLACE INTO check_result VALUES (1, ?, ?, ?, ?)",
+            (len(plan.recipients), counts, journal_rows, float(journal.now())),
+        )
+        db.execute("DELETE FROM input_fingerprint")
+        db.executemany("INSERT INTO input_fingerprint VALUES (?, ?)", sorted(print_.parts.items()))
+
+
+_KEYS_IN_STATES = f"SELECT key FROM recipients WHERE state IN ({', '.join('?' * len(RESENDABLE))})"
+_STORED_COLUMNS = (
+    "key, row, raw_phone, phone, body, name, external_id, phone_line_id, effect, attachments, timezone, digest"
+)
+
+
+def _stored(r: Recipient, digest: str) -> tuple[object, ...]:
+    attachments = json.dumps([[a.value, a.is_file, a.shape, a.live_photo] for a in r.attachments])
+    fields = (r.key, r.row, r.raw_phone, r.phone, r.body, r.name, r.external_id, r.phone_line_id, r.effect)
+    return (*fields, attachments, r.timezone, digest)
+
+
+def _recipient(values: tuple[object, ...]) -> Recipient:
+    key, row, raw_phone, phone, body, name, external_id, line, effect, attachments, zone = values
+    refs = tuple(
+        AttachmentRef(str(value), bool(is_file), shape, bool(live))
+        for value, is_file, shape, live in json.loads(str(attachments))
+    )
+    return Recipient(
+        int(str(row)),
+        str(raw_phone),
+        str(phone),
+        str(body),
+        str(key),
+        "sendable",
+        "",
+        _text(name),
+        _text(external_id),
+        _text(line),
+        _text(effect),
+        refs,
+        _text(zone),
+    )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+# --------------------------------------------------------------------------- reusing
+
+
+@dataclass
+class Reused:
+    """What a full check and sync would have given, read from the journal."""
+
+    to_send: list[Recipient]
+    already_done: int
+    counts: Counter[str]
+    total: int
+    kept_original: int
+
+
+def reuse(
+    journal: Journal,
+    print_: Fingerprint,
+    *,
+    allow_changes: bool = False,
+    retry_failed: bool = False,
+    write: bool = True,
+) -> Reused | None:
+    """The stored check, when every input matches it and the journal is as that check left it;
+    None otherwise. Compares the journal with the stored plan as ``Journal.sync`` does (a changed
+    message is refused alike) for the rows that can still be sent, the only ones a sync can change
+    when the plan is the same."""
+    db = journal.db
+    try:
+        stored = dict(db.execute("SELECT part, digest FROM input_fingerprint").fetchall())
+        summary = db.execute("SELECT total, counts, journal_rows FROM check_result WHERE id = 1").fetchone()
+    except sqlite3.OperationalError:  # a journal written before stored checks existed (read-only)
+        return None
+    if not stored or summary is None or print_.changed(stored):
+        return None
+    total, counts_json, journal_rows = summary
+    (now_rows,) = db.execute("SELECT COUNT(*) FROM recipients WHERE state != 'skipped'").fetchone()
+    if now_rows != journal_rows:  # rows added or removed since that check: not its journal any more
+        return None
+    counts: Counter[str] = Counter(json.loads(counts_json))
+    candidates, stale, updates, changed, kept = _compare(_resendable_rows(db), retry_failed)
+    if changed and not allow_changes:
+        raise JournalError(_changed_message(changed, kept))
+    if write:
+        now = journal.now()
+        with journal.transaction():
+            db.executemany("DELETE FROM recipients WHERE key = ?", [(k,) for k in stale])
+            db.execute("UPDATE recipients SET maybe_delivered = 1 WHERE state = 'sending'")
+            db.executemany(
+                "UPDATE recipients SET row = ?, body_hash = ?, timezone = ?, updated_at = ? WHERE key = ?",
+                [(r.row, body_hash, r.timezone, now, r.key) for r, body_hash in updates],
+            )
+        if retry_failed:
+            journal.reset_failed()
+    retry = (*UNFINISHED, "failed") if retry_failed else UNFINISHED
+    to_send = sorted((r for r, state in candidates if state in retry), key=lambda r: r.row)
+    return Reused(to_send, counts["sendable"] - len(to_send), counts, int(total), kept)
+
+
+def _resendable_rows(db: sqlite3.Connection) -> Iterable[tuple[object, ...]]:
+    return db.execute(
+        "SELECT r.key, r.body_hash, r.state, r.attempts, r.row, r.maybe_delivered, r.timezone, c.key IS NOT NULL, "
+        "c.row, c.raw_phone, c.phone, c.body, c.name, c.external_id, c.phone_line_id, c.effect, c.attachments, "
+        "c.timezone, c.digest FROM recipients r LEFT JOIN check_sendable c ON c.key = r.key "
+        f"WHERE r.state IN ({', '.join('?' * len(RESENDABLE))})",
+        RESENDABLE,
+    )
+
+
+def _compare(
+    rows: Iterable[tuple[object, ...]], retry_failed: bool
+) -> tuple[list[tuple[Recipient, str]], list[str], list[tuple[Recipient, str]], list[Recipient], int]:
+    candidates: list[tuple[Recipient, str]] = []
+    stale: list[str] = []
+    updates: list[tuple[Recipient, str]] = []
+    changed: list[Recipient] = []
+    kept = 0
+    for values in rows:
+        key, body_hash, state, attempts, row, maybe, zone, planned = values[:8]
+        if not planned:  # not sendable in the plan: history kept, or a pending row the plan dropped
+            if state == "pending" and not maybe:
+                stale.append(str(key))
+            continue
+        recipient = _recipient((key, *values[8:18]))
+        previous = KnownRow(_text(body_hash), str(state), int(str(attempts)), int(str(row)), bool(maybe), _text(zone))
+        decision = compare_row(recipient, str(values[18]), previous, retry_failed)
+        if decision.changed:
+            changed.append(recipient)
+            kept += decision.kept_original
+        if decision.body_hash is not None:
+            updates.append((recipient, decision.body_hash))
+        candidates.append((recipient, str(state)))
+    changed.sort(key=lambda r: r.row)
+    return candidates, stale, updates, changed, kept

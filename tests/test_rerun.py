@@ -1,0 +1,239 @@
+"""Fast reruns (chertcast.rerun): a rerun with unchanged inputs reuses the journal's stored
+check, gives exactly what a full check would, and any changed input means a full check."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from chertcast import runner
+from chertcast.errors import JournalError
+from chertcast.journal import Journal
+from chertcast.sandbox import DEFAULT_SECRET, SandboxServer
+from tests.helpers import numbers, run_process, write_campaign
+
+ROWS = [
+    *(f"{n},Lead {i},gold" for i, n in enumerate(numbers(14))),
+    "n/a,Bad Number,gold",  # error: not a phone number
+    f"{numbers(1)[0]},Repeat,gold",  # duplicate of the first row
+    "+18005550199,Toll Free,gold",  # warning: toll-free
+    f"{numbers(15)[14]},,gold",  # error: empty name cell
+    f"{numbers(16)[15]},Opted Out,gold",  # suppressed
+]
+
+
+@dataclass
+class Setup:
+    campaign: Path
+    contacts: Path
+    template: Path
+    footer: Path
+    optouts: Path
+    attachment: Path
+    journal: Path
+
+
+def make(tmp_path: Path) -> Setup:
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("Phone,Name,Tier\n" + "\n".join(ROWS) + "\n", encoding="utf-8")
+    template = tmp_path / "message.j2"
+    template.write_text("Hi {{ name }}, {{ tier }} news.{% include 'footer.j2' %}", encoding="utf-8")
+    footer = tmp_path / "footer.j2"
+    footer.write_text(" Reply STOP to opt out.", encoding="utf-8")
+    optouts = tmp_path / "optouts.txt"
+    optouts.write_text(f"{numbers(16)[15]}\n", encoding="utf-8")
+    attachment = tmp_path / "card.png"
+    attachment.write_bytes(b"\x89PNG card v1")
+    extra = f'suppress = ["{optouts.as_posix()}"]\n[send]\nattachments = ["card.png"]\n'
+    campaign = write_campaign(tmp_path, contacts, template=template, body=None, extra=extra)
+    return Setup(campaign, contacts, template, footer, optouts, attachment, tmp_path / "j.sqlite")
+
+
+def prepare(setup: Setup, journal: Path | None = None, **options: object) -> runner.Prepared:
+    prepared = runner.prepare(setup.campaign, runner.SendOptions(journal=journal or setup.journal, **options))  # type: ignore[arg-type]
+    prepared.release()
+    return prepared
+
+
+def full_check_copy(setup: Setup, name: str) -> Path:
+    """A copy of the journal without its stored check: prepare() on it runs the full check."""
+    copy = setup.journal.with_name(name)
+    with sqlite3.connect(setup.journal) as source, sqlite3.connect(copy) as target:
+        source.backup(target)  # with what is still in the WAL
+    with sqlite3.connect(copy) as db:
+        db.execute("DELETE FROM input_fingerprint")
+    return copy
+
+
+def journal_rows(path: Path) -> list[tuple[object, ...]]:
+    """Everything a sync decides, per row (timestamps aside)."""
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT key, row, phone, body_hash, state, reason, attempts, maybe_delivered, timezone "
+            "FROM recipients ORDER BY key"
+        ).fetchall()
+
+
+def history(path: Path) -> None:
+    """Rows in every state a rerun meets: sent, failed, in flight (maybe delivered), pending."""
+    with sqlite3.connect(path) as db:
+        keys = [k for (k,) in db.execute("SELECT key FROM recipients WHERE state = 'pending' ORDER BY row")]
+        db.executemany("UPDATE recipients SET state = 'sent', attempts = 1 WHERE key = ?", [(k,) for k in keys[:4]])
+        db.execute("UPDATE recipients SET state = 'failed', attempts = 2 WHERE key = ?", (keys[4],))
+        db.execute("UPDATE recipients SET state = 'sending', attempts = 1 WHERE key = ?", (keys[5],))
+        db.execute(
+            "UPDATE recipients SET state = 'unknown', attempts = 3, maybe_delivered = 1 WHERE key = ?", (keys[6],)
+        )
+
+
+def assert_same(reused: runner.Prepared, full: runner.Prepared) -> None:
+    assert reused.reused_check and not full.reused_check
+    assert full.plan is not None
+    assert reused.to_send == full.to_send
+    assert (reused.already_done, reused.new_rows, reused.kept_original) == (
+        full.already_done,
+        full.new_rows,
+        full.kept_original,
+    )
+    assert reused.status_counts == full.status_counts == full.plan.counts()
+    assert reused.rows_read == full.rows_read == len(ROWS)
+
+
+@pytest.mark.parametrize("options", [{}, {"retry_failed": True}, {"limit": 3}, {"dry_run": True}])
+def test_an_unchanged_rerun_gives_exactly_what_a_full_check_gives(tmp_path: Path, options: dict[str, object]) -> None:
+    setup = make(tmp_path)
+    first = prepare(setup)
+    assert not first.reused_check and first.plan is not None  # no stored check yet
+    history(setup.journal)
+    copy = full_check_copy(setup, "full.sqlite")
+    reused = prepare(setup, **options)
+    full = prepare(setup, copy, **options)
+    assert_same(reused, full)
+    assert journal_rows(setup.journal) == journal_rows(copy)  # the same writes (none on a dry run)
+
+
+def test_a_changed_message_is_refused_alike_on_both_paths(tmp_path: Path) -> None:
+    setup = make(tmp_path)
+    prepare(setup)
+    with sqlite3.connect(setup.journal) as db:  # row 2 failed with another text; row 3 may have been delivered
+        db.execute("UPDATE recipients SET state = 'failed', attempts = 1, body_hash = 'old' WHERE row = 2")
+        db.execute(
+            "UPDATE recipients SET state = 'unknown', attempts = 1, maybe_delivered = 1, body_hash = 'old' WHERE row = 3"
+        )
+    copy = full_check_copy(setup, "full.sqlite")
+    with pytest.raises(JournalError) as refused:
+        prepare(setup, retry_failed=True)
+    with pytest.raises(JournalError) as refused_full:
+        prepare(setup, copy, retry_failed=True)
+    assert str(refused.value) == str(refused_full.value)
+    assert "sheet rows 2, 3" in str(refused.value) and "1 of them may already have been delivered" in str(refused.value)
+    reused = prepare(setup, retry_failed=True, allow_changes=True)
+    full = prepare(setup, copy, retry_failed=True, allow_changes=True)
+    assert_same(reused, full)
+    assert reused.kept_original == 1
+    assert journal_rows(setup.journal) == journal_rows(copy)
+
+
+def edit_cell(setup: Setup) -> str:
+    setup.contacts.write_text(setup.contacts.read_text().replace("Lead 3,", "Leader 3,"), encoding="utf-8")
+    return "Hi Leader 3, gold news."
+
+
+def edit_template(setup: Setup) -> str:
+    setup.template.write_text(setup.template.read_text().replace("news", "offers"), encoding="utf-8")
+    return "Hi Lead 3, gold offers."
+
+
+def edit_included_file(setup: Setup) -> str:
+    setup.footer.write_text(" Text STOP to opt out.", encoding="utf-8")
+    return "gold news. Text STOP"
+
+
+def edit_campaign(setup: Setup) -> str:
+    text = setup.campaign.read_text().replace("[send]\n", "[send]\neffect = 'confetti'\n")
+    setup.campaign.write_text(text, encoding="utf-8")
+    return "confetti"
+
+
+EDITS = {"sheet cell": edit_cell, "template": edit_template, "included file": edit_included_file}
+EDITS["campaign file"] = edit_campaign
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_each_changed_input_is_noticed(tmp_path: Path, edit: str) -> None:
+    setup = make(tmp_path)
+    prepare(setup)
+    assert prepare(setup).reused_check
+    expected = EDITS[edit](setup)
+    changed = prepare(setup)
+    assert not changed.reused_check
+    assert any(expected in f"{r.body} {r.effect}" for r in changed.to_send)
+    again = prepare(setup)  # the new check is stored in turn
+    assert again.reused_check and again.to_send == changed.to_send
+
+
+def test_a_changed_suppression_list_or_attachment_is_noticed(tmp_path: Path) -> None:
+    setup = make(tmp_path)
+    prepare(setup)
+    lead = numbers(3)[2]
+    setup.optouts.write_text(setup.optouts.read_text() + f"{lead}\n", encoding="utf-8")
+    suppressed = prepare(setup)
+    assert not suppressed.reused_check
+    assert suppressed.status_counts["suppressed"] == 2 and all(r.raw_phone != lead for r in suppressed.to_send)
+    assert prepare(setup).reused_check
+    setup.attachment.write_bytes(b"\x89PNG card v2")  # same path, new content: a new message
+    with sqlite3.connect(setup.journal) as db:  # row 2 was attempted with the old card
+        db.execute("UPDATE recipients SET state = 'failed', attempts = 1 WHERE row = 2")
+    with pytest.raises(JournalError, match="changed since it was attempted"):
+        prepare(setup, retry_failed=True)
+
+
+def test_a_stored_check_that_disagrees_with_the_journal_is_not_used(tmp_path: Path) -> None:
+    setup = make(tmp_path)
+    prepare(setup)
+    with sqlite3.connect(setup.journal) as db:  # a row removed behind chertcast's back
+        db.execute("DELETE FROM recipients WHERE row = 2")
+    rerun = prepare(setup)
+    assert not rerun.reused_check and rerun.new_rows == 1  # the full check put it back
+
+
+def test_a_journal_without_stored_check_tables_is_checked_in_full(tmp_path: Path) -> None:
+    """A journal from before stored checks, opened read-only by a dry run."""
+    setup = make(tmp_path)
+    prepare(setup)
+    with sqlite3.connect(setup.journal) as db:
+        db.executescript("DROP TABLE input_fingerprint; DROP TABLE check_result; DROP TABLE check_sendable;")
+    dry = prepare(setup, dry_run=True)
+    assert not dry.reused_check and len(dry.to_send) == len(prepare(setup).to_send)
+
+
+def test_rows_naming_their_own_attachments_are_always_checked_in_full(tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("Phone,Name,Files\n" + f"{numbers(1)[0]},Ann,att_1\n", encoding="utf-8")
+    path = write_campaign(tmp_path, contacts, extra="[columns]\nattachments = 'Files'\n")
+    setup = Setup(path, contacts, path, path, path, path, tmp_path / "j.sqlite")
+    prepare(setup)
+    assert not prepare(setup).reused_check
+
+
+def test_cron_rerun_over_loopback_says_it_reused_the_check(tmp_path: Path) -> None:
+    setup = make(tmp_path)
+    with SandboxServer() as server:
+        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        args = ("send", setup.campaign, "--yes", "--limit", "4")
+        first = run_process(*args, env=env)
+        second = run_process(*args, env=env)
+        edit_cell(setup)
+        third = run_process(*args, env=env)
+        requests = server.model.stats()["requests"]
+    assert [first.returncode, second.returncode, third.returncode] == [0, 0, 0], third.stderr
+    assert "check is reused" not in first.stdout and "check is reused" in second.stdout
+    assert "campaign test-campaign: 4 to send now, 4 already done, 4 rows not sendable" in second.stdout
+    assert "check is reused" not in third.stdout and "8 already done" in third.stdout
+    assert requests == 12  # 4 messages a run
+    with Journal(tmp_path / "campaign.journal.sqlite", "test-campaign", readonly=True) as journal:
+        assert journal.counts()["sent"] == 12
