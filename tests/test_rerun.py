@@ -122,7 +122,8 @@ def test_a_changed_message_is_refused_alike_on_both_paths(tmp_path: Path) -> Non
     with sqlite3.connect(setup.journal) as db:  # row 2 failed with another text; row 3 may have been delivered
         db.execute("UPDATE recipients SET state = 'failed', attempts = 1, body_hash = 'old' WHERE row = 2")
         db.execute(
-            "UPDATE recipients SET state = 'unknown', attempts = 1, maybe_delivered = 1, body_hash = 'old' WHERE row = 3"
+            "UPDATE recipients SET state = 'unknown', attempts = 1, maybe_delivered = 1, body_hash = 'old' "
+            "WHERE row = 3"
         )
     copy = full_check_copy(setup, "full.sqlite")
     with pytest.raises(JournalError) as refused:

@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import chertcast
 from chertcast.campaign import Campaign
@@ -163,29 +164,6 @@ def _stored(r: Recipient, digest: str) -> tuple[object, ...]:
     return (*fields, attachments, r.timezone, digest)
 
 
-def _recipient(values: tuple[object, ...]) -> Recipient:
-    key, row, raw_phone, phone, body, name, external_id, line, effect, attachments, zone = values
-    refs = tuple(
-        AttachmentRef(str(value), bool(is_file), shape, bool(live))
-        for value, is_file, shape, live in json.loads(str(attachments))
-    )
-    return Recipient(
-        int(str(row)),
-        str(raw_phone),
-        str(phone),
-        str(body),
-        str(key),
-        "sendable",
-        "",
-        _text(name),
-        _text(external_id),
-        _text(line),
-        _text(effect),
-        refs,
-        _text(zone),
-    )
-
-
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
@@ -248,38 +226,48 @@ def reuse(
     return Reused(to_send, counts["sendable"] - len(to_send), counts, int(total), kept)
 
 
-def _resendable_rows(db: sqlite3.Connection) -> Iterable[tuple[object, ...]]:
+def _resendable_rows(db: sqlite3.Connection) -> Iterable[tuple[Any, ...]]:
+    """Journal rows a run may still send, each with its stored plan row (NULLs: not in the plan)."""
     return db.execute(
-        "SELECT r.key, r.body_hash, r.state, r.attempts, r.row, r.maybe_delivered, r.timezone, c.key IS NOT NULL, "
+        "SELECT r.key, r.body_hash, r.state, r.attempts, r.row, r.maybe_delivered, r.timezone, c.digest, "
         "c.row, c.raw_phone, c.phone, c.body, c.name, c.external_id, c.phone_line_id, c.effect, c.attachments, "
-        "c.timezone, c.digest FROM recipients r LEFT JOIN check_sendable c ON c.key = r.key "
+        "c.timezone FROM recipients r LEFT JOIN check_sendable c ON c.key = r.key "
         f"WHERE r.state IN ({', '.join('?' * len(RESENDABLE))})",
         RESENDABLE,
     )
 
 
 def _compare(
-    rows: Iterable[tuple[object, ...]], retry_failed: bool
+    rows: Iterable[tuple[Any, ...]], retry_failed: bool
 ) -> tuple[list[tuple[Recipient, str]], list[str], list[tuple[Recipient, str]], list[Recipient], int]:
+    """``Journal.sync``'s comparison, row by row, for the rows a sync can change when the plan is the same."""
     candidates: list[tuple[Recipient, str]] = []
     stale: list[str] = []
     updates: list[tuple[Recipient, str]] = []
     changed: list[Recipient] = []
     kept = 0
-    for values in rows:
-        key, body_hash, state, attempts, row, maybe, zone, planned = values[:8]
-        if not planned:  # not sendable in the plan: history kept, or a pending row the plan dropped
+    attachments: dict[str, tuple[AttachmentRef, ...]] = {}
+    for key, body_hash, state, attempts, row, maybe, zone, digest, *planned in rows:
+        if digest is None:  # not sendable in the plan: history kept, or a pending row the plan dropped
             if state == "pending" and not maybe:
-                stale.append(str(key))
+                stale.append(key)
             continue
-        recipient = _recipient((key, *values[8:18]))
-        previous = KnownRow(_text(body_hash), str(state), int(str(attempts)), int(str(row)), bool(maybe), _text(zone))
-        decision = compare_row(recipient, str(values[18]), previous, retry_failed)
+        plan_row, raw_phone, phone, body, name, external_id, line, effect, refs, plan_zone = planned
+        if refs not in attachments:
+            attachments[refs] = tuple(AttachmentRef(v, f, s, lp) for v, f, s, lp in json.loads(refs))
+        recipient = Recipient(
+            plan_row, raw_phone, phone, body, key, "sendable", "", name, external_id, line, effect,
+            attachments[refs], plan_zone,
+        )  # fmt: skip
+        candidates.append((recipient, state))
+        if body_hash == digest and row == plan_row and zone == plan_zone:
+            continue  # the same message on the same row: nothing to compare or write
+        previous = KnownRow(body_hash, state, attempts, row, bool(maybe), zone)
+        decision = compare_row(recipient, digest, previous, retry_failed)
         if decision.changed:
             changed.append(recipient)
             kept += decision.kept_original
         if decision.body_hash is not None:
             updates.append((recipient, decision.body_hash))
-        candidates.append((recipient, str(state)))
     changed.sort(key=lambda r: r.row)
     return candidates, stale, updates, changed, kept
