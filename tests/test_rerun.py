@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from chertcast import runner
+from chertcast import rerun, runner
+from chertcast.campaign import load_campaign
 from chertcast.errors import JournalError
 from chertcast.journal import Journal
+from chertcast.preflight import build_plan
 from chertcast.sandbox import DEFAULT_SECRET, SandboxServer
 from tests.helpers import numbers, run_process, write_campaign
 
@@ -193,6 +195,56 @@ def test_a_changed_suppression_list_or_attachment_is_noticed(tmp_path: Path) -> 
         prepare(setup, retry_failed=True)
 
 
+def edit_rows(setup: Setup) -> None:
+    """Several edits at once: a changed cell, a row inserted above (every later row moves), a row
+    deleted, a new number, a new duplicate, a name emptied."""
+    lines = setup.contacts.read_text().splitlines()
+    lines[4] = lines[4].replace("Lead 3,", "Leader 3,")
+    lines[6] = lines[6].replace("Lead 5,", ",")
+    del lines[8]
+    lines.insert(1, f"{numbers(40)[39]},Newcomer,silver")
+    lines.append(f"{numbers(2)[1]},Lead 1 again,gold")
+    setup.contacts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+RANDOM = "{{ ['Hi', 'Hello', 'Hey'] | random }} {{ name }}, {{ tier }} news."
+
+
+# Rows re-rendered: Leader 3, Newcomer, "Lead 1 again"; the emptied name renders like row 19
+# (same name and tier), unless `| random` makes the phone cell an input too.
+@pytest.mark.parametrize(("body", "rechecked"), [(None, 3), (RANDOM, 4)])
+def test_a_changed_sheet_rechecks_only_changed_rows_and_matches_a_full_check(
+    tmp_path: Path, body: str | None, rechecked: int
+) -> None:
+    setup = make(tmp_path)
+    if body is not None:  # variation seeded by each recipient's key: the phone cell is a render input
+        text = setup.campaign.read_text().replace(f'template = "{setup.template.as_posix()}"', f'body = "{body}"')
+        setup.campaign.write_text(text, encoding="utf-8")
+    prepare(setup)
+    history(setup.journal)
+    edit_rows(setup)
+    campaign = load_campaign(setup.campaign)
+    print_ = rerun.fingerprint(campaign, None)
+    assert print_ is not None
+    with Journal(setup.journal, campaign.id) as journal:
+        assert rerun.reuse(journal, print_) is None  # the sheet changed: the stored check cannot serve
+        earlier = rerun.earlier_work(journal, print_)
+    assert earlier is not None
+    partial = build_plan(campaign, earlier=earlier, keep_work=True)
+    full = build_plan(campaign)
+    assert partial.recipients == full.recipients
+    assert partial.issues == full.issues and partial.notes == full.notes
+    assert partial.exit_code() == full.exit_code() == 1
+    assert partial.work is not None and partial.work.reused == len(partial.recipients) - rechecked
+    copy = full_check_copy(setup, "full.sqlite")
+    incremental, whole = prepare(setup), prepare(setup, copy)
+    assert incremental.plan is not None and incremental.plan.work is not None and incremental.plan.work.reused
+    assert incremental.to_send == whole.to_send
+    assert (incremental.already_done, incremental.new_rows) == (whole.already_done, whole.new_rows)
+    assert journal_rows(setup.journal) == journal_rows(copy)
+    assert prepare(setup).reused_check  # and the next run reuses the new check
+
+
 def test_a_stored_check_that_disagrees_with_the_journal_is_not_used(tmp_path: Path) -> None:
     setup = make(tmp_path)
     prepare(setup)
@@ -235,6 +287,7 @@ def test_cron_rerun_over_loopback_says_it_reused_the_check(tmp_path: Path) -> No
     assert "check is reused" not in first.stdout and "check is reused" in second.stdout
     assert "campaign test-campaign: 4 to send now, 4 already done, 4 rows not sendable" in second.stdout
     assert "check is reused" not in third.stdout and "8 already done" in third.stdout
+    assert "only the sheet changed since the last run: 1 row re-checked" in third.stdout
     assert requests == 12  # 4 messages a run
     with Journal(tmp_path / "campaign.journal.sqlite", "test-campaign", readonly=True) as journal:
         assert journal.counts()["sent"] == 12

@@ -204,7 +204,8 @@ def compare_row(recipient: Recipient, digest: str, previous: KnownRow, retry_fai
 
 
 # What `send` keeps of its last check, to skip re-checking unchanged inputs (chertcast.rerun):
-# the inputs' fingerprint, the check's counts, and the sendable rows that may still be sent.
+# the inputs' fingerprint, the check's counts, the sendable rows that may still be sent, and its
+# per-row work (phones, messages) as Arrow IPC frames, for a rerun whose sheet changed.
 _STORED_CHECK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS input_fingerprint (part TEXT PRIMARY KEY, digest TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS check_result (
@@ -228,6 +229,7 @@ CREATE TABLE IF NOT EXISTS check_sendable (
     timezone TEXT,
     digest TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS check_work (name TEXT PRIMARY KEY, frame BLOB NOT NULL);
 """
 
 

@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import polars as pl
+
 from chertcast.campaign import Campaign
 from chertcast.contacts import Sheet, decode_text, header_key, load_sheet
 from chertcast.errors import ConfigError, InputError
@@ -139,6 +141,7 @@ class Plan:
     suppressed_numbers: int = 0
     notes: list[str] = field(default_factory=list)
     lists: list[SuppressionList] = field(default_factory=list)
+    work: RowWork | None = None  # kept when asked (build_plan(keep_work=True)), for a later rerun
 
     @property
     def sendable(self) -> list[Recipient]:
@@ -158,7 +161,40 @@ class Plan:
         return 1 if counts["error"] or counts["duplicate"] or unread else 0
 
 
-def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
+@dataclass(frozen=True, slots=True)
+class RowWork:
+    """The slow, pure part of a check (see ``_RowBuilder._pure_work``), as a later check can reuse it.
+
+    ``render_inputs`` holds, for each row, the cells its message is rendered from (the template's
+    variables in name order, then the phone cell when ``| random`` is seeded by it): two rows
+    with the same inputs render the same message. ``reused`` counts the rows taken from an
+    earlier check.
+    """
+
+    phones: dict[str, PhoneResult]
+    renders: list[Rendered]
+    render_inputs: pl.DataFrame
+    reused: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierWork:
+    """What an earlier check of the same campaign found (same template, lists and settings):
+    ``phones`` by raw cell, ``renders`` by render inputs (columns ``v0…``, then the Rendered fields)."""
+
+    phones: dict[str, PhoneResult]
+    renders: pl.DataFrame
+
+
+RENDERED_FIELDS = ("body", "error", "reason", "variable")
+
+
+def build_plan(
+    campaign: Campaign, *, encoding: str | None = None, earlier: EarlierWork | None = None, keep_work: bool = False
+) -> Plan:
+    """The plan. ``earlier``: reuse an earlier check's phones and messages for rows whose cells
+    did not change (only the sheet may differ from that check); ``keep_work``: keep this check's
+    per-row work on the plan, for the next run to reuse."""
     template, template_encoding = _compile(campaign)
     sheet = load_sheet(
         campaign.contacts, sheet=campaign.sheet, encoding=encoding or campaign.encoding, header_row=campaign.header_row
@@ -182,7 +218,7 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
     }
     lists = load_suppression(campaign)
     suppressed = set().union(*(entry.numbers for entry in lists))
-    builder = _RowBuilder(campaign, sheet, template, variables, phone_index, mapped, suppressed)
+    builder = _RowBuilder(campaign, sheet, template, variables, phone_index, mapped, suppressed, earlier)
     plan = Plan(campaign, sheet, sheet.headers[phone_index], detected, [], [], len(suppressed), lists=lists)
     for entry in lists:
         for line, _cell, why in entry.unreadable:
@@ -197,9 +233,11 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
                 )
             )
     try:
-        builder.build(plan)
+        work = builder.build(plan)
     except TemplateProblem as exc:  # the sandbox refused the template itself: no row can render
         raise ConfigError(str(exc)) from None
+    if keep_work:
+        plan.work = work
     if template_encoding != "utf-8":
         plan.notes.append(f"template read as {template_encoding} (not UTF-8): check its accents in preview")
     if detected:
@@ -400,8 +438,10 @@ class _RowBuilder:
         phone_index: int,
         mapped: dict[str, int | None],
         suppressed: set[str],
+        earlier: EarlierWork | None = None,
     ) -> None:
         self.campaign = campaign
+        self.earlier = earlier
         self.template = template
         self.phone_header = sheet.headers[phone_index]
         self.used = {name: variables[name] for name in template.variables}
@@ -423,12 +463,45 @@ class _RowBuilder:
             (mapped.get(name), defaults.get(name)) for name in ("name", "external_id", "phone_line_id", "effect")
         ]
 
-    def build(self, plan: Plan) -> None:
-        phones, renders = self._pure_work()
+    def build(self, plan: Plan) -> RowWork:
+        inputs = self.render_inputs()
+        if self.earlier is not None:
+            phones, renders, reused = self._reuse_work(self.earlier, inputs)
+        else:
+            (phones, renders), reused = self._pure_work(), 0
         rows = zip(self.sheet.row_numbers, self.sheet.frame.iter_rows(), renders, strict=True)
         plan.recipients.extend(
             self._row(number, cells, phones, rendered, plan.issues) for number, cells, rendered in rows
         )
+        return RowWork(phones, renders, inputs, reused)
+
+    def render_inputs(self) -> pl.DataFrame:
+        """Each row's render inputs as columns v0, v1, …: what a message is a pure function of."""
+        columns = [self.used[name] for name in sorted(self.used)]
+        if self.template.uses_random:
+            columns.append(self.phone_index)
+        values = [pl.col(f"c{index}").alias(f"v{i}") for i, index in enumerate(columns)]
+        return self.sheet.frame.select(pl.lit("").alias("v"), *values)  # v: a key when no column is used
+
+    def _reuse_work(
+        self, earlier: EarlierWork, inputs: pl.DataFrame
+    ) -> tuple[dict[str, PhoneResult], list[Rendered], int]:
+        """Parse only the phones and render only the rows an earlier check did not see."""
+        region = self.campaign.default_region
+        distinct = dict.fromkeys(self.sheet.column(self.phone_index))
+        phones = {raw: earlier.phones.get(raw) or normalise(raw, region) for raw in distinct}
+        keys = list(inputs.columns)
+        found = inputs.join(earlier.renders.unique(keys), on=keys, how="left", maintain_order="left")
+        renders = [Rendered(*values) for values in found.select(RENDERED_FIELDS).iter_rows()]
+        missing = found.select(pl.arg_where(pl.col("reason").is_null())).to_series().to_list()
+        if missing:
+            seeds = self._seeds(phones) if self.template.uses_random else None
+            names = sorted(self.used)
+            columns = [self.sheet.column(self.used[name]) for name in names]
+            for i in missing:
+                context = {name: column[i] for name, column in zip(names, columns, strict=True) if column[i]}
+                renders[i] = self.template.render(context, seeds[i] if seeds is not None else "")
+        return phones, renders, len(renders) - len(missing)
 
     def _pure_work(self) -> tuple[dict[str, PhoneResult], list[Rendered]]:
         """Parse every distinct phone and render every row: the slow, pure part of a check.

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import json
 import sqlite3
 import zoneinfo
@@ -37,11 +38,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 import chertcast
 from chertcast.campaign import Campaign
 from chertcast.errors import ChertcastError, JournalError
 from chertcast.journal import UNFINISHED, Journal, KnownRow, _changed_message, compare_row, file_sha256, message_hash
-from chertcast.preflight import AttachmentRef, Plan, Recipient, campaign_attachments
+from chertcast.phones import PhoneResult
+from chertcast.preflight import (
+    RENDERED_FIELDS,
+    AttachmentRef,
+    EarlierWork,
+    Plan,
+    Recipient,
+    RowWork,
+    campaign_attachments,
+)
 from chertcast.render import MessageTemplate, TemplateProblem
 
 LIBRARIES = ("phonenumbers", "polars", "jinja2", "fastexcel")
@@ -122,6 +134,7 @@ def forget(journal: Journal) -> None:
         journal.db.execute("DELETE FROM input_fingerprint")
         journal.db.execute("DELETE FROM check_result")
         journal.db.execute("DELETE FROM check_sendable")
+        journal.db.execute("DELETE FROM check_work")
 
 
 def remember(journal: Journal, plan: Plan, print_: Fingerprint) -> None:
@@ -148,8 +161,48 @@ def remember(journal: Journal, plan: Plan, print_: Fingerprint) -> None:
             "INSERT OR REPLACE INTO check_result VALUES (1, ?, ?, ?, ?)",
             (len(plan.recipients), counts, journal_rows, float(journal.now())),
         )
+        db.execute("DELETE FROM check_work")
+        db.executemany("INSERT INTO check_work VALUES (?, ?)", _work_frames(plan.work))
         db.execute("DELETE FROM input_fingerprint")
         db.executemany("INSERT INTO input_fingerprint VALUES (?, ?)", sorted(print_.parts.items()))
+
+
+PHONE_FIELDS = ("e164", "error", "reason", "warning", "warning_code")
+
+
+def _work_frames(work: RowWork | None) -> list[tuple[str, bytes]]:
+    if work is None:
+        return []
+    results = list(work.phones.values())
+    phones = pl.DataFrame(
+        {"raw": list(work.phones), **{name: [getattr(r, name) for r in results] for name in PHONE_FIELDS}},
+        schema={"raw": pl.String, **dict.fromkeys(PHONE_FIELDS, pl.String)},
+    )
+    rendered = pl.DataFrame(
+        {name: [getattr(r, name) for r in work.renders] for name in RENDERED_FIELDS},
+        schema=dict.fromkeys(RENDERED_FIELDS, pl.String),
+    )
+    return [("phones", _ipc(phones)), ("renders", _ipc(pl.concat([work.render_inputs, rendered], how="horizontal")))]
+
+
+def _ipc(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_ipc(buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def earlier_work(journal: Journal, print_: Fingerprint) -> EarlierWork | None:
+    """The stored check's per-row work, when only the contact sheet changed since it was made."""
+    try:
+        stored = dict(journal.db.execute("SELECT part, digest FROM input_fingerprint").fetchall())
+        frames = dict(journal.db.execute("SELECT name, frame FROM check_work").fetchall())
+    except sqlite3.OperationalError:  # a journal written before stored checks existed (read-only)
+        return None
+    if print_.changed(stored) != ["contacts"] or frames.keys() != {"phones", "renders"}:
+        return None
+    phones = pl.read_ipc(io.BytesIO(frames["phones"]))
+    known = {raw: PhoneResult(*values) for raw, *values in phones.iter_rows()}
+    return EarlierWork(known, pl.read_ipc(io.BytesIO(frames["renders"])))
 
 
 _KEYS_IN_STATES = f"SELECT key FROM recipients WHERE state IN ({', '.join('?' * len(RESENDABLE))})"

@@ -38,7 +38,7 @@ from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, Retry
 from chertcast.errors import CampaignStopped
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
 from chertcast.pacing import Clock, RealClock
-from chertcast.preflight import Plan, Recipient, build_plan, campaign_attachments
+from chertcast.preflight import EarlierWork, Plan, Recipient, build_plan, campaign_attachments
 from chertcast.runlock import RunLock
 
 
@@ -124,14 +124,15 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
     concurrency = options.concurrency or campaign.send.concurrency
     # Taken before any input is read: an edit made while this run checks is seen by the next one.
     inputs = rerun.fingerprint(campaign, options.encoding)
-    reused = _reuse(campaign, path, options, inputs) if inputs is not None else None
+    reused, earlier = _reuse(campaign, path, options, inputs) if inputs is not None else (None, None)
     if reused is not None:
         to_send = reused.to_send[: options.limit] if options.limit is not None else reused.to_send
         return Prepared(
             campaign, None, path, to_send, reused.already_done, 0, rate, concurrency, lock,
             kept_original=reused.kept_original, status_counts=reused.counts, rows_read=reused.total,
         )  # fmt: skip
-    plan = build_plan(campaign, encoding=options.encoding)
+    keep = inputs is not None and not options.dry_run  # a real send keeps its check for the next run
+    plan = build_plan(campaign, encoding=options.encoding, earlier=earlier, keep_work=keep)
     synced = _sync(plan, path, options, inputs)
     retry = ("pending", "sending", "unknown", "failed") if options.retry_failed else UNFINISHED
     to_send = [r for r in plan.sendable if (synced.states or {}).get(r.key or "", "pending") in retry]
@@ -144,14 +145,18 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
     )  # fmt: skip
 
 
-def _reuse(campaign: Campaign, path: Path, options: SendOptions, inputs: rerun.Fingerprint) -> rerun.Reused | None:
-    """The journal's stored check, when no input changed since it was made (see chertcast.rerun)."""
+def _reuse(
+    campaign: Campaign, path: Path, options: SendOptions, inputs: rerun.Fingerprint
+) -> tuple[rerun.Reused | None, EarlierWork | None]:
+    """The journal's stored check when no input changed since it was made; else, when only the
+    sheet changed, its per-row work (see chertcast.rerun)."""
     if not path.exists():
-        return None
+        return None, None
     changes = {"allow_changes": options.allow_changes, "retry_failed": options.retry_failed}
     opened = Journal.open_existing(path, campaign.id) if options.dry_run else Journal(path, campaign.id)
     with opened as journal:
-        return rerun.reuse(journal, inputs, **changes, write=not options.dry_run)
+        reused = rerun.reuse(journal, inputs, **changes, write=not options.dry_run)
+        return reused, rerun.earlier_work(journal, inputs) if reused is None else None
 
 
 def _sync(plan: Plan, path: Path, options: SendOptions, inputs: rerun.Fingerprint | None = None) -> SyncResult:
