@@ -165,16 +165,29 @@ class Plan:
 class RowWork:
     """The slow, pure part of a check (see ``_RowBuilder._pure_work``), as a later check can reuse it.
 
-    ``render_inputs`` holds, for each row, the cells its message is rendered from (the template's
-    variables in name order, then the phone cell when ``| random`` is seeded by it): two rows
-    with the same inputs render the same message. ``reused`` counts the rows taken from an
-    earlier check.
+    ``phones``: each distinct phone cell (``raw``) and its PhoneResult fields. ``renders``: each
+    row's render inputs (``v``, ``v0…``: the template's variables in name order, then the phone
+    cell when ``| random`` is seeded by it) and its Rendered fields — two rows with the same
+    inputs render the same message. ``reused`` counts the rows taken from an earlier check.
+    Kept as Arrow frames: a million Python objects would cost hundreds of MB more.
     """
 
-    phones: dict[str, PhoneResult]
-    renders: list[Rendered]
-    render_inputs: pl.DataFrame
+    phones: pl.DataFrame
+    renders: pl.DataFrame
     reused: int = 0
+
+    @classmethod
+    def of(cls, phones: dict[str, PhoneResult], renders: list[Rendered], inputs: pl.DataFrame, reused: int) -> RowWork:
+        results = list(phones.values())
+        phone_frame = pl.DataFrame(
+            {"raw": list(phones), **{name: [getattr(r, name) for r in results] for name in PHONE_FIELDS}},
+            schema={"raw": pl.String, **dict.fromkeys(PHONE_FIELDS, pl.String)},
+        )
+        rendered = pl.DataFrame(
+            {name: [getattr(r, name) for r in renders] for name in RENDERED_FIELDS},
+            schema=dict.fromkeys(RENDERED_FIELDS, pl.String),
+        )
+        return cls(phone_frame, pl.concat([inputs, rendered], how="horizontal"), reused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +200,7 @@ class EarlierWork:
 
 
 RENDERED_FIELDS = ("body", "error", "reason", "variable")
+PHONE_FIELDS = ("e164", "error", "reason", "warning", "warning_code")
 
 
 def build_plan(
@@ -233,11 +247,9 @@ def build_plan(
                 )
             )
     try:
-        work = builder.build(plan)
+        plan.work = builder.build(plan, keep_work)
     except TemplateProblem as exc:  # the sandbox refused the template itself: no row can render
         raise ConfigError(str(exc)) from None
-    if keep_work:
-        plan.work = work
     if template_encoding != "utf-8":
         plan.notes.append(f"template read as {template_encoding} (not UTF-8): check its accents in preview")
     if detected:
@@ -463,9 +475,9 @@ class _RowBuilder:
             (mapped.get(name), defaults.get(name)) for name in ("name", "external_id", "phone_line_id", "effect")
         ]
 
-    def build(self, plan: Plan) -> RowWork:
-        inputs = self.render_inputs()
-        if self.earlier is not None:
+    def build(self, plan: Plan, keep_work: bool = False) -> RowWork | None:
+        inputs = self.render_inputs() if keep_work or self.earlier is not None else None
+        if self.earlier is not None and inputs is not None:
             phones, renders, reused = self._reuse_work(self.earlier, inputs)
         else:
             (phones, renders), reused = self._pure_work(), 0
@@ -473,7 +485,7 @@ class _RowBuilder:
         plan.recipients.extend(
             self._row(number, cells, phones, rendered, plan.issues) for number, cells, rendered in rows
         )
-        return RowWork(phones, renders, inputs, reused)
+        return RowWork.of(phones, renders, inputs, reused) if keep_work and inputs is not None else None
 
     def render_inputs(self) -> pl.DataFrame:
         """Each row's render inputs as columns v0, v1, …: what a message is a pure function of."""

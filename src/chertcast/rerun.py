@@ -46,7 +46,6 @@ from chertcast.errors import ChertcastError, JournalError
 from chertcast.journal import UNFINISHED, Journal, KnownRow, _changed_message, compare_row, file_sha256, message_hash
 from chertcast.phones import PhoneResult
 from chertcast.preflight import (
-    RENDERED_FIELDS,
     AttachmentRef,
     EarlierWork,
     Plan,
@@ -167,22 +166,8 @@ def remember(journal: Journal, plan: Plan, print_: Fingerprint) -> None:
         db.executemany("INSERT INTO input_fingerprint VALUES (?, ?)", sorted(print_.parts.items()))
 
 
-PHONE_FIELDS = ("e164", "error", "reason", "warning", "warning_code")
-
-
 def _work_frames(work: RowWork | None) -> list[tuple[str, bytes]]:
-    if work is None:
-        return []
-    results = list(work.phones.values())
-    phones = pl.DataFrame(
-        {"raw": list(work.phones), **{name: [getattr(r, name) for r in results] for name in PHONE_FIELDS}},
-        schema={"raw": pl.String, **dict.fromkeys(PHONE_FIELDS, pl.String)},
-    )
-    rendered = pl.DataFrame(
-        {name: [getattr(r, name) for r in work.renders] for name in RENDERED_FIELDS},
-        schema=dict.fromkeys(RENDERED_FIELDS, pl.String),
-    )
-    return [("phones", _ipc(phones)), ("renders", _ipc(pl.concat([work.render_inputs, rendered], how="horizontal")))]
+    return [] if work is None else [("phones", _ipc(work.phones)), ("renders", _ipc(work.renders))]
 
 
 def _ipc(frame: pl.DataFrame) -> bytes:
