@@ -212,7 +212,7 @@ RANDOM = "{{ ['Hi', 'Hello', 'Hey'] | random }} {{ name }}, {{ tier }} news."
 
 # Rows re-rendered: Leader 3, Newcomer, "Lead 1 again"; the emptied name renders like row 19
 # (same name and tier), unless `| random` makes the phone cell an input too.
-@pytest.mark.parametrize(("body", "rechecked"), [(None, 3), (RANDOM, 4)])
+@pytest.mark.parametrize(("body", "rechecked"), [(None, 3), (RANDOM, 4), ("Hello from us.", 0)])
 def test_a_changed_sheet_rechecks_only_changed_rows_and_matches_a_full_check(
     tmp_path: Path, body: str | None, rechecked: int
 ) -> None:

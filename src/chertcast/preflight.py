@@ -493,7 +493,8 @@ class _RowBuilder:
         if self.template.uses_random:
             columns.append(self.phone_index)
         values = [pl.col(f"c{index}").alias(f"v{i}") for i, index in enumerate(columns)]
-        return self.sheet.frame.select(pl.lit("").alias("v"), *values)  # v: a key when no column is used
+        keyed = self.sheet.frame.with_columns(pl.lit("").alias("v"))  # v: a key when no column is used
+        return keyed.select("v", *values)
 
     def _reuse_work(
         self, earlier: EarlierWork, inputs: pl.DataFrame
