@@ -385,8 +385,8 @@ def send_header(prepared: Prepared, options: SendOptions, now: float | None = No
     ]
     if prepared.reused_check:
         lines.append("  inputs unchanged since the last run: its check is reused (sheet not re-read)")
-    elif prepared.plan is not None and prepared.plan.work is not None and prepared.plan.work.reused:
-        rechecked = prepared.rows_read - prepared.plan.work.reused
+    elif prepared.rows_reused:
+        rechecked = prepared.rows_read - prepared.rows_reused
         lines.append(
             f"  only the sheet changed since the last run: {plural(rechecked, 'row')} re-checked, "
             "the others' numbers and messages reused"

@@ -50,7 +50,6 @@ from chertcast.preflight import (
     EarlierWork,
     Plan,
     Recipient,
-    RowWork,
     campaign_attachments,
 )
 from chertcast.render import MessageTemplate, TemplateProblem
@@ -160,14 +159,22 @@ def remember(journal: Journal, plan: Plan, print_: Fingerprint) -> None:
             "INSERT OR REPLACE INTO check_result VALUES (1, ?, ?, ?, ?)",
             (len(plan.recipients), counts, journal_rows, float(journal.now())),
         )
-        db.execute("DELETE FROM check_work")
-        db.executemany("INSERT INTO check_work VALUES (?, ?)", _work_frames(plan.work))
         db.execute("DELETE FROM input_fingerprint")
         db.executemany("INSERT INTO input_fingerprint VALUES (?, ?)", sorted(print_.parts.items()))
 
 
-def _work_frames(work: RowWork | None) -> list[tuple[str, bytes]]:
-    return [] if work is None else [("phones", _ipc(work.phones)), ("renders", _ipc(work.renders))]
+def keep_work(journal: Journal, plan: Plan) -> int:
+    """Store the plan's per-row work (after :func:`forget`, before the sync) and drop it from the
+    plan, so that it is not held in memory through the sync; returns how many rows it reused.
+    It serves a later run only once :func:`remember` has written the fingerprint."""
+    work, plan.work = plan.work, None
+    if work is None:
+        return 0
+    frames = [("phones", _ipc(work.phones)), ("renders", _ipc(work.renders))]
+    with journal.transaction():
+        journal.db.execute("DELETE FROM check_work")
+        journal.db.executemany("INSERT INTO check_work VALUES (?, ?)", frames)
+    return work.reused
 
 
 def _ipc(frame: pl.DataFrame) -> bytes:

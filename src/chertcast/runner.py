@@ -80,6 +80,7 @@ class Prepared:
     kept_original: int = 0  # changed in the sheet but maybe delivered: resent with their first message
     status_counts: Counter[str] = field(default_factory=Counter)  # the check's rows by status
     rows_read: int = 0  # the sheet's data rows
+    rows_reused: int = 0  # only the sheet changed: rows whose numbers and messages came from the last check
 
     @property
     def reused_check(self) -> bool:
@@ -133,7 +134,7 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
         )  # fmt: skip
     keep = inputs is not None and not options.dry_run  # a real send keeps its check for the next run
     plan = build_plan(campaign, encoding=options.encoding, earlier=earlier, keep_work=keep)
-    synced = _sync(plan, path, options, inputs)
+    synced, reused_rows = _sync(plan, path, options, inputs)
     retry = ("pending", "sending", "unknown", "failed") if options.retry_failed else UNFINISHED
     to_send = [r for r in plan.sendable if (synced.states or {}).get(r.key or "", "pending") in retry]
     done = len(plan.sendable) - len(to_send)
@@ -142,6 +143,7 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
     return Prepared(
         campaign, plan, path, to_send, done, synced.new, rate, concurrency, lock,
         kept_original=synced.kept_original, status_counts=plan.counts(), rows_read=len(plan.recipients),
+        rows_reused=reused_rows,
     )  # fmt: skip
 
 
@@ -159,21 +161,25 @@ def _reuse(
         return reused, rerun.earlier_work(journal, inputs) if reused is None else None
 
 
-def _sync(plan: Plan, path: Path, options: SendOptions, inputs: rerun.Fingerprint | None = None) -> SyncResult:
+def _sync(
+    plan: Plan, path: Path, options: SendOptions, inputs: rerun.Fingerprint | None = None
+) -> tuple[SyncResult, int]:
+    """The journal synced with the plan, and how many rows' work came from the last check."""
     changes = {"allow_changes": options.allow_changes, "retry_failed": options.retry_failed}
     if options.dry_run:
         if not path.exists():
-            return SyncResult(new=len(plan.sendable), changed_allowed=0, states={})
+            return SyncResult(new=len(plan.sendable), changed_allowed=0, states={}), 0
         with Journal.open_existing(path, plan.campaign.id) as journal:
-            return journal.sync(plan, **changes, write=False)
+            return journal.sync(plan, **changes, write=False), 0
     with Journal(path, plan.campaign.id) as journal:
         rerun.forget(journal)
+        reused_rows = rerun.keep_work(journal, plan)
         synced = journal.sync(plan, **changes)
         if options.retry_failed:
             journal.reset_failed()
         if inputs is not None:
             rerun.remember(journal, plan, inputs)
-        return synced
+        return synced, reused_rows
 
 
 def execute(
