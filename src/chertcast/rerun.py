@@ -17,11 +17,13 @@ with their messages) beside a **fingerprint** of every input the check read:
 When every part matches, ``send`` goes from the journal's own rows: no sheet is read, no
 number parsed, no message rendered. The journal is still compared with the plan exactly as a
 full check's sync would (a changed message is refused alike), but only for rows that can still
-be sent. Any difference (one cell, a template, a list, a campaign key) means a full check, as
-before. The fingerprint is taken *before* the inputs are read, so an edit made while a check
-runs is seen by the next run. A campaign whose rows name their own attachments
-(``[columns] attachments``) is always checked in full: those files are known only after
-reading the sheet.
+be sent. When only ``contacts`` differs, the sheet is read and every row checked, but rows whose
+cells did not change take their parsed number and rendered message from the stored per-row work
+(``check_work``; see ``preflight.RowWork``). Any other difference (a template, a list, a
+campaign key, the code) means a full check, as before. The fingerprint is taken *before* the
+inputs are read, so an edit made while a check runs is seen by the next run. A campaign whose
+rows name their own attachments (``[columns] attachments``) is always checked in full: those
+files are known only after reading the sheet.
 """
 
 from __future__ import annotations
