@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import tempfile
 import time
 from collections import Counter
@@ -16,11 +15,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from benchmarks.common import environment, machine, save
-from chertcast import runner
+import chertcast
+from benchmarks.common import machine, save
+from chertcast import Endpoint, Secret, runner
 from chertcast.capacity import CapacityRules
 from chertcast.pacing import FakeClock
-from chertcast.sandbox import DEFAULT_SECRET, SandboxConfig, SandboxModel, SandboxServer
+from chertcast.sandbox import DEFAULT_SECRET, CapacityLimits, SandboxConfig, SandboxModel, SandboxServer
 
 ZONE = "America/New_York"
 EASTERN = ("212", "646", "917", "718", "617", "305", "404", "202")
@@ -35,7 +35,20 @@ def main() -> dict[str, Any]:
     rules = CapacityRules(window_start=dt.time(9), window_end=dt.time(18), timezone=ZONE)
     start = dt.datetime(2026, 11, 30, 8, 0, tzinfo=ZoneInfo(ZONE)).timestamp()
     clock = FakeClock(start)
-    model = SandboxModel(SandboxConfig(lines=lines, capacity=rules, clock=clock.wall))
+    model = SandboxModel(
+        SandboxConfig(
+            lines=lines,
+            capacity=CapacityLimits(
+                rules.line_gap_s,
+                rules.line_daily_cap,
+                rules.project_daily_cap,
+                rules.window_start,
+                rules.window_end,
+                rules.timezone,
+            ),
+            clock=clock.wall,
+        )
+    )
     began = time.perf_counter()
     runs = 0
     with tempfile.TemporaryDirectory() as tmp, SandboxServer(model) as server:
@@ -52,11 +65,11 @@ def main() -> dict[str, Any]:
             f'id = "capacity-bench"\ncontacts = "contacts.csv"\nbody = "Hi {{{{ name }}}}"\n[send]\nrate = 20\n'
             f'[capacity]\nlines = [{listed}]\nwindow_start = "09:00"\nwindow_end = "18:00"\ntimezone = "{ZONE}"\n'
         )
-        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
         while True:
-            with environment(env):
-                options = runner.SendOptions(journal=Path(tmp) / "j.sqlite", handle_signals=False)
-                result = runner.execute(runner.prepare(campaign, options), options, clock=clock)
+            options = runner.SendOptions(journal=Path(tmp) / "j.sqlite", handle_signals=False)
+            result = chertcast.send(campaign, endpoint=endpoint, options=options, clock=clock).result
+            assert result is not None
             runs += 1
             if result.run is None or result.run.stop_kind != "capacity" or result.run.next_possible_at is None:
                 break

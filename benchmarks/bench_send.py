@@ -15,18 +15,19 @@ from typing import Any
 import anyio
 import httpx
 
-from benchmarks.common import FAULT_MIX, environment, machine, max_in_any_second, sandbox, save, write_campaign
-from chertcast import runner
+import chertcast
+from benchmarks.common import FAULT_MIX, machine, max_in_any_second, sandbox, save, write_campaign
+from chertcast import Endpoint, runner
 from chertcast.campaign import load_campaign
 from chertcast.preflight import build_plan
 from chertcast.sandbox import DEFAULT_SECRET
 
 
-def chertcast_run(campaign: Path, env: dict[str, str], journal: Path) -> runner.SendResult:
-    with environment(env):
-        options = runner.SendOptions(journal=journal, handle_signals=False)
-        prepared = runner.prepare(campaign, options)
-        return runner.execute(prepared, options)
+def chertcast_run(campaign: Path, endpoint: Endpoint, journal: Path) -> runner.SendResult:
+    options = runner.SendOptions(journal=journal, handle_signals=False)
+    result = chertcast.send(campaign, endpoint=endpoint, options=options).result
+    assert result is not None
+    return result
 
 
 def pacing(rates: list[float], seconds: float) -> list[dict[str, Any]]:
@@ -36,7 +37,7 @@ def pacing(rates: list[float], seconds: float) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as tmp, sandbox("--latency-ms", "20") as server:
             extra = f"[send]\nrate = {rate}\nburst = 5\nconcurrency = 32\n"
             campaign = write_campaign(Path(tmp), count, extra=extra)
-            result = chertcast_run(campaign, server.env(), Path(tmp) / "j.sqlite")
+            result = chertcast_run(campaign, server.endpoint(), Path(tmp) / "j.sqlite")
             times = [d["time"] for d in server.deliveries()]
         span = max(times) - min(times)
         achieved = (len(times) - 5) / span if span else float("nan")
@@ -85,7 +86,7 @@ def ceiling(concurrencies: list[int], count: int) -> list[dict[str, Any]]:
                 with sandbox() as server:
                     bare.append(count / anyio.run(bare_loop, server.base_url, payloads, concurrency))
                 with sandbox() as server:
-                    result = chertcast_run(campaign, server.env(), Path(tmp) / f"j{attempt}.sqlite")
+                    result = chertcast_run(campaign, server.endpoint(), Path(tmp) / f"j{attempt}.sqlite")
                     assert result.run and result.run.stats.sent == count
                     ours.append(count / result.elapsed_s)
         rows.append(
@@ -105,7 +106,7 @@ def under_faults(count: int, rate: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, sandbox(*flags) as server:
         extra = f"[send]\nrate = {rate}\nburst = 5\nconcurrency = 16\nmax_attempts = 12\n"
         campaign = write_campaign(Path(tmp), count, extra=extra)
-        result = chertcast_run(campaign, server.env(), Path(tmp) / "j.sqlite")
+        result = chertcast_run(campaign, server.endpoint(), Path(tmp) / "j.sqlite")
         deliveries = server.deliveries()
         stats = server.stats()
     ideal = count / rate

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from chertcast import Endpoint, Secret
 from chertcast.sandbox import DEFAULT_SECRET
 
 RESULTS = Path(__file__).parent / "results"
@@ -92,7 +93,12 @@ class ExternalSandbox:
         return dict(httpx.get(f"{self.root}/_sandbox/stats", timeout=10).json())
 
     def env(self) -> dict[str, str]:
+        """For a `chertcast` process: the CLI is the one place that reads CHERT_*."""
         return {**os.environ, "CHERT_BASE_URL": self.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+
+    def endpoint(self) -> Endpoint:
+        """For a library call: the endpoint is passed in, the environment untouched."""
+        return Endpoint(self.base_url, Secret(DEFAULT_SECRET))
 
     def close(self) -> None:
         self.proc.terminate()
@@ -106,17 +112,6 @@ def sandbox(*flags: str) -> Iterator[ExternalSandbox]:
         yield server
     finally:
         server.close()
-
-
-@contextlib.contextmanager
-def environment(env: dict[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def max_in_any_second(times: list[float]) -> int:

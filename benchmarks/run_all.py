@@ -24,6 +24,8 @@ def run(module: str, *args: str) -> dict[str, Any]:
         "bench_capacity": "capacity",
         "bench_realtime": "realtime",
         "bench_rerun": "rerun",
+        "bench_pages": "pages",
+        "bench_sync": "sync",
     }[module]
     return dict(json.loads((RESULTS / f"{name}.json").read_text()))
 
@@ -91,7 +93,28 @@ def table(results: dict[str, Any]) -> list[str]:
             f"{real['wasted_share']:.2%} ; pace {real['pace']} ; exit {real['exit_code']}, "
             f"{real['failed_rows']} failed, {real['replays']} replays | ≥ 0.98 ; < 1 % | |"
         )
+    if "pages" in results:
+        lines.append(pages_row(results["pages"]["pages"]))
+    if "sync" in results:
+        for name, label in (("first_sync", "first sync"), ("resync", "resync, ~90 % final")):
+            run = results["sync"][name]
+            lines.append(
+                f"| sync: {label}, {run['messages']:,} sent, rate {results['sync']['rate']:g}/s | "
+                f"{run['requests_per_message']} requests/message; {run['sync_seconds']} s vs floor "
+                f"{run['rate_floor_seconds']} s | ≤ {1.2 if name == 'first_sync' else 0.3} ; ≤ 1.1× | "
+                f"{run['sync_over_floor']} |"
+            )
     return lines
+
+
+def pages_row(pages: dict[str, Any]) -> str:
+    paint = pages["preview_paint"]
+    return (
+        f"| pages: {pages['rows']:,}-row sheet | preview page {pages['preview_page_mb']} MB, first contentful paint "
+        f"{paint['first_contentful_paint_s']} s (first cards {paint['first_card_s']} s); `preview --html` "
+        f"{pages['preview_html_s']} s vs `check` {pages['check_s']} s; report page {pages['report_page_mb']} MB | "
+        f"≤ 25 MB, ≤ 2 s; ≤ 1.2× check | {pages['preview_html_over_check']} |"
+    )
 
 
 def main() -> None:
@@ -105,6 +128,8 @@ def main() -> None:
     if (Path(__file__).parent / "bench_capacity.py").exists():
         results["capacity"] = run("bench_capacity")
     results["realtime"] = run("bench_realtime", *(["--gap-s", "1.5", "--cap", "12"] if quick else []))
+    results["pages"] = run("bench_pages", *(["--rows", "20000"] if quick else []))
+    results["sync"] = run("bench_sync", *(["--quick"] if quick else []))
     (RESULTS / "all.json").write_text(json.dumps(results, indent=2))
     text = "\n".join(table(results))
     (RESULTS / "table.md").write_text(text + "\n")

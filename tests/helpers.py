@@ -9,7 +9,9 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
+from chertcast.capacity import CapacityRules
 from chertcast.cli import cli
+from chertcast.sandbox import CapacityLimits
 
 
 def write_campaign(
@@ -38,6 +40,19 @@ def write_campaign(
         extra += "\n[capacity]\nenabled = false\n[quiet_hours]\nenabled = false\n"
     path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
     return path
+
+
+def sandbox_limits(rules: CapacityRules) -> CapacityLimits:
+    """The sandbox's own capacity limits with the same numbers as the planner's ``rules``: the
+    server enforces them with its own model, so the planner is checked against something else."""
+    return CapacityLimits(
+        line_gap_s=rules.line_gap_s,
+        line_daily_cap=rules.line_daily_cap,
+        project_daily_cap=rules.project_daily_cap,
+        window_start=rules.window_start,
+        window_end=rules.window_end,
+        timezone=rules.timezone,
+    )
 
 
 def run_cli(*args: Any, env: dict[str, str] | None = None) -> Result:

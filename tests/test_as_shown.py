@@ -315,7 +315,7 @@ def test_a_region_that_is_not_a_region_code_stops_the_campaign(tmp_path: Path, r
     campaign = write_campaign(tmp_path, _contacts(tmp_path), extra=f'default_region = "{region}"\n')
     result = run_cli("check", campaign)
     assert result.exit_code == 2
-    assert f"default_region: Value error, '{region}' is not a region code" in result.output and hint in result.output
+    assert f"default_region: '{region}' is not a region code" in result.output and hint in result.output
 
 
 def test_decomposed_unicode_headers_match_the_same_name_typed_normally(tmp_path: Path) -> None:

@@ -13,13 +13,14 @@ import anyio
 import httpx
 import pytest
 
-from chertcast import runner
+import chertcast
+from chertcast import Endpoint, Secret, runner
 from chertcast.campaign import gap_margin, load_campaign
 from chertcast.capacity import CapacityRules, LinePlanner, QuietHours, next_quiet_ok, quiet_ok, zones_for
 from chertcast.journal import Journal
 from chertcast.pacing import FakeClock
 from chertcast.sandbox import DEFAULT_SECRET, SandboxConfig, SandboxModel, SandboxServer, sandbox_transport
-from tests.helpers import write_campaign
+from tests.helpers import sandbox_limits, write_campaign
 
 NY = ZoneInfo("America/New_York")
 LINES = tuple(f"pl_line_{i}" for i in range(1, 6))
@@ -69,7 +70,7 @@ def test_quiet_hours_most_restrictive_zone() -> None:
 
 def test_sandbox_capacity_mode_answers_4002_with_truthful_retry_after() -> None:
     clock = FakeClock(at(0, 9))
-    model = SandboxModel(SandboxConfig(lines=("a",), capacity=RULES, clock=clock.wall))
+    model = SandboxModel(SandboxConfig(lines=("a",), capacity=sandbox_limits(RULES), clock=clock.wall))
 
     async def scenario() -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=sandbox_transport(model), base_url="http://s/api/v1") as http:
@@ -92,16 +93,11 @@ def test_sandbox_capacity_mode_answers_4002_with_truthful_retry_after() -> None:
 
 
 def run_day(campaign: Path, clock: FakeClock, server: SandboxServer, journal: Path) -> runner.SendResult:
-    import os
-
-    os.environ["CHERT_BASE_URL"] = server.base_url
-    os.environ["CHERT_SIGNING_SECRET"] = DEFAULT_SECRET
-    try:
-        options = runner.SendOptions(journal=journal, handle_signals=False)
-        prepared = runner.prepare(campaign, options)
-        return runner.execute(prepared, options, clock=clock)
-    finally:
-        del os.environ["CHERT_BASE_URL"], os.environ["CHERT_SIGNING_SECRET"]
+    endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
+    options = runner.SendOptions(journal=journal, handle_signals=False)
+    outcome = chertcast.send(campaign, endpoint=endpoint, options=options, clock=clock)
+    assert outcome.result is not None
+    return outcome.result
 
 
 EASTERN = ("212", "646", "917", "718", "617", "305", "404", "202")
@@ -119,7 +115,7 @@ def test_five_lines_thousand_recipients_across_simulated_days(tmp_path: Path) ->
     )
     campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
     clock = FakeClock(at(0, 8))
-    model = SandboxModel(SandboxConfig(lines=LINES, capacity=RULES, clock=clock.wall))
+    model = SandboxModel(SandboxConfig(lines=LINES, capacity=sandbox_limits(RULES), clock=clock.wall))
     planned_finish = LinePlanner(RULES, LINES).calendar(1000, clock.wall())[-1][0]
     runs = 0
     with SandboxServer(model) as server:
@@ -195,7 +191,9 @@ def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Pa
     assert "calendar: 5 first-touch sends on 2 lines (1/line/day, 10 min apart, UTC): 3 sending days" in check.output
     assert "beyond the 2-day horizon" in check.output
     assert json.loads(run_cli("check", campaign, "--json").output)["calendar"]["sending_days"] == 3
-    model = SandboxModel(SandboxConfig(lines=("pl_a", "pl_b"), capacity=CapacityRules(line_daily_cap=1)))
+    model = SandboxModel(
+        SandboxConfig(lines=("pl_a", "pl_b"), capacity=sandbox_limits(CapacityRules(line_daily_cap=1)))
+    )
     with SandboxServer(model) as server:
         env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
         result = run_process("send", campaign, "--yes", env=env)
@@ -225,7 +223,7 @@ def test_lines_are_discovered_from_phone_numbers(tmp_path: Path) -> None:
 
     contacts = write_contacts(tmp_path / "contacts.csv", 3)
     campaign = write_campaign(tmp_path, contacts, extra="[quiet_hours]\nenabled = false\n", planned=True)
-    model = SandboxModel(SandboxConfig(capacity=CapacityRules()))
+    model = SandboxModel(SandboxConfig(capacity=sandbox_limits(CapacityRules())))
     with SandboxServer(model) as server:
         env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
         result = run_process("send", campaign, "--yes", env=env)
@@ -235,7 +233,6 @@ def test_lines_are_discovered_from_phone_numbers(tmp_path: Path) -> None:
 
 
 def test_wait_stays_up_across_days(tmp_path: Path) -> None:
-    import os
 
     contacts = tmp_path / "contacts.csv"
     contacts.write_text("phone,name\n" + "".join(f"({EASTERN[i % 8]}) 555-{i:04d},L{i}\n" for i in range(100)))
@@ -243,15 +240,17 @@ def test_wait_stays_up_across_days(tmp_path: Path) -> None:
     campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
     clock = FakeClock(at(0, 9))
     model = SandboxModel(
-        SandboxConfig(lines=("pl_a", "pl_b"), capacity=CapacityRules(timezone="America/New_York"), clock=clock.wall)
+        SandboxConfig(
+            lines=("pl_a", "pl_b"),
+            capacity=sandbox_limits(CapacityRules(timezone="America/New_York")),
+            clock=clock.wall,
+        )
     )
     with SandboxServer(model) as server:
-        os.environ.update(CHERT_BASE_URL=server.base_url, CHERT_SIGNING_SECRET=DEFAULT_SECRET)
-        try:
-            options = runner.SendOptions(journal=tmp_path / "j.sqlite", handle_signals=False, wait=True)
-            result = runner.execute(runner.prepare(campaign, options), options, clock=clock)
-        finally:
-            del os.environ["CHERT_BASE_URL"], os.environ["CHERT_SIGNING_SECRET"]
+        options = runner.SendOptions(journal=tmp_path / "j.sqlite", handle_signals=False, wait=True)
+        endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
+        result = chertcast.send(campaign, endpoint=endpoint, options=options, clock=clock).result
+    assert result is not None
     assert result.run is not None and result.run.stop_kind is None  # one run, no stop for the day
     days = Counter(dt.datetime.fromtimestamp(d.time, NY).date() for d in model.deliveries())
     assert sorted(days.values()) == [40, 60] and len(model.deliveries()) == 100

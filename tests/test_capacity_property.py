@@ -28,12 +28,13 @@ from chertcast import runner
 from chertcast.campaign import load_campaign
 from chertcast.capacity import zones_for
 from chertcast.client import ChertClient, Secret
-from chertcast.engine import Engine, EngineSettings, RunResult, Scheduler
+from chertcast.engine import Engine, EngineSettings, RunResult
 from chertcast.journal import Journal
 from chertcast.pacing import LoopClock
 from chertcast.preflight import build_plan
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, sandbox_transport
-from tests.helpers import write_campaign
+from chertcast.schedule import Scheduler
+from tests.helpers import sandbox_limits, write_campaign
 from tests.test_realtime_engine import in_virtual_time
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
@@ -118,7 +119,7 @@ def run_sheet(tmp_path: Path, sheet: Sheet) -> None:
         model = SandboxModel(
             SandboxConfig(
                 lines=sheet.lines,
-                capacity=rules,
+                capacity=sandbox_limits(rules),
                 clock=clock.wall,
                 faults=Faults(latency_ms=200, jitter_ms=300, seed=1),
             )

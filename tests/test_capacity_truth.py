@@ -30,13 +30,14 @@ from chertcast.capacity import (
     zones_for,
 )
 from chertcast.client import ChertClient, Secret
-from chertcast.engine import Engine, EngineSettings, RunResult, Scheduler
+from chertcast.engine import Engine, EngineSettings, RunResult
 from chertcast.errors import ConfigError
 from chertcast.journal import Journal
 from chertcast.pacing import LoopClock
 from chertcast.preflight import Plan, build_plan
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, sandbox_transport
-from tests.helpers import run_cli, write_campaign
+from chertcast.schedule import Scheduler
+from tests.helpers import run_cli, sandbox_limits, write_campaign
 from tests.test_realtime_engine import in_virtual_time
 
 NY = ZoneInfo("America/New_York")
@@ -90,7 +91,7 @@ def run_engine(
         out.model = SandboxModel(
             SandboxConfig(
                 lines=server_lines or lines,
-                capacity=server,
+                capacity=None if server is None else sandbox_limits(server),
                 clock=clock.wall,
                 faults=faults or Faults(latency_ms=300, jitter_ms=300, seed=4),
             )
@@ -311,7 +312,9 @@ def test_check_and_status_plan_with_send(tmp_path: Path) -> None:
     extra = '[capacity]\nline_daily_cap = 1\ntimezone = "America/New_York"\n[quiet_hours]\nenabled = false\n'
     campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
     clock = FakeClock(ny(10))
-    model = SandboxModel(SandboxConfig(lines=LINES, capacity=CapacityRules(line_daily_cap=1), clock=clock.wall))
+    model = SandboxModel(
+        SandboxConfig(lines=LINES, capacity=sandbox_limits(CapacityRules(line_daily_cap=1)), clock=clock.wall)
+    )
     with SandboxServer(model) as server:
         journal = load_campaign(campaign).default_journal
         result = run_day(campaign, clock, server, journal)
@@ -330,7 +333,7 @@ def test_check_and_status_plan_with_send(tmp_path: Path) -> None:
     [
         (
             '[quiet_hours]\nstart = "21:00"\nend = "08:00"\n',
-            "quiet_hours: Value error, start '21:00' is not before end",
+            "quiet_hours: start '21:00' is not before end",
         ),
         ('[capacity]\nwindow_start = "09:00"\nwindow_end = "09:00"\n', "window_start '09:00' is not before"),
         ("[capacity]\nline_gap_minutes = inf\n", "capacity.line_gap_minutes: Input should be a finite number"),

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import time
 from collections import Counter
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
 from chertcast.campaign import load_campaign
 from chertcast.client import ChertClient, Outcome, Secret
-from chertcast.engine import Engine, EngineSettings, RetryPolicy, outcome_unknown, retry_delay
+from chertcast.decide import RetryPolicy, outcome_unknown, retry_delay
+from chertcast.engine import Engine, EngineSettings, RunHooks
 from chertcast.errors import JournalError
 from chertcast.journal import UNFINISHED, Journal
-from chertcast.pacing import FakeClock, TokenBucket
+from chertcast.pacing import FakeClock, RealClock, TokenBucket
 from chertcast.preflight import Plan, build_plan
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, SandboxServer, sandbox_transport
 from tests.helpers import assert_journal_matches_ledger, write_campaign, write_contacts
@@ -329,3 +334,48 @@ def test_which_outcomes_may_have_been_delivered() -> None:
     assert not outcome_unknown(Outcome("error", http_status=500, code=3001, retryable=True))  # Chert: not sent
     assert not outcome_unknown(Outcome("error", http_status=404, message="HTTP 404 with an unexpected body"))
     assert not outcome_unknown(Outcome("error", http_status=429, code=1007, retryable=True))
+
+
+async def test_the_engine_prints_nothing_and_its_hooks_hear_the_long_waits(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    plan = make_plan(tmp_path, 30)
+    model = SandboxModel(SandboxConfig(faults=Faults(saturated=0.3, retry_after_s=60, seed=5)))
+    notices: list[str] = []
+    with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
+        journal.sync(plan)
+        async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
+            client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET))
+            settings = EngineSettings(rate=50.0, burst=5, concurrency=16, handle_signals=False)
+            engine = Engine(client, journal, settings, FakeClock(), hooks=RunHooks(notice=notices.append))
+            await engine.run(plan.sendable)
+        assert_exactly_once(plan, journal, model)
+    assert engine.stats.capacity_waits == len(notices) > 3
+    assert all(n.startswith("waiting: row ") and "got 4002 (sender lines saturated); until " in n for n in notices)
+    assert capfd.readouterr() == ("", "")  # the caller decides what people see
+
+
+async def test_a_second_signal_cancels_the_run_at_once_when_the_hook_returns(tmp_path: Path) -> None:
+    """The library's own answer to a second Ctrl-C (the CLI's hook leaves the process instead):
+    the run ends without waiting for the answers in flight, which stay 'sending' for the next run."""
+    plan = make_plan(tmp_path, 20)
+    model = SandboxModel(SandboxConfig(faults=Faults(latency_ms=3_000)))
+    heard: list[bool] = []
+    with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
+        journal.sync(plan)
+        async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
+            client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET))
+            settings = EngineSettings(rate=100.0, burst=10, concurrency=4)
+            engine = Engine(client, journal, settings, RealClock(), hooks=RunHooks(interrupted=heard.append))
+            started = time.monotonic()
+            async with anyio.create_task_group() as group:
+                group.start_soon(engine.run, plan.sendable)
+                await anyio.sleep(0.3)
+                os.kill(os.getpid(), signal.SIGINT)
+                await anyio.sleep(0.1)
+                os.kill(os.getpid(), signal.SIGINT)
+            elapsed = time.monotonic() - started
+        counts = journal.counts()
+    assert heard == [False, True] and engine.result.stop_kind == "interrupted"
+    assert elapsed < 2.0  # the answers in flight (3 s away) were not waited for
+    assert counts["sending"] == 4 and counts["pending"] == 16 and model.deliveries() == []

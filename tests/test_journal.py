@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from chertcast.campaign import load_campaign
 from chertcast.client import Outcome
 from chertcast.errors import JournalError
 from chertcast.journal import Journal, message_hash
+from chertcast.migrations import MIGRATIONS
 from chertcast.preflight import Plan, build_plan
 from chertcast.sandbox import SandboxServer
 from tests.conftest import DATA
@@ -31,39 +33,61 @@ def legacy_copy(tmp_path: Path) -> Path:
     return folder
 
 
-def test_a_0_1_0_journal_opens_read_only_after_an_upgrade_that_keeps_everything(tmp_path: Path) -> None:
+def test_a_0_1_0_journal_opens_read_only_after_an_upgrade_that_keeps_everything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = legacy_copy(tmp_path)
     path = folder / "journal.sqlite"
     with Journal.open_existing(path, "legacy-campaign") as journal:
         rows = {r.row: r for r in journal.rows()}
-        assert journal.meta("schema_version") == "2"
+        assert journal.meta("schema_version") == str(len(MIGRATIONS.steps))
         assert journal.meta("created_at") == "1790000000.0"
         assert journal.attachment_id("/campaigns/brochure.pdf", "ab" * 32, "https://chert.example/api/v1") == (
             "att_legacy_1"
         )
         assert journal.attachment_id("/campaigns/brochure.pdf", "ab" * 32, "sandbox:0123") is None
-    assert Counter(r.state for r in rows.values()) == {"sent": 2, "skipped": 2, "sending": 1, "failed": 1}
-    assert rows[2].message_id == "b87591657186454b879afc0a718cdf90"
-    assert rows[3].message_id == "9f07f5c0596e4d1b8dc0d65858465595"
+    # every state 0.1.0 had is in the checked-in journal, and survives the upgrade
+    assert Counter(r.state for r in rows.values()) == {
+        "sent": 2,
+        "skipped": 2,
+        "sending": 1,
+        "failed": 1,
+        "duplicate": 1,
+        "pending": 1,
+    }
+    assert rows[2].message_id == "f86ecb3b9015475ca4b8f8a459c51db5"
+    assert rows[3].message_id == "8f8917251fd54af6b9dc9e0cb7d71d96"
+    assert rows[8].message_id == "ce605731aba7427da9050ca0af3d633e" and rows[8].lead_created is False
     assert rows[4].maybe_delivered  # in flight when 0.1.0 stopped: it may have been delivered
     assert rows[6].error_code == 3001 and not rows[6].maybe_delivered
+    assert rows[9].attempts == 0 and not rows[9].maybe_delivered
+    backup = folder / "journal.backup-v1.sqlite"
+    assert _dump(backup) == _dump(V010 / "journal.sqlite")  # the copy is the journal as 0.1.0 left it
+    assert capsys.readouterr().err.count(f"a copy of it as it was is {backup}") == 1
     status = json.loads(run_cli("status", folder / "campaign.toml", "--journal", path, "--json").output)
-    assert (status["total"], status["sent"], status["sending"], status["unknown"]) == (6, 2, 1, 0)
+    assert (status["total"], status["sent"], status["sending"], status["unknown"]) == (8, 2, 1, 0)
+    assert not (folder / "journal.backup-v1-2.sqlite").exists()  # upgraded once: no second copy
 
 
-def test_a_0_1_0_journal_resumes_and_journals_each_rows_time_zone(tmp_path: Path) -> None:
+def test_a_0_1_0_journal_resumes_sending_only_its_unsent_rows_exactly_once(tmp_path: Path) -> None:
     folder = legacy_copy(tmp_path)
     path = folder / "journal.sqlite"
     with SandboxServer() as server:
-        env = {"CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": server.model.config.secret}
-        result = run_process("send", folder / "campaign.toml", "--journal", path, "--yes", env={**_env(), **env})
+        env = {**_env(), "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": server.model.config.secret}
+        result = run_process("send", folder / "campaign.toml", "--journal", path, "--yes", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "1 to send now, 3 already done" in result.stdout  # the row left 'sending'; failed stays failed
-        assert [d.body for d in server.model.deliveries()] == ["Hi Linus"]
+        assert "2 to send now, 4 already done" in result.stdout  # 'sending' and 'pending'; failed stays failed
+        assert result.stderr.count("upgraded") == 1 and "journal.backup-v1.sqlite" in result.stderr
+        again = run_process("send", folder / "campaign.toml", "--journal", path, "--yes", env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "upgraded" not in again.stderr
+        assert sorted(d.body for d in server.model.deliveries()) == ["Hi Barbara", "Hi Linus"]
     with Journal(path, "legacy-campaign", readonly=True) as journal:
         rows = {r.row: r for r in journal.rows()}
     assert rows[2].timezone == "America/New_York" and rows[3].timezone is None
-    assert rows[4].state == "sent" and rows[6].state == "failed"
+    assert rows[9].timezone == "America/Chicago"
+    assert (rows[4].state, rows[9].state, rows[6].state, rows[8].state) == ("sent", "sent", "failed", "duplicate")
+    assert (folder / "journal.backup-v1.sqlite").exists()
 
 
 def _env() -> dict[str, str]:
@@ -191,3 +215,11 @@ def test_a_dry_run_sync_refuses_alike_and_writes_nothing(tmp_path: Path) -> None
             journal.sync(changed, write=False)
         assert journal.sync(changed, allow_changes=True, write=False).kept_original == 1
         assert [r.maybe_delivered for r in journal.rows()] == [False, False, False]  # nothing written
+
+
+def _dump(path: Path) -> list[str]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(db.iterdump())
+    finally:
+        db.close()

@@ -26,12 +26,14 @@ import trio.testing
 from chertcast.campaign import load_campaign
 from chertcast.capacity import CapacityRules, LinePlanner, QuietHours
 from chertcast.client import ChertClient, Secret
-from chertcast.engine import Engine, EngineSettings, RetryPolicy, RunResult, Scheduler
+from chertcast.decide import RetryPolicy
+from chertcast.engine import Engine, EngineSettings, RunResult
 from chertcast.journal import Journal
 from chertcast.pacing import FakeClock, InFlight, LoopClock, RealClock
 from chertcast.preflight import Plan, build_plan
 from chertcast.sandbox import DEFAULT_SECRET, Delivery, Faults, SandboxConfig, SandboxModel, sandbox_transport
-from tests.helpers import write_campaign, write_contacts
+from chertcast.schedule import Scheduler
+from tests.helpers import sandbox_limits, write_campaign, write_contacts
 
 NY = ZoneInfo("America/New_York")
 LINES = tuple(f"pl_line_{i}" for i in range(1, 6))
@@ -94,7 +96,9 @@ def run_scheduled(
 
     async def scenario() -> None:
         clock = LoopClock(start)
-        run.model = SandboxModel(SandboxConfig(lines=lines, capacity=server_rules, clock=clock.wall, faults=faults))
+        run.model = SandboxModel(
+            SandboxConfig(lines=lines, capacity=sandbox_limits(server_rules), clock=clock.wall, faults=faults)
+        )
         run.order = Order(sandbox_transport(run.model))
         planned = CapacityRules(
             line_gap_s=plan_gap_s,

@@ -99,7 +99,10 @@ def test_json_summary_status_and_report(tmp_path: Path) -> None:
     out = tmp_path / "report.csv"
     assert run_cli("report", path, "--out", out).exit_code == 0
     lines = out.read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0] == "row,phone,name,e164_phone,state,message_id,error_code,error_message,note"
+    assert lines[0] == (
+        "row,phone,name,e164_phone,state,message_id,error_code,error_message,note,phone_column,"
+        "delivered_at,read_at,replied_at,reply,opted_out"
+    )
     assert lines[1].startswith("2,(212) 555-0000,Lead 0,+12125550000,sent,")
 
 
@@ -287,3 +290,37 @@ def test_ctrl_c_stops_cleanly_then_resume_finishes(tmp_path: Path) -> None:
         deliveries = server.model.deliveries()
     assert len(per_phone) == 300 and max(per_phone.values()) == 1
     assert_journal_matches_ledger(tmp_path / "campaign.journal.sqlite", "test-campaign", deliveries, settled=True)
+
+
+def test_second_ctrl_c_leaves_at_once_and_the_rerun_sends_exactly_once(tmp_path: Path) -> None:
+    """The first Ctrl-C waits for messages in flight (slow here); the second leaves at once
+    (the CLI's callback, exit 130), and rows caught in flight are resent with the same key."""
+    path = campaign(tmp_path, 40, extra="[send]\nrate = 50\nburst = 5\nconcurrency = 4\n")
+    model = SandboxModel(SandboxConfig(faults=Faults(latency_ms=2_000)))
+    with SandboxServer(model) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chertcast", "send", str(path), "--yes"],
+            env=env_for(server),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for(lambda: len(model.deliveries()) >= 4)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # the next four requests are still on their way
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, out + err
+        assert "\nchertcast: stopping: waiting for messages in flight (Ctrl-C again to quit now)\n" in err
+        assert err.endswith("\nchertcast: stopped at once; the journal is consistent. Rerun to resume.\n")
+        assert "Stopped:" not in out and "Traceback" not in err  # no summary: it left at once
+        with Journal(tmp_path / "campaign.journal.sqlite", "test-campaign", readonly=True) as journal:
+            assert journal.counts()["sending"] >= 1  # caught in flight
+        model.config.faults = Faults()
+        final = run_process("send", path, "--yes", "--rate", "1000", env=env_for(server))
+        assert final.returncode == 0, final.stdout + final.stderr
+    per_phone = Counter(d.phone for d in model.deliveries())
+    assert len(per_phone) == 40 and max(per_phone.values()) == 1
+    assert_journal_matches_ledger(
+        tmp_path / "campaign.journal.sqlite", "test-campaign", model.deliveries(), settled=True
+    )

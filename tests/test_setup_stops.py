@@ -11,7 +11,7 @@ import pytest
 
 from chertcast.campaign import load_campaign
 from chertcast.client import Outcome
-from chertcast.engine import SetupBreaker
+from chertcast.decide import SetupBreaker
 from chertcast.errors import ConfigError
 from chertcast.sandbox import DEFAULT_SECRET, SandboxServer
 from tests.helpers import run_cli, run_process, write_campaign, write_contacts

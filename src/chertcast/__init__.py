@@ -1,7 +1,47 @@
-"""chertcast: bulk iMessage campaigns through Chert's Messaging API, exactly once."""
+"""chertcast: bulk iMessage campaigns through Chert's Messaging API, exactly once.
 
-from chertcast.errors import ChertcastError, ConfigError, InputError, JournalError
+Every command is one call here (``chertcast.api``); each result's ``as_json()`` is what the
+command's ``--json`` prints.
+"""
 
-__version__ = "0.1.0"
+from chertcast._version import __version__
+from chertcast.api import (
+    CheckResult,
+    Endpoint,
+    ReportResult,
+    SendOptions,
+    SendOutcome,
+    StatusResult,
+    SyncOutcome,
+    asend,
+    check,
+    report,
+    send,
+    status,
+    sync,
+)
+from chertcast.client import Secret
+from chertcast.errors import CampaignStopped, ChertcastError, ConfigError, InputError, JournalError
 
-__all__ = ["ChertcastError", "ConfigError", "InputError", "JournalError", "__version__"]
+__all__ = [
+    "CampaignStopped",
+    "CheckResult",
+    "ChertcastError",
+    "ConfigError",
+    "Endpoint",
+    "InputError",
+    "JournalError",
+    "ReportResult",
+    "Secret",
+    "SendOptions",
+    "SendOutcome",
+    "StatusResult",
+    "SyncOutcome",
+    "__version__",
+    "asend",
+    "check",
+    "report",
+    "send",
+    "status",
+    "sync",
+]

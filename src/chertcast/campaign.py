@@ -56,13 +56,28 @@ class _Strict(BaseModel):
 class Columns(_Strict):
     """Which sheet header feeds each field (matched ignoring case, spaces, `_` and `-`)."""
 
-    phone: str | None = None
+    phone: str | list[str] | None = None  # a list: tried in order per row, the first valid number wins
     name: str | None = None
     external_id: str | None = None
     phone_line_id: str | None = None
     effect: str | None = None
     attachments: str | None = None
     timezone: str | None = None
+
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _phone_headers(cls, value: object) -> object:
+        example = 'e.g. phone = "Mobile" or phone = ["Mobile Phone Number", "Phone Number"]'
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValueError(f"give a header name or a list of header names ({example}), not {value!r}")
+        if not value:
+            raise ValueError(f"the list is empty: name at least one header ({example})")
+        for position, item in enumerate(value, start=1):
+            if not isinstance(item, str) or not item.strip():
+                raise ValueError(f"item {position} ({item!r}) is not a header name ({example})")
+        return value
 
 
 class AttachmentSpec(_Strict):
@@ -206,6 +221,7 @@ class Campaign(_Strict):
     header_row: int = Field(default=1, ge=1, le=1000)
     max_body_chars: int = Field(default=DEFAULT_MAX_BODY_CHARS, ge=1, le=10_000)
     suppress: list[Path] = Field(default_factory=list)
+    opt_out_list: Path | None = None  # written by `sync`, read like `suppress`; shared by campaigns
     columns: Columns = Field(default_factory=Columns)
     send: SendSettings = Field(default_factory=SendSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -242,6 +258,8 @@ class Campaign(_Strict):
             found[self.template] = "template"
         for path in self.suppress:
             found[path] = "suppression list"
+        if self.opt_out_list is not None:
+            found[self.opt_out_list] = "opt-out list"
         base = self.source.resolve().parent
         for spec in self.send.attachments:
             name = spec if isinstance(spec, str) else spec.file
@@ -343,7 +361,7 @@ def load_campaign(path: Path | str) -> Campaign:
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read campaign file: {exc.strerror}") from None
     base = source.resolve().parent
-    for key in ("contacts", "template"):
+    for key in ("contacts", "template", "opt_out_list"):
         if isinstance(data.get(key), str):
             data[key] = str((base / data[key]).resolve())
     api = data.get("api")
@@ -362,5 +380,7 @@ def format_validation(exc: ValidationError) -> str:
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(file)"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] == "value_error":  # our own validators' words, without pydantic's "Value error, "
+            message = str(error.get("ctx", {}).get("error", message))
         problems.append(f"{key}: {message}")
     return "; ".join(problems)

@@ -187,8 +187,8 @@ class LinePlanner:
         start: float,
         groups: Mapping[tuple[ZoneInfo, ...], int] | None = None,
         hours: QuietHours | None = None,
-    ) -> tuple[list[tuple[dt.date, int]], dict[tuple[ZoneInfo, ...], int]]:
-        """Sends per day, and the rows per zone set never placed.
+    ) -> tuple[list[tuple[dt.date, int]], dict[tuple[ZoneInfo, ...], int], float | None]:
+        """Sends per day, the rows per zone set never placed, and when the last send goes.
 
         With ``groups`` (rows per set of recipient zones) and ``hours``, each slot goes to the
         first group whose quiet hours allow it, as the engine does; when none does, time moves
@@ -202,6 +202,7 @@ class LinePlanner:
         left = {zones: n for zones, n in (groups or {}).items() if n > 0} if hours is not None else {}
         leftover: dict[tuple[ZoneInfo, ...], int] = {}
         at = start
+        last: float | None = None
         done = 0
         while done < count:
             line, at = shadow.next_slot(at)
@@ -222,8 +223,9 @@ class LinePlanner:
                     del left[zones]
             shadow.record(line, at)
             per_day[shadow.day(at)] += 1
+            last = at
             done += 1
-        return sorted(per_day.items()), leftover
+        return sorted(per_day.items()), leftover, last
 
 
 # ------------------------------------------------------------------ quiet hours
@@ -391,6 +393,7 @@ class Calendar:
     lines: int
     per_day: list[tuple[dt.date, int]]
     unplaced: dict[tuple[ZoneInfo, ...], int] = field(default_factory=dict)  # rows per zone set: never sent
+    last_at: float | None = None  # when the last send goes; None: beyond the simulated sends (days only)
 
     @property
     def sending_days(self) -> int:
@@ -420,7 +423,7 @@ def estimate_calendar(
     busiest simulated day's count (which already reflects the window, gap and caps).
     """
     planner = LinePlanner(rules, sorted(set(lines)), history)
-    simulated, leftover = planner.simulate(min(count, SIMULATED_SENDS), start, groups, hours)
+    simulated, leftover, last_at = planner.simulate(min(count, SIMULATED_SENDS), start, groups, hours)
     rest = count - min(count, SIMULATED_SENDS)
     if rest and simulated:
         per_day = max(n for _, n in simulated)
@@ -432,19 +435,4 @@ def estimate_calendar(
             day += dt.timedelta(days=1)
             simulated.append((day, min(per_day, rest)))
             rest -= per_day
-    return Calendar(len(set(lines)), simulated, leftover)
-
-
-def last_slot(rules: CapacityRules, lines: Sequence[str], count: int, start: float) -> float | None:
-    """When the last of ``count`` first-touch sends from ``start`` can go, with fresh capacity;
-    None when that is more than ``SIMULATED_SENDS`` sends away (use the calendar's days)."""
-    if count <= 0:
-        return start
-    if count > SIMULATED_SENDS:
-        return None
-    planner = LinePlanner(rules, lines)
-    at = start
-    for _ in range(count):
-        line, at = planner.next_slot(at)
-        planner.record(line, at)
-    return at
+    return Calendar(len(set(lines)), simulated, leftover, None if rest else last_at)

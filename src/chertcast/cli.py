@@ -7,24 +7,34 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from chertcast import __version__, crashes, present, runlock, runner
-from chertcast.campaign import load_campaign
-from chertcast.capacity import CapacityRules, parse_clock
+from chertcast import api, crashes, pages, present, runlock, runner
+from chertcast._version import __version__
+from chertcast.campaign import Campaign, load_campaign
+from chertcast.capacity import parse_clock
+from chertcast.client import Secret
 from chertcast.crashes import scrub
 from chertcast.credentials import locate_secret, read_secret
-from chertcast.errors import CampaignStopped, ChertcastError, InputError
+from chertcast.engine import RunHooks, RunStats
+from chertcast.errors import ChertcastError, InputError, JournalError
 from chertcast.export import guard_output, write_table
-from chertcast.journal import STATES, Journal
+from chertcast.journal import STATES
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
+from chertcast.runner import Endpoint
+from chertcast.sync import sent_messages
+from chertcast.testsend import run_test_send, summary_json, summary_lines
+
+if TYPE_CHECKING:  # the sandbox is imported only when a command uses it
+    from chertcast.sandbox.capacity import CapacityLimits
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROBABILITY = click.FloatRange(0.0, 1.0)
@@ -147,6 +157,26 @@ def cli() -> None:
     type=click.IntRange(min=1),
     help="Capacity mode: first touches per line per day (default 30).",
 )
+@click.option("--reject-links", is_flag=True, help="Refuse a first message whose text holds a link (1005).")
+@click.option("--reply-share", default=0.3, show_default=True, type=PROBABILITY, help="Share of delivered who reply.")
+@click.option("--opt-out-share", default=0.1, show_default=True, type=PROBABILITY, help="Share of replies opting out.")
+@click.option(
+    "--contains-word-share",
+    default=0.05,
+    show_default=True,
+    type=PROBABILITY,
+    help="Share of replies merely containing an opt-out word.",
+)
+@click.option("--read-share", default=0.6, show_default=True, type=PROBABILITY, help="Share of delivered read.")
+@click.option("--fail-share", default=0.02, show_default=True, type=PROBABILITY, help="Share of sent never delivered.")
+@click.option(
+    "--outcome-delay-s",
+    default=5.0,
+    show_default=True,
+    type=NON_NEGATIVE,
+    help="Delivery within N s; reads, replies 2N.",
+)
+@click.option("--outcome-seed", default=2, show_default=True, type=int, help="Seed for who reads, replies, opts out.")
 @friendly
 @quiet_pipe
 def sandbox(
@@ -171,12 +201,21 @@ def sandbox(
     project_daily_cap: int | None,
     line_gap_s: float | None,
     line_daily_cap: int | None,
+    reject_links: bool,
+    reply_share: float,
+    opt_out_share: float,
+    contains_word_share: float,
+    read_share: float,
+    fail_share: float,
+    outcome_delay_s: float,
+    outcome_seed: int,
 ) -> None:
     """Serve a local Chert /send stand-in with fault injection, until Ctrl-C.
 
     --line-gap-s and --line-daily-cap turn capacity mode on by themselves.
     """
     from chertcast.sandbox.model import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel
+    from chertcast.sandbox.outcomes import OutcomeConfig
     from chertcast.sandbox.server import bind, serve_forever
 
     faults = Faults(
@@ -194,8 +233,25 @@ def sandbox(
     custom = line_gap_s is not None or line_daily_cap is not None
     rules = _capacity_rules(window, zone, project_daily_cap, line_gap_s, line_daily_cap) if capacity or custom else None
     lines = tuple(f"pl_sandbox_line_{i}" for i in range(1, line_count + 1))
+    if opt_out_share + contains_word_share > 1:
+        raise ChertcastError("--opt-out-share plus --contains-word-share must not exceed 1")
+    outcomes = OutcomeConfig(
+        seed=outcome_seed,
+        failed_share=fail_share,
+        read_share=read_share,
+        reply_share=reply_share,
+        opt_out_share=opt_out_share,
+        contains_word_share=contains_word_share,
+        delay_s=outcome_delay_s,
+    )
     config = SandboxConfig(
-        secret=secret or DEFAULT_SECRET, faults=faults, dedup_window_s=dedup_window, lines=lines, capacity=rules
+        secret=secret or DEFAULT_SECRET,
+        faults=faults,
+        dedup_window_s=dedup_window,
+        lines=lines,
+        capacity=rules,
+        reject_links=reject_links,
+        outcomes=outcomes,
     )
     try:
         sock = bind(host, port)  # before saying "listening": a busy port fails first, alone
@@ -204,13 +260,21 @@ def sandbox(
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(f"chertcast sandbox listening on http://{shown_host}:{sock.getsockname()[1]}/api/v1")
     click.echo(f"accepted secret: {config.secret}  (sandbox only; export CHERT_SIGNING_SECRET={config.secret})")
-    click.echo("ledger: GET /_sandbox/deliveries, GET /_sandbox/stats, POST /_sandbox/reset. Ctrl-C to stop.")
+    click.echo(
+        "ledger: GET /_sandbox/deliveries, GET /_sandbox/replies, GET /_sandbox/stats, POST /_sandbox/reset. "
+        "Ctrl-C to stop."
+    )
     serve_forever(SandboxModel(config), sock)
 
 
 CAMPAIGN = click.argument("campaign", type=click.Path(path_type=Path))
 ENCODING = click.option("--encoding", default=None, help="CSV text encoding (default: detected).")
-FORCE = click.option("--force", is_flag=True, help="Replace the --out file if it exists (never a campaign input).")
+FORCE = click.option(
+    "--force", is_flag=True, help="Replace the --out/--html file if it exists (never a campaign input)."
+)
+HTML = click.option(
+    "--html", default=None, type=click.Path(path_type=Path), help="Write a self-contained page to FILE.html."
+)
 
 
 @cli.command()
@@ -225,11 +289,11 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     Exit 0: every row can be sent. 1: some rows have problems, the rest can go.
     2: the campaign cannot run (missing file, bad config, unknown template variable...).
     """
-    plan = build_plan(load_campaign(campaign), encoding=encoding)
+    checked = api.check(campaign, encoding=encoding)
     if as_json:
-        click.echo(json.dumps(present.check_json(plan), ensure_ascii=False))
+        click.echo(json.dumps(checked.as_json(), ensure_ascii=False))
     else:
-        now = time.time()
+        plan, now = checked.plan, checked.now
         for line in [*present.plan_summary(plan, now), *present.calendar_lines(plan, now)]:
             click.echo(line)
         if plan.issues:
@@ -239,7 +303,7 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
                 click.echo(line)
         click.echo("")
         click.echo(f"Next: chertcast preview {campaign}   then   chertcast send {campaign}")
-    sys.exit(plan.exit_code())
+    sys.exit(checked.exit_code)
 
 
 @cli.command()
@@ -255,11 +319,19 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     type=click.Path(path_type=Path),
     help="Write every row with its message, status and key to FILE.csv or FILE.xlsx.",
 )
+@HTML
 @FORCE
 @friendly
 @quiet_pipe
-def preview(campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None, force: bool) -> None:
+def preview(
+    campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None, html: Path | None, force: bool
+) -> None:
     """Show exactly what recipients will see (blank lines split bubbles); send nothing."""
+    if html is not None:
+        page = pages.write_preview(campaign, html, encoding=encoding, force=force)
+        click.echo(f"wrote the preview of {present.plural(page.rows, 'row')} to {html} ({pages.size_text(page.size)})")
+        if out is None:
+            return
     loaded = load_campaign(campaign)
     if out is not None:
         guard_output(out, loaded.inputs(), force=force)
@@ -309,6 +381,20 @@ def preview(campaign: Path, encoding: str | None, count: int, row: int | None, o
 @click.option("--allow-changes", is_flag=True, help="Send rows whose message changed since they were attempted.")
 @click.option("--retry-failed", is_flag=True, help="Put rows that failed back in the queue.")
 @click.option("--wait", is_flag=True, help="When today's capacity is spent, stay up and continue when it returns.")
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    metavar="PHONE",
+    help="Test send: send one row's message to this number (yours) only; the journal is not touched.",
+)
+@click.option(
+    "--row",
+    "row",
+    default=None,
+    type=click.IntRange(min=1),
+    help="With --to: the sheet row whose message to send (default: the first sendable row).",
+)
 @ENCODING
 @friendly
 @quiet_pipe
@@ -325,9 +411,28 @@ def send(
     allow_changes: bool,
     retry_failed: bool,
     wait: bool,
+    to: str | None,
+    row: int | None,
     encoding: str | None,
 ) -> None:
-    """Send the campaign: paced, retried, exactly once. Rerun the same command to resume."""
+    """Send the campaign: paced, retried, exactly once. Rerun the same command to resume.
+
+    With --to PHONE: a test send of one row's message to your own number, under its own key;
+    the campaign's journal is not touched.
+    """
+    if to is not None or row is not None:
+        refused = {
+            "--dry-run": dry_run,
+            "--limit": limit is not None,
+            "--rate": rate is not None,
+            "--concurrency": concurrency is not None,
+            "--journal": journal is not None,
+            "--allow-changes": allow_changes,
+            "--retry-failed": retry_failed,
+            "--wait": wait,
+        }
+        _test_send(campaign, to, row, sandbox, as_json, encoding, [name for name, given in refused.items() if given])
+        return
     secret = None
     if not dry_run and not sandbox:  # fail before anything is written or asked
         loaded = load_campaign(campaign)
@@ -346,33 +451,135 @@ def send(
         encoding=encoding,
         wait=wait,
     )
-    prepared = runner.prepare(campaign, options)
     out = sys.stderr if as_json else sys.stdout
-    for line in present.send_header(prepared, options):
-        click.echo(line, file=out)
-    if dry_run or not prepared.to_send:
-        code = 0 if dry_run else present.final_exit_code(prepared, None)
-        _finish_send(present.send_json(prepared, None, options, code), as_json, [], code)
+    progress = _LateProgress()
+
+    def on_plan(prepared: runner.Prepared) -> bool:
+        """Print the plan; on a real run, confirm and make the progress bar."""
+        for line in present.send_header(prepared, options):
+            click.echo(line, file=out)
+        if dry_run or not prepared.to_send:
+            return True
+        if not yes:
+            if not sys.stdin.isatty():
+                raise ChertcastError(
+                    f"about to send {present.plural(len(prepared.to_send), 'message')}; "
+                    "not on a terminal, so add --yes to confirm"
+                )
+            if not click.confirm(present.confirm_question(prepared), default=False):
+                click.echo("Nothing sent.")
+                return False
+        total = len(prepared.to_send)
+        if not as_json:
+            progress.bar = BarProgress(total) if sys.stderr.isatty() else LineProgress(total)
+        return True
+
+    with _endpoint(campaign, options) as (endpoint, ledger):
+        hooks = RunHooks(_notice, _interrupted)
+        outcome = api.send(
+            campaign, endpoint=endpoint, options=options, on_plan=on_plan, progress=progress, hooks=hooks
+        )
+        if outcome.result is not None:
+            outcome.result.sandbox_deliveries = ledger()
+    if outcome.declined:
         return
-    if not yes:
-        if not sys.stdin.isatty():
-            raise ChertcastError(
-                f"about to send {present.plural(len(prepared.to_send), 'message')}; "
-                "not on a terminal, so add --yes to confirm"
-            )
-        if not click.confirm(present.confirm_question(prepared), default=False):
-            click.echo("Nothing sent.")
-            return
-    total = len(prepared.to_send)
-    bar = None if as_json else (BarProgress(total) if sys.stderr.isatty() else LineProgress(total))
-    try:
-        result = runner.execute(prepared, options, progress=bar)
-    except CampaignStopped as exc:  # before the first /send: nothing was sent, every row waits
-        resume = present.resume_command(prepared.campaign.source, options)
-        raise CampaignStopped(f"{exc}. Nothing was sent; fix it, then resume with: {resume}") from None
-    code = present.final_exit_code(prepared, result.run)
-    lines = present.send_summary(result, options, secret)
-    _finish_send(present.send_json(prepared, result, options, code), as_json, lines, code)
+    lines = present.send_summary(outcome.result, options, secret) if outcome.result is not None else []
+    _finish_send(outcome.as_json(), as_json, lines, outcome.exit_code)
+
+
+class _LateProgress:
+    """The progress bar, made once the plan is confirmed and its total known (engine.Progress)."""
+
+    def __init__(self) -> None:
+        self.bar: BarProgress | LineProgress | None = None
+
+    def update(self, stats: RunStats) -> None:
+        if self.bar is not None:
+            self.bar.update(stats)
+
+    def close(self, stats: RunStats) -> None:
+        if self.bar is not None:
+            self.bar.close(stats)
+
+
+@contextmanager
+def _endpoint(
+    campaign: Path, options: runner.SendOptions
+) -> Iterator[tuple[Endpoint | None, Callable[[], int | None]]]:
+    """Where a send goes: Chert (CHERT_BASE_URL or [api] base_url, and the secret), or a built-in
+    sandbox on loopback for a rehearsal (the product itself never imports the sandbox); none for
+    a dry run. The second value counts the sandbox ledger's deliveries."""
+    if options.dry_run:
+        yield None, lambda: None
+        return
+    if not options.sandbox:
+        loaded = load_campaign(campaign)
+        yield Endpoint(loaded.resolved_base_url(), read_secret(loaded)), lambda: None
+        return
+    from chertcast.sandbox import SandboxConfig, SandboxModel, SandboxServer
+
+    with SandboxServer(SandboxModel(SandboxConfig(reject_links=True))) as server:  # refuses links as Chert does
+        endpoint = Endpoint.sandbox(server.base_url, Secret(server.model.config.secret))
+        yield endpoint, lambda: len(server.model.deliveries())
+
+
+def _test_send(
+    campaign: Path,
+    to: str | None,
+    row: int | None,
+    sandbox: bool,
+    as_json: bool,
+    encoding: str | None,
+    refused: list[str],
+) -> None:
+    """``send --to``: one row's message to the operator's number; no journal, no lock, no capacity."""
+    if to is None:
+        raise ChertcastError(
+            f"--row {row} chooses whose message a test send uses: add --to YOUR_NUMBER "
+            f"(to only look at that row's message: chertcast preview {campaign} --row {row})"
+        )
+    if refused:
+        raise ChertcastError(f"--to sends one test message; it does not take {', '.join(refused)}")
+    with _test_endpoint(campaign, sandbox) as (base_url, secret, ledger):
+        result = run_test_send(campaign, to, row, base_url=base_url, secret=secret, sandbox=sandbox, encoding=encoding)
+        result.sandbox_deliveries = ledger()
+    if as_json:
+        click.echo(json.dumps(summary_json(result), ensure_ascii=False))
+    else:
+        for line in summary_lines(result):
+            click.echo(line)
+    sys.exit(result.exit_code)
+
+
+@contextmanager
+def _test_endpoint(campaign: Path, sandbox: bool) -> Iterator[tuple[str, Secret, Callable[[], int | None]]]:
+    """Where a test send goes: Chert (the secret read before the sheet is), or a fresh built-in
+    sandbox on loopback that refuses a first message holding a link, as a rehearsal's does.
+    The third value counts the sandbox ledger's deliveries."""
+    if not sandbox:
+        loaded = load_campaign(campaign)
+        yield loaded.resolved_base_url(), read_secret(loaded), lambda: None
+        return
+    from chertcast.sandbox import SandboxConfig, SandboxModel, SandboxServer
+
+    with SandboxServer(SandboxModel(SandboxConfig(reject_links=True))) as server:
+        yield server.base_url, Secret(server.model.config.secret), lambda: len(server.model.deliveries())
+
+
+def _notice(text: str) -> None:
+    print(f"chertcast: {text}", file=sys.stderr, flush=True)
+
+
+def _interrupted(again: bool) -> None:
+    """Ctrl-C (or SIGTERM) during a send: the first lets messages in flight land, the second leaves now."""
+    if again:
+        # Every journal transition is already committed, and rows caught in flight stay
+        # 'sending' and are resent with the same key: leaving without cleanup loses nothing.
+        print("\nchertcast: stopped at once; the journal is consistent. Rerun to resume.", file=sys.stderr, flush=True)
+        os._exit(130)
+    print(
+        "\nchertcast: stopping: waiting for messages in flight (Ctrl-C again to quit now)", file=sys.stderr, flush=True
+    )
 
 
 def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code: int) -> None:
@@ -382,6 +589,64 @@ def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code:
         for line in lines:
             click.echo(line)
     sys.exit(code)
+
+
+@cli.command(name="sync")
+@CAMPAIGN
+@click.option("--sandbox", is_flag=True, help="Sync the sandbox rehearsal's journal against a built-in sandbox.")
+@click.option(
+    "--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign)."
+)
+@click.option("--rate", type=click.FloatRange(min=0.01), default=None, help="Requests per second (default: campaign).")
+@click.option(
+    "--page-size", default=200, show_default=True, type=click.IntRange(1, 200), help="Reply events per request."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+@quiet_pipe
+def sync_command(
+    campaign: Path, sandbox: bool, journal: Path | None, rate: float | None, page_size: int, as_json: bool
+) -> None:
+    """Fetch delivery status, replies and opt-outs for sent messages. Safe to rerun or interrupt."""
+    from chertcast.sync import SyncRunning
+
+    loaded = load_campaign(campaign)
+    path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
+    if not path.exists():
+        raise JournalError(f"{path}: no journal yet; run `chertcast send {campaign}` first")
+    try:
+        with _sync_endpoint(loaded, path, sandbox) as endpoint:
+            result = api.sync(campaign, endpoint=endpoint, journal=path, rate=rate, page_size=page_size)
+    except SyncRunning as exc:  # cron met the last sync still going: that one does the work
+        click.echo(f"chertcast: {exc}", err=True)
+        sys.exit(0)
+    data = result.as_json()
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    for line in present.sync_lines(data, campaign):
+        click.echo(line)
+
+
+@contextmanager
+def _sync_endpoint(loaded: Campaign, journal_path: Path, sandbox: bool) -> Iterator[Endpoint]:
+    """Chert, or for ``sync --sandbox`` a sandbox that goes on with the rehearsal's story.
+
+    ``send --sandbox`` ran its own sandbox, gone with that run. Outcomes are a pure function of
+    the seed and the message (``sandbox/outcomes.py``), so a new sandbox that adopts the
+    journal's sent messages tells the same story: what has happened by now, and the same
+    event ids, so a later sync dedupes against an earlier one.
+    """
+    if not sandbox:
+        yield Endpoint(loaded.resolved_base_url(), read_secret(loaded))
+        return
+    from chertcast.sandbox import SandboxModel, SandboxServer
+
+    model = SandboxModel()
+    for phone, message_id, lead_id, sent_at in sent_messages(journal_path, loaded.id):
+        model.adopt(phone, message_id, lead_id, "", sent_at)
+    with SandboxServer(model) as server:
+        yield Endpoint(server.base_url, Secret(model.config.secret))
 
 
 @cli.command()
@@ -395,28 +660,17 @@ def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code:
 @quiet_pipe
 def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -> None:
     """Where the campaign stands: counts by state, common errors, last progress."""
-    loaded = load_campaign(campaign)
-    path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
-    holder = runlock.running(path)
-    if holder is not None and not path.exists():  # a first run, still planning: no journal yet
-        running = {"campaign": loaded.id, "journal": str(path), "running": holder.as_json()}
-        line = f"Campaign {loaded.id} ({path}): run in progress: {holder.describe()}; no journal written yet"
-        click.echo(json.dumps(running) if as_json else line)
-        return
-    with Journal.open_existing(path, loaded.id) as opened:
-        data = present.status_json(loaded.id, opened)
-        data["capacity"] = runner.capacity_status(loaded, opened, time.time())
-    data["running"] = holder.as_json() if holder is not None else None
+    result = api.status(campaign, journal=journal, sandbox=sandbox)
     if as_json:
-        click.echo(json.dumps(data))
+        click.echo(json.dumps(result.as_json()))
         return
-    for line in present.status_lines(data, path):
+    for line in result.lines():
         click.echo(line)
 
 
 @cli.command()
 @CAMPAIGN
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
 @click.option(
     "--only",
     type=click.Choice(STATES),
@@ -428,28 +682,33 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 )
 @click.option("--sandbox", is_flag=True, help="Report on the sandbox rehearsal's journal.")
 @ENCODING
+@HTML
 @FORCE
 @friendly
 @quiet_pipe
 def report(
     campaign: Path,
-    out: Path,
+    out: Path | None,
     only: str | None,
     journal: Path | None,
     sandbox: bool,
     encoding: str | None,
+    html: Path | None,
     force: bool,
 ) -> None:
-    """Write what happened, row by row, with the sheet's own columns, for your CRM."""
-    loaded = load_campaign(campaign)
-    path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
-    journals = {path.with_name(path.name + suffix): "journal" for suffix in ("", "-wal", "-shm", ".lock")}
-    guard_output(out, {**loaded.inputs(), **journals}, force=force)
-    plan = build_plan(loaded, encoding=encoding)
-    with Journal.open_existing(path, loaded.id) as opened:
-        headers, rows = present.report_rows(plan, list(opened.rows()), only)
-    written = write_table(out, headers, rows)
-    click.echo(f"wrote {present.plural(written, 'row')} to {out}")
+    """Write what happened, row by row, with the sheet's own columns, for your CRM (--out);
+    or the campaign at a glance as a page (--html)."""
+    if out is None and html is None:
+        raise InputError("report: give --out FILE.csv (or .xlsx) for the rows, or --html FILE.html for the page")
+    if html is not None:
+        page = pages.write_report(
+            campaign, html, time.time(), journal=journal, sandbox=sandbox, encoding=encoding, force=force
+        )
+        click.echo(f"wrote the report of {present.plural(page.rows, 'row')} to {html} ({pages.size_text(page.size)})")
+    if out is None:
+        return
+    result = api.report(campaign, out, only=only, journal=journal, sandbox=sandbox, encoding=encoding, force=force)
+    click.echo(f"wrote {present.plural(result.rows, 'row')} to {result.out}")
 
 
 def _capacity_rules(
@@ -458,7 +717,10 @@ def _capacity_rules(
     project_daily_cap: int | None,
     line_gap_s: float | None = None,
     line_daily_cap: int | None = None,
-) -> CapacityRules:
+) -> CapacityLimits:
+    """The sandbox's capacity mode, from its options (the sandbox's own model, not the planner's)."""
+    from chertcast.sandbox.capacity import CapacityLimits
+
     start = end = None
     if window:
         try:
@@ -470,15 +732,18 @@ def _capacity_rules(
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ChertcastError(f"--timezone: unknown time zone {zone!r}") from None
-    defaults = CapacityRules()
-    return CapacityRules(
-        line_gap_s=defaults.line_gap_s if line_gap_s is None else line_gap_s,
-        line_daily_cap=line_daily_cap or defaults.line_daily_cap,
-        window_start=start,
-        window_end=end,
-        timezone=zone,
-        project_daily_cap=project_daily_cap,
-    )
+    defaults = CapacityLimits()
+    try:
+        return CapacityLimits(
+            line_gap_s=defaults.line_gap_s if line_gap_s is None else line_gap_s,
+            line_daily_cap=line_daily_cap or defaults.line_daily_cap,
+            window_start=start,
+            window_end=end,
+            timezone=zone,
+            project_daily_cap=project_daily_cap,
+        )
+    except ValueError as exc:
+        raise ChertcastError(f"sandbox capacity: {exc}") from None
 
 
 def main() -> None:

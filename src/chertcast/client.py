@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
@@ -73,6 +74,15 @@ class Outcome:
     def is_chert_answer(self) -> bool:
         """A Chert error carries a numeric code; anything else came from somewhere else."""
         return self.code is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A GET's answer: the JSON object on success, else the ``Outcome`` that says why not
+    (retryable or not, and any ``retry_after``), exactly as for ``/send``."""
+
+    data: Mapping[str, Any] | None = None
+    failure: Outcome | None = None
 
 
 MAX_RETRY_AFTER_S = 86_400.0  # a longer (or infinite) ask is read as a day: no wait is endless
@@ -215,6 +225,30 @@ class ChertClient:
         verb = "connecting to" if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) else "talking to"
         detail = f": {exc}" if str(exc) else ""
         return f"{type(exc).__name__} {verb} {self.host}{detail}"[:300]
+
+    async def get_message(self, message_id: str) -> Lookup:
+        """``GET /messages/{id}`` → ``{"message": {...}}`` (SPEC §9, §12)."""
+        return await self._lookup(f"/messages/{quote(message_id, safe='')}", None, "message")
+
+    async def get_events(self, params: Mapping[str, str]) -> Lookup:
+        """``GET /events?type=&since=&limit=&cursor=`` → ``{"events": [...], "next_cursor", "count"}``."""
+        return await self._lookup("/events", params, "events")
+
+    async def _lookup(self, path: str, params: Mapping[str, str] | None, field: str) -> Lookup:
+        try:
+            response = await self._http.get(f"{self._base}{path}", params=params, headers=self._headers(b""))
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            message = self.describe_transport_error(exc)
+            return Lookup(failure=Outcome(kind="unreachable", message=message, retryable=True, request_sent=False))
+        except httpx.TransportError as exc:
+            return Lookup(failure=Outcome(kind="network", message=self.describe_transport_error(exc), retryable=True))
+        try:
+            data = response.json()
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if response.is_success and isinstance(data, dict) and field in data:
+            return Lookup(data=data)
+        return Lookup(failure=parse_response(response))
 
     async def get_json(self, path: str) -> tuple[int, Any]:
         response = await self._http.get(f"{self._base}{path}", headers=self._headers(b""))

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from chertcast import __version__
+from chertcast._version import __version__
 from chertcast.campaign import SECRET_ENV
 
 MASK = f"<{SECRET_ENV}>"

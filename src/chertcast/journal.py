@@ -18,8 +18,17 @@ Every transition is its own committed transaction (autocommit, WAL, synchronous=
 a SIGKILL loses nothing; a power cut can lose the last few transitions, which only makes
 those rows go out again *with the same key*, which is safe (see above).
 
-Schema version 2: a journal written by chertcast 0.1.0 (version 1) is upgraded in
-place the first time it is opened.
+The schema is the list of named migrations in ``migrations.py``, each recorded in the journal
+in the same transaction as its changes. Opening a journal written by an older chertcast (0.1.0
+included) first copies it beside itself (``<name>.backup-v<version>.sqlite``, said once on
+stderr) and then applies what it lacks; a journal written by a newer chertcast is refused
+before anything is written.
+
+One ``send`` at a time per journal: ``runlock.py`` holds an exclusive lock on
+``<journal>.lock`` for the whole run (taken before the journal is read); readers such as
+``status`` and ``report`` need no lock (WAL lets them read while a run writes). Migrations
+take SQLite's write lock (BEGIN IMMEDIATE) one at a time, so two processes opening one old
+journal together apply each migration once.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -36,75 +46,14 @@ from typing import Any, NamedTuple
 
 from chertcast.client import Outcome
 from chertcast.errors import InputError, JournalError
+from chertcast.migrations import MIGRATIONS, Migrations
 from chertcast.preflight import Plan, Recipient
 
-SCHEMA_VERSION = 2
 STATES = ("pending", "sending", "unknown", "sent", "duplicate", "failed", "skipped")
 UNFINISHED = ("pending", "sending", "unknown")  # resent, with the same key, by the next run
 DELIVERED = ("sent", "duplicate")
 SANDBOX_ENDPOINT = "sandbox:"  # prefix of a built-in sandbox's endpoint: new with every run
-_RECIPIENT_COLUMNS = """
-    key TEXT PRIMARY KEY,
-    row INTEGER NOT NULL,
-    phone TEXT,
-    body_hash TEXT,
-    state TEXT NOT NULL
-        CHECK (state IN ('pending','sending','unknown','sent','duplicate','failed','skipped')),
-    reason TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error_code INTEGER,
-    error_message TEXT,
-    message_id TEXT,
-    lead_id TEXT,
-    lead_created INTEGER,
-    convo_id TEXT,
-    phone_line_id TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    first_attempt_at REAL,
-    finished_at REAL,
-    timezone TEXT,
-    maybe_delivered INTEGER NOT NULL DEFAULT 0,
-    sent_payload TEXT,
-    sent_endpoint TEXT
-"""
-_ATTACHMENT_COLUMNS = """
-    endpoint TEXT,
-    path TEXT NOT NULL,
-    content_sha256 TEXT NOT NULL,
-    attachment_id TEXT NOT NULL,
-    uploaded_at REAL NOT NULL,
-    UNIQUE (endpoint, path, content_sha256)
-"""
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS recipients ({_RECIPIENT_COLUMNS});
-CREATE INDEX IF NOT EXISTS recipients_state ON recipients (state);
-CREATE TABLE IF NOT EXISTS attachments ({_ATTACHMENT_COLUMNS});
-"""
-_V1_RECIPIENT_COLUMNS = (
-    "key, row, phone, body_hash, state, reason, attempts, error_code, error_message, message_id, lead_id, "
-    "lead_created, convo_id, phone_line_id, created_at, updated_at, first_attempt_at, finished_at"
-)
-# Version 1 → 2: the state list grew ('unknown'), which a CHECK constraint pins, so the table is
-# rebuilt (SQLite's documented procedure); attachments gained the endpoint they were uploaded to
-# (NULL: uploaded by 0.1.0 to an endpoint it did not record).
-_UPGRADE_FROM_V1 = f"""
-BEGIN IMMEDIATE;
-ALTER TABLE recipients RENAME TO recipients_v1;
-CREATE TABLE recipients ({_RECIPIENT_COLUMNS});
-INSERT INTO recipients ({_V1_RECIPIENT_COLUMNS}) SELECT {_V1_RECIPIENT_COLUMNS} FROM recipients_v1;
-UPDATE recipients SET maybe_delivered = 1 WHERE state = 'sending';
-DROP TABLE recipients_v1;
-CREATE INDEX recipients_state ON recipients (state);
-ALTER TABLE attachments RENAME TO attachments_v1;
-CREATE TABLE attachments ({_ATTACHMENT_COLUMNS});
-INSERT INTO attachments (path, content_sha256, attachment_id, uploaded_at)
-    SELECT path, content_sha256, attachment_id, uploaded_at FROM attachments_v1;
-DROP TABLE attachments_v1;
-INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
-COMMIT;
-"""
+SCHEMA_VERSION = len(MIGRATIONS.steps)
 
 
 def file_sha256(path: str) -> str:
@@ -138,6 +87,10 @@ def _hash(recipient: Recipient, file_identity: Callable[[str], str]) -> str:
         [(file_identity(a.value) if a.is_file else a.value, a.shape, a.live_photo) for a in recipient.attachments],
     ]
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()[:32]
+
+
+def _to_stderr(text: str) -> None:
+    print(f"chertcast: {text}", file=sys.stderr, flush=True)
 
 
 def is_sandbox(endpoint: str | None) -> bool:
@@ -203,44 +156,19 @@ def compare_row(recipient: Recipient, digest: str, previous: KnownRow, retry_fai
     return RowDecision(changed, kept, body_hash if moved else None)
 
 
-# What `send` keeps of its last check, to skip re-checking unchanged inputs (chertcast.rerun):
-# the inputs' fingerprint, the check's counts, the sendable rows that may still be sent, and its
-# per-row work (phones, messages) as Arrow IPC frames, for a rerun whose sheet changed.
-_STORED_CHECK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS input_fingerprint (part TEXT PRIMARY KEY, digest TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS check_result (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    total INTEGER NOT NULL,
-    counts TEXT NOT NULL,
-    journal_rows INTEGER NOT NULL,
-    checked_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS check_sendable (
-    key TEXT PRIMARY KEY,
-    row INTEGER NOT NULL,
-    raw_phone TEXT NOT NULL,
-    phone TEXT NOT NULL,
-    body TEXT NOT NULL,
-    name TEXT,
-    external_id TEXT,
-    phone_line_id TEXT,
-    effect TEXT,
-    attachments TEXT NOT NULL,
-    timezone TEXT,
-    digest TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS check_work (name TEXT PRIMARY KEY, frame BLOB NOT NULL);
-"""
-
-
-def create_stored_check_tables(db: sqlite3.Connection) -> None:
-    db.executescript(_STORED_CHECK_SCHEMA)
-
-
 class Journal:
     """One campaign's journal file. Use as a context manager."""
 
-    def __init__(self, path: Path, campaign_id: str, *, clock: Any = time.time, readonly: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        campaign_id: str,
+        *,
+        clock: Any = time.time,
+        readonly: bool = False,
+        migrations: Migrations = MIGRATIONS,
+        notice: Callable[[str], None] = _to_stderr,
+    ) -> None:
         self.path = path
         self.endpoint: str | None = None  # where this run sends; see use_endpoint()
         self._clock = clock
@@ -248,45 +176,67 @@ class Journal:
             if readonly:
                 uri = f"file:{path.resolve()}?mode=ro"
                 self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA busy_timeout=5000")
+                self.outdated = migrations.status(self._db, path).needs_writing
             else:
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA busy_timeout=5000")
+                self._migrate(migrations, notice)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.execute("PRAGMA busy_timeout=5000")
-                self._db.executescript(_SCHEMA)
-                self._upgrade()
-                create_stored_check_tables(self._db)
-            self._db.execute("PRAGMA busy_timeout=5000")
+                self.outdated = False
             self._claim(campaign_id, readonly)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{path}: not a usable chertcast journal ({exc})") from None
+        except JournalError:
+            self._db.close()
+            raise
+
+    def _migrate(self, migrations: Migrations, notice: Callable[[str], None]) -> None:
+        status = migrations.status(self._db, self.path)
+        backup = None
+        if status.pending and status.has_data:
+            backup = self._backup(status.version)
+        try:
+            applied = migrations.upgrade(self._db, self.path)
+        except JournalError as exc:
+            if backup is None:
+                raise
+            raise JournalError(f"{exc}; a copy from before the upgrade is {backup}") from None
+        if backup is not None and not applied:  # another process upgraded it meanwhile (and said so)
+            backup.unlink()
+        elif backup is not None:
+            notice(
+                f"upgraded {self.path} from schema version {status.version} (an older chertcast) to "
+                f"{len(migrations.steps)}; a copy of it as it was is {backup}"
+            )
+
+    def _backup(self, version: int) -> Path:
+        """A consistent copy (WAL included) beside the journal, named for the user to see."""
+        stem = self.path.name.removesuffix(".sqlite")
+        target = self.path.with_name(f"{stem}.backup-v{version}.sqlite")
+        number = 1
+        while target.exists():
+            number += 1
+            target = self.path.with_name(f"{stem}.backup-v{version}-{number}.sqlite")
+        copy = sqlite3.connect(target)
+        try:
+            self._db.backup(copy)
+        finally:
+            copy.close()
+        return target
 
     def _claim(self, campaign_id: str, readonly: bool) -> None:
         owner = self.meta("campaign_id")
         if owner is None and not readonly:
             now = str(self._clock())
             self._db.executemany(
-                "INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                [("campaign_id", campaign_id), ("schema_version", str(SCHEMA_VERSION)), ("created_at", now)],
+                "INSERT OR IGNORE INTO meta VALUES (?, ?)", [("campaign_id", campaign_id), ("created_at", now)]
             )
         elif owner is not None and owner != campaign_id:
             raise JournalError(
                 f"{self.path} belongs to campaign {owner!r}, not {campaign_id!r}; use --journal to choose another file"
             )
-
-    def _outdated(self) -> bool:
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(recipients)")}
-        return bool(columns) and "maybe_delivered" not in columns
-
-    def _upgrade(self) -> None:
-        if not self._outdated():
-            return
-        try:
-            self._db.executescript(_UPGRADE_FROM_V1)
-        except sqlite3.DatabaseError:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     @classmethod
     def open_existing(cls, path: Path, campaign_id: str) -> Journal:
@@ -294,7 +244,7 @@ class Journal:
         if not path.exists():
             raise JournalError(f"{path}: no journal yet; nothing has been sent for this campaign")
         journal = cls(path, campaign_id, readonly=True)
-        if journal._outdated():
+        if journal.outdated:
             journal.close()
             try:
                 cls(path, campaign_id).close()
@@ -306,12 +256,12 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
-    @property
-    def db(self) -> sqlite3.Connection:
-        return self._db
-
     def now(self) -> float:
         return float(self._clock())
+
+    def connection(self) -> sqlite3.Connection:
+        """For modules that keep their own tables in the journal (``sync``)."""
+        return self._db
 
     def __enter__(self) -> Journal:
         return self

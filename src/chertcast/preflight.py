@@ -19,35 +19,17 @@ from typing import Any, Literal
 
 import polars as pl
 
+from chertcast import optout
 from chertcast.campaign import Campaign
 from chertcast.contacts import Sheet, decode_text, header_key, load_sheet
 from chertcast.errors import ConfigError, InputError
+from chertcast.links import find_link, link_warning
+from chertcast.phone_columns import choose_phone_columns, describe, find_header, phone_like
 from chertcast.phones import PhoneResult, normalise, normalise_many
 from chertcast.render import MessageTemplate, Rendered, TemplateProblem, variable_name
 
 Severity = Literal["error", "warning"]
 Status = Literal["sendable", "error", "duplicate", "suppressed"]
-PHONE_HEADERS = (
-    "phone",
-    "mobile",
-    "cell",
-    "phonenumber",
-    "mobilephone",
-    "mobilenumber",
-    "cellphone",
-    "cellnumber",
-    "telephone",
-    "tel",
-    "phoneno",
-    "contactnumber",
-    "whatsapp",
-    "number",
-    "msisdn",
-    "e164",
-    "phonee164",
-    "sms",
-    "imessage",
-)
 KEY_PREFIX = "cc1_"
 PARALLEL_THRESHOLD = 50_000  # rows; below this, forking costs more than it saves
 
@@ -105,6 +87,7 @@ class Recipient:
     effect: str | None = None
     attachments: tuple[AttachmentRef, ...] = ()
     timezone: str | None = None  # the row's own time zone column, for quiet hours
+    phone_column: str | None = None  # the header of the cell the number was read from
 
     def payload(self, attachment_ids: dict[str, str] | None = None) -> dict[str, Any]:
         """The JSON body of ``/send`` for this recipient (local files replaced by their ids)."""
@@ -134,7 +117,7 @@ def _attachment_json(ref: AttachmentRef, uploaded: dict[str, str]) -> str | dict
 class Plan:
     campaign: Campaign
     sheet: Sheet
-    phone_column: str
+    phone_columns: list[str]  # tried in this order per row: the first valid number wins
     phone_column_detected: bool
     recipients: list[Recipient]
     issues: list[Issue]
@@ -142,6 +125,17 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     lists: list[SuppressionList] = field(default_factory=list)
     work: RowWork | None = None  # kept when asked (build_plan(keep_work=True)), for a later rerun
+    phone_columns_unused: list[tuple[str, str]] = field(default_factory=list)  # (header, why not used)
+
+    @property
+    def phone_column(self) -> str:
+        """The first (preferred) phone column."""
+        return self.phone_columns[0]
+
+    def numbers_per_phone_column(self) -> dict[str, int]:
+        """How many rows got their number from each phone column, in the order they are tried."""
+        found = Counter(r.phone_column for r in self.recipients if r.phone_column)
+        return {header: found.get(header, 0) for header in self.phone_columns}
 
     @property
     def sendable(self) -> list[Recipient]:
@@ -225,15 +219,25 @@ def build_plan(
             f"{template.origin}: template variable {', '.join(unknown)} is not a column of "
             f"{sheet.path.name} (available: {available})"
         )
-    phone_index, detected = _phone_column(campaign, sheet)
+    choice = choose_phone_columns(campaign.columns.phone, sheet, campaign.default_region, campaign.source)
     mapped = {
         name: _mapped_column(campaign, sheet, name)
         for name in ("name", "external_id", "phone_line_id", "effect", "attachments", "timezone")
     }
     lists = load_suppression(campaign)
     suppressed = set().union(*(entry.numbers for entry in lists))
-    builder = _RowBuilder(campaign, sheet, template, variables, phone_index, mapped, suppressed, earlier)
-    plan = Plan(campaign, sheet, sheet.headers[phone_index], detected, [], [], len(suppressed), lists=lists)
+    builder = _RowBuilder(campaign, sheet, template, variables, choice.indexes, mapped, suppressed, earlier)
+    plan = Plan(
+        campaign,
+        sheet,
+        [sheet.headers[i] for i in choice.indexes],
+        choice.detected,
+        [],
+        [],
+        len(suppressed),
+        lists=lists,
+        phone_columns_unused=[(sheet.headers[i], why) for i, why in choice.unused],
+    )
     for entry in lists:
         for line, _cell, why in entry.unreadable:
             plan.issues.append(
@@ -252,8 +256,7 @@ def build_plan(
         raise ConfigError(str(exc)) from None
     if template_encoding != "utf-8":
         plan.notes.append(f"template read as {template_encoding} (not UTF-8): check its accents in preview")
-    if detected:
-        plan.notes.append(f"phone column: {sheet.headers[phone_index]!r} (detected; set [columns] phone to choose)")
+    plan.notes += describe(sheet, choice, plan.numbers_per_phone_column())
     return plan
 
 
@@ -271,11 +274,16 @@ def _compile(campaign: Campaign) -> tuple[MessageTemplate, str]:
 def _refuse_title_row(campaign: Campaign, sheet: Sheet) -> None:
     """A title above the header ("Leads — export of 3 May") would make every header wrong:
     when no header is the phone column but a row below holds one, say where the header is."""
-    wanted = {header_key(campaign.columns.phone)} if campaign.columns.phone else set(PHONE_HEADERS)
-    if any(header_key(h) in wanted for h in sheet.headers):
+    setting = campaign.columns.phone
+    named = {header_key(h) for h in ([setting] if isinstance(setting, str) else setting or [])}
+
+    def is_phone(header: str) -> bool:
+        return header_key(header) in named if named else phone_like(header)
+
+    if any(is_phone(h) for h in sheet.headers):
         return
     for offset, cells in enumerate(sheet.head, start=1):
-        if any(header_key(cell) in wanted for cell in cells if cell):
+        if any(is_phone(cell) for cell in cells if cell):
             row = sheet.header_row + offset
             shown = ", ".join(repr(c) for c in cells if c)
             raise ConfigError(
@@ -293,36 +301,14 @@ def _variables(sheet: Sheet) -> dict[str, int]:
     return names
 
 
-def _phone_column(campaign: Campaign, sheet: Sheet) -> tuple[int, bool]:
-    if campaign.columns.phone is not None:
-        index = _find_header(sheet, campaign.columns.phone)
-        if index is None:
-            raise ConfigError(_missing_column(campaign, sheet, "phone", campaign.columns.phone))
-        return index, False
-    keys = [header_key(h) for h in sheet.headers]
-    for candidate in PHONE_HEADERS:
-        if candidate in keys:
-            return keys.index(candidate), True
-    raise ConfigError(
-        f"{sheet.path}: no phone column found (looked for headers like Phone, Mobile, Cell, "
-        f"Phone Number); set [columns] phone in {campaign.source.name}. "
-        f"Headers: {', '.join(repr(h) for h in sheet.headers)}"
-    )
-
-
 def _mapped_column(campaign: Campaign, sheet: Sheet, name: str) -> int | None:
     header = getattr(campaign.columns, name)
     if header is None:
         return None
-    index = _find_header(sheet, header)
+    index = find_header(sheet, header)
     if index is None:
         raise ConfigError(_missing_column(campaign, sheet, name, header))
     return index
-
-
-def _find_header(sheet: Sheet, wanted: str) -> int | None:
-    key = header_key(wanted)
-    return next((i for i, h in enumerate(sheet.headers) if header_key(h) == key), None)
 
 
 def _missing_column(campaign: Campaign, sheet: Sheet, name: str, header: str) -> str:
@@ -335,14 +321,17 @@ class SuppressionList:
     """What one suppression list contributed: its numbers and the lines that could not be read."""
 
     path: Path
-    column: str | None  # the header the numbers were read from (None: a .txt or headerless list)
+    column: str | None  # the (first) header the numbers were read from (None: a .txt or headerless list)
     numbers: frozenset[str]
     unreadable: tuple[tuple[int, str, str], ...]  # (line, cell, why)
     sheet: str | None = None
+    columns: tuple[str, ...] = ()  # every header the numbers were read from
 
     def summary(self) -> str:
         where = f" (sheet {self.sheet!r})" if self.sheet else ""
         column = f", column {self.column!r}" if self.column else ""
+        if len(self.columns) > 1:
+            column = ", columns " + ", ".join(repr(c) for c in self.columns)
         text = f"{self.path.name}{where}: {len(self.numbers):,} number{'' if len(self.numbers) == 1 else 's'}{column}"
         if self.unreadable:
             lines = ", ".join(str(line) for line, _, _ in self.unreadable[:10])
@@ -358,6 +347,7 @@ class SuppressionList:
             "file": str(self.path),
             "sheet": self.sheet,
             "column": self.column,
+            "columns": list(self.columns),
             "numbers": len(self.numbers),
             "unreadable": [{"line": line, "value": cell, "reason": why} for line, cell, why in self.unreadable],
         }
@@ -370,57 +360,73 @@ def load_suppression(campaign: Campaign) -> list[SuppressionList]:
     A list whose number column cannot be found, or that yields no number at all, is a
     campaign error: silently suppressing nobody would message the people who opted out.
     """
-    return [_load_list(path, campaign.default_region) for path in campaign.suppress]
+    lists = [_load_list(path, campaign.default_region) for path in campaign.suppress]
+    path = campaign.opt_out_list
+    if path is not None:  # written by `sync`: may not exist yet, or hold no opt-out so far
+        empty = optout.is_empty(path)
+        lists.append(
+            SuppressionList(path, "phone", frozenset(), ()) if empty else _load_list(path, campaign.default_region)
+        )
+    return lists
 
 
 def _load_list(path: Path, region: str) -> SuppressionList:
     if not path.exists():
         raise InputError(f"{path}: suppression list does not exist")
-    column: str | None = None
+    columns: tuple[str, ...] = ()
     sheet_name: str | None = None
     problems: dict[int, tuple[str, str]] = {}
+    lines: list[tuple[int, tuple[str, ...]]]  # (line, its number cells)
     if path.suffix.lower() == ".txt":
-        lines, problems = _text_lines(path)
-        cells = list(enumerate(lines, start=1))
+        texts, problems = _text_lines(path)
+        lines = [(number, (text,)) for number, text in enumerate(texts, start=1)]
     else:
         sheet = load_sheet(path)
         sheet_name, problems = sheet.sheet_name, sheet.row_problems
-        index = _list_number_column(path, sheet, region)
-        if index is None:  # a one-column list without a header: its first line is a number
-            cells = [(1, sheet.headers[0]), *zip(sheet.row_numbers, sheet.column(0), strict=True)]
-        else:
-            column = sheet.headers[index]
-            cells = list(zip(sheet.row_numbers, sheet.column(index), strict=True))
+        indexes = _list_number_columns(path, sheet, region)
+        if not indexes:  # a one-column list without a header: its first line is a number
+            lines = [
+                (1, (sheet.headers[0],)),
+                *((n, (c,)) for n, c in zip(sheet.row_numbers, sheet.column(0), strict=True)),
+            ]
+        else:  # every phone column of a CRM export: an opt-out in any of them is applied
+            columns = tuple(sheet.headers[i] for i in indexes)
+            cells = zip(*(sheet.column(i) for i in indexes), strict=True)
+            lines = list(zip(sheet.row_numbers, cells, strict=True))
     numbers: set[str] = set()
     unreadable: list[tuple[int, str, str]] = []
-    for line, cell in cells:
-        text = cell.strip()
+    for line, values in lines:
         if line in problems:  # not read as shown (extra cells, not UTF-8): reported, not guessed
-            unreadable.append((line, text, problems[line][1]))
+            unreadable.append((line, " ".join(v.strip() for v in values if v.strip()), problems[line][1]))
             continue
-        if not text or text.startswith("#"):
-            continue
-        result = normalise(text, region)
-        if result.e164:
-            numbers.add(result.e164)
-        else:
-            unreadable.append((line, text, result.reason))
+        for cell in values:
+            text = cell.strip()
+            if not text or text.startswith("#"):
+                continue
+            result = normalise(text, region)
+            if result.e164:
+                numbers.add(result.e164)
+            else:
+                unreadable.append((line, text, result.reason))
     if not numbers:
         detail = f"; line {unreadable[0][0]}: {unreadable[0][2]}" if unreadable else ""
         raise InputError(
             f"{path}: suppression list yielded no phone number{detail}. "
             "Nobody would be suppressed; fix the list or remove it from `suppress`"
         )
-    return SuppressionList(path, column, frozenset(numbers), tuple(unreadable), sheet_name)
+    column = columns[0] if columns else None
+    return SuppressionList(path, column, frozenset(numbers), tuple(unreadable), sheet_name, columns)
 
 
-def _list_number_column(path: Path, sheet: Sheet, region: str) -> int | None:
-    keys = [header_key(h) for h in sheet.headers]
-    for candidate in PHONE_HEADERS:
-        if candidate in keys:
-            return keys.index(candidate)
+def _list_number_columns(path: Path, sheet: Sheet, region: str) -> list[int]:
+    """Every phone column of the list that holds something (all of them if none does); none
+    for a one-column list whose header is itself a number."""
+    found = [i for i, header in enumerate(sheet.headers) if phone_like(header)]
+    if found:
+        filled = [i for i in found if any(cell.strip() for cell in sheet.column(i))]
+        return filled or found
     if len(sheet.headers) == 1 and normalise(sheet.headers[0], region).e164:
-        return None
+        return []
     raise InputError(
         f"{path}: suppression list has no phone column (looked for headers like Phone, Mobile, "
         f"MSISDN, Number); headers: {', '.join(repr(h) for h in sheet.headers)}. "
@@ -447,7 +453,7 @@ class _RowBuilder:
         sheet: Sheet,
         template: MessageTemplate,
         variables: dict[str, int],
-        phone_index: int,
+        phone_indexes: tuple[int, ...],
         mapped: dict[str, int | None],
         suppressed: set[str],
         earlier: EarlierWork | None = None,
@@ -455,10 +461,9 @@ class _RowBuilder:
         self.campaign = campaign
         self.earlier = earlier
         self.template = template
-        self.phone_header = sheet.headers[phone_index]
         self.used = {name: variables[name] for name in template.variables}
         self.headers = sheet.headers
-        self.phone_index = phone_index
+        self.phone_indexes = phone_indexes
         self.mapped = mapped
         self.suppressed = suppressed
         self.sheet = sheet
@@ -488,10 +493,11 @@ class _RowBuilder:
         return RowWork.of(phones, renders, inputs, reused) if keep_work and inputs is not None else None
 
     def render_inputs(self) -> pl.DataFrame:
-        """Each row's render inputs as columns v0, v1, …: what a message is a pure function of."""
+        """Each row's render inputs as columns v0, v1, …: what a message is a pure function of
+        (with ``| random``, every phone column's cell too: the seed is the picked number's key)."""
         columns = [self.used[name] for name in sorted(self.used)]
-        if self.template.uses_random:
-            columns.append(self.phone_index)
+        if self.template.uses_random:  # seeded by the key of the number picked from the phone columns
+            columns.extend(self.phone_indexes)
         values = [pl.col(f"c{index}").alias(f"v{i}") for i, index in enumerate(columns)]
         keyed = self.sheet.frame.with_columns(pl.lit("").alias("v"))  # v: a key when no column is used
         return keyed.select("v", *values)
@@ -501,7 +507,7 @@ class _RowBuilder:
     ) -> tuple[dict[str, PhoneResult], list[Rendered], int]:
         """Parse only the phones and render only the rows an earlier check did not see."""
         region = self.campaign.default_region
-        distinct = dict.fromkeys(self.sheet.column(self.phone_index))
+        distinct = dict.fromkeys(cell for i in self.phone_indexes for cell in self.sheet.column(i))
         phones = {raw: earlier.phones.get(raw) or normalise(raw, region) for raw in distinct}
         keys = list(inputs.columns)
         found = inputs.join(earlier.renders.unique(keys), on=keys, how="left", maintain_order="left")
@@ -523,7 +529,7 @@ class _RowBuilder:
         one core here); results come back as plain tuples, which pickle several times faster
         than dataclasses.
         """
-        distinct = list(dict.fromkeys(self.sheet.column(self.phone_index)))
+        distinct = list(dict.fromkeys(cell for i in self.phone_indexes for cell in self.sheet.column(i)))
         total = len(self.sheet)
         if self.template.uses_random:  # `| random` is seeded by each recipient's key: phones first
             phones = normalise_many(distinct, self.campaign.default_region)
@@ -547,7 +553,10 @@ class _RowBuilder:
     def _seeds(self, phones: dict[str, PhoneResult]) -> list[str]:
         """Each row's idempotency key (or "" for a row without a valid number)."""
         keys = {raw: idempotency_key(self.campaign_id, r.e164) if r.e164 else "" for raw, r in phones.items()}
-        return [keys[raw] for raw in self.sheet.column(self.phone_index)]
+        if len(self.phone_indexes) == 1:
+            return [keys[raw] for raw in self.sheet.column(self.phone_indexes[0])]
+        rows = zip(*(self.sheet.column(i) for i in self.phone_indexes), strict=True)
+        return [next((keys[raw] for raw in cells if keys[raw]), "") for cells in rows]
 
     def render_range(self, start: int, stop: int, seeds: list[str] | None = None) -> list[Rendered]:
         columns = {name: self.sheet.column(index)[start:stop] for name, index in self.used.items()}
@@ -569,8 +578,8 @@ class _RowBuilder:
     def _row(
         self, row: int, cells: tuple[str, ...], phones: dict[str, PhoneResult], rendered: Rendered, issues: list[Issue]
     ) -> Recipient:
-        raw_phone = cells[self.phone_index]
-        phone = phones[raw_phone]
+        index, raw_phone, phone, skipped = self._pick_phone(cells, phones)
+        phone_header = self.headers[index]
         problems: list[Issue] = []
         if self.row_problems and row in self.row_problems:
             code, why = self.row_problems[row]
@@ -579,9 +588,12 @@ class _RowBuilder:
             if row in unshown:
                 problems.append(Issue(row, header, "error", "cell_format_unknown", unshown[row]))
         if phone.error:
-            problems.append(Issue(row, self.phone_header, "error", phone.error, phone.reason))
+            problems.append(Issue(row, phone_header, "error", phone.error, phone.reason))
         elif phone.warning:
-            issues.append(Issue(row, self.phone_header, "warning", phone.warning_code, phone.warning))
+            issues.append(Issue(row, phone_header, "warning", phone.warning_code, phone.warning))
+        for other, why in skipped:  # a filled cell passed over for a later column's number
+            message = f"{why}; the number {phone.e164} from {phone_header!r} is used instead"
+            issues.append(Issue(row, self.headers[other], "warning", "phone_skipped", message))
         body = self._body(row, rendered, problems)
         name, external_id, line, effect = self._extras(cells)
         attachments = (
@@ -599,10 +611,38 @@ class _RowBuilder:
             status, reason = "suppressed", "on a suppression list"
         elif (first := self.first_row_of.setdefault(e164, row)) != row:  # type: ignore[arg-type]
             status, reason = "duplicate", f"{e164} repeats row {first}; only row {first} is sent"
-            issues.append(Issue(row, self.phone_header, "warning", "duplicate", reason))
+            issues.append(Issue(row, phone_header, "warning", "duplicate", reason))
+        elif body is not None and (link := find_link(body)) is not None:
+            issues.append(Issue(row, None, "warning", "body_link", link_warning(link)))
+        source = phone_header if e164 else None
         return Recipient(
-            row, raw_phone, e164, body, key, status, reason, name, external_id, line, effect, attachments, zone
+            row, raw_phone, e164, body, key, status, reason, name, external_id, line, effect, attachments, zone, source
         )
+
+    def _pick_phone(
+        self, cells: tuple[str, ...], phones: dict[str, PhoneResult]
+    ) -> tuple[int, str, PhoneResult, list[tuple[int, str]]]:
+        """The phone column whose cell holds this row's number: the first valid one in order.
+
+        Returns its index, the cell, the parsed result and the filled cells passed over (index,
+        why). Without a valid number, the first filled cell's problem is the row's (or, when
+        every cell is empty, that they are)."""
+        skipped: list[tuple[int, str]] = []
+        for index in self.phone_indexes:
+            raw = cells[index]
+            result = phones[raw]
+            if result.e164:
+                return index, raw, result, skipped
+            if result.error != "phone_empty":
+                skipped.append((index, result.reason))
+        first = self.phone_indexes[0]
+        if skipped:
+            index = skipped[0][0]
+            return index, cells[index], phones[cells[index]], []
+        if len(self.phone_indexes) == 1:
+            return first, cells[first], phones[cells[first]], []
+        names = ", ".join(repr(self.headers[i]) for i in self.phone_indexes)
+        return first, "", PhoneResult(None, "phone_empty", f"every phone cell is empty ({names})"), []
 
     def _zone(self, row: int, cells: tuple[str, ...], problems: list[Issue]) -> str | None:
         assert self.timezone_index is not None

@@ -9,20 +9,26 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from chertcast.campaign import BASE_URL_ENV, DEFAULT_SECRET_FILE, SECRET_ENV, SECRET_FILE_ENV, Campaign
-from chertcast.capacity import estimate_calendar, last_slot
 from chertcast.credentials import SecretSource
 from chertcast.engine import RunResult
 from chertcast.journal import STATES, UNFINISHED, Journal, JournalRow
 from chertcast.preflight import Issue, Plan, Recipient
-from chertcast.runner import Prepared, SendOptions, SendResult, capacity_outlook, journal_counts
+from chertcast.runner import (
+    Prepared,
+    SendOptions,
+    SendResult,
+    capacity_outlook,
+    journal_counts,
+    quiet_hours_calendar,
+)
 
 _FIX_WORDS: dict[str, tuple[str, str, str]] = {  # verb, one, many
     "phone_empty": ("fill", "empty phone cell", "empty phone cells"),
@@ -34,10 +40,16 @@ _FIX_WORDS: dict[str, tuple[str, str, str]] = {  # verb, one, many
     "body_too_long": ("shorten", "message", "messages"),
     "attachment_missing": ("fix", "missing attachment file", "missing attachment files"),
     "duplicate": ("remove", "duplicate number", "duplicate numbers"),
+    "body_link": ("remove", "link from a first message", "links from first messages"),
     "not_imessage": ("check", "number that may not receive iMessage", "numbers that may not receive iMessage"),
     "suppress_unreadable": ("fix", "unreadable suppression-list line", "unreadable suppression-list lines"),
     "row_extra_cells": ("fix", "row with more cells than the header", "rows with more cells than the header"),
     "phone_extension": ("check", "number with an extension", "numbers with an extension"),
+    "phone_skipped": (
+        "check",
+        "phone cell passed over for another column's number",
+        "phone cells passed over for another column's number",
+    ),
     "row_not_utf8": (
         "check",
         "row that is not UTF-8 like the rest of the file",
@@ -76,14 +88,18 @@ class Estimate:
 
     seconds: float | None  # None: capacity decides, and chertcast cannot see it yet (lines unknown)
     text: str
+    finish: date | None = None  # the last sending day, when a calendar was planned
 
 
-def estimate(campaign: Campaign, count: int, rate: float, now: float) -> Estimate:
+def estimate(campaign: Campaign, recipients: list[Recipient], rate: float, now: float) -> Estimate:
     """The one estimate that `check`, the send header and the confirmation prompt all show.
 
     With capacity planning on, every message is counted as a first-touch send (the most a
-    plan can need): follow-ups to existing leads go faster.
+    plan can need): follow-ups to existing leads go faster. Each recipient's quiet hours are
+    kept as `send` keeps them (``runner.quiet_hours_calendar``): a sheet of West-Coast
+    numbers sent from New York starts three hours later each day.
     """
+    count = len(recipients)
     paced = max(0.0, count - campaign.send.burst) / rate
     settings = campaign.capacity
     if not settings.enabled or count == 0:
@@ -95,16 +111,24 @@ def estimate(campaign: Campaign, count: int, rate: float, now: float) -> Estimat
             (f"at least {duration(paced)}; " if paced >= 1 else "") + f"first-touch capacity ({limits}) decides — "
             "list [capacity] lines for a calendar",
         )
-    rules = settings.planning_rules()
-    calendar = estimate_calendar(rules, settings.lines, count, now)
-    last = last_slot(rules, settings.lines, count, now)
+    calendar = quiet_hours_calendar(campaign, recipients, now)
+    assert calendar is not None  # planning on, lines listed, recipients to send
+    never = sum(calendar.unplaced.values())
+    if calendar.finish is None:
+        return Estimate(
+            None, "no row can be sent: quiet hours and the sending window never meet (see `chertcast check`)"
+        )
+    last = calendar.last_at
     seconds = max(paced, last - now) if last is not None else None
+    held = f"; {plural(never, 'row')} can never be sent" if never else ""
     if calendar.sending_days <= 1 and seconds is not None:
-        return Estimate(seconds, f"{duration(seconds)} (first-touch capacity on {plural(calendar.lines, 'line')})")
+        text = f"{duration(seconds)} (first-touch capacity on {plural(calendar.lines, 'line')}{held})"
+        return Estimate(seconds, text, calendar.finish)
     return Estimate(
         seconds,
         f"{plural(calendar.sending_days, 'sending day')} (first-touch capacity on "
-        f"{plural(calendar.lines, 'line')}; expected finish {calendar.finish})",
+        f"{plural(calendar.lines, 'line')}; expected finish {calendar.finish}{held})",
+        calendar.finish,
     )
 
 
@@ -148,8 +172,8 @@ def calendar_lines(plan: Plan, now: float) -> list[str]:
     return lines
 
 
-def calendar_json(plan: Plan, now: float) -> dict[str, Any] | None:
-    outlook = capacity_outlook(plan.campaign, plan, now)
+def calendar_json(plan: Plan, now: float, journal_path: Path | None = None) -> dict[str, Any] | None:
+    outlook = capacity_outlook(plan.campaign, plan, now, journal_path)
     if outlook is None:
         return None
     calendar = outlook.calendar
@@ -187,7 +211,7 @@ def plan_summary(plan: Plan, now: float | None = None) -> list[str]:
 
 def _plan_estimate(plan: Plan, now: float | None) -> Estimate:
     moment = time.time() if now is None else now
-    return estimate(plan.campaign, len(plan.sendable), plan.campaign.send.rate, moment)
+    return estimate(plan.campaign, plan.sendable, plan.campaign.send.rate, moment)
 
 
 def contacts_name(plan: Plan) -> str:
@@ -222,7 +246,7 @@ def issue_table(issues: list[Issue], limit: int | None = 200) -> list[str]:
     return lines
 
 
-def check_json(plan: Plan) -> dict[str, Any]:
+def check_json(plan: Plan, now: float) -> dict[str, Any]:
     counts = plan.counts()
     return {
         "campaign": plan.campaign.id,
@@ -230,14 +254,18 @@ def check_json(plan: Plan) -> dict[str, Any]:
         "sheet": plan.sheet.sheet_name,
         "suppression_lists": [entry.as_json() for entry in plan.lists],
         "phone_column": plan.phone_column,
+        "phone_columns": plan.phone_columns,
+        "phone_columns_detected": plan.phone_column_detected,
+        "numbers_per_phone_column": plan.numbers_per_phone_column(),
+        "phone_columns_unused": [{"column": column, "reason": why} for column, why in plan.phone_columns_unused],
         "total": len(plan.recipients),
         "sendable": counts["sendable"],
         "errors": counts["error"],
         "duplicates": counts["duplicate"],
         "suppressed": counts["suppressed"],
         "warnings": sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate"),
-        "estimated_seconds": _rounded(_plan_estimate(plan, None).seconds),
-        "calendar": calendar_json(plan, time.time()),
+        "estimated_seconds": _rounded(_plan_estimate(plan, now).seconds),
+        "calendar": calendar_json(plan, now),
         "issues": [issue.as_json() for issue in plan.issues],
     }
 
@@ -281,7 +309,7 @@ def _bubbles_as_written(body: str) -> list[list[str]]:
     return [group for group in groups if group]
 
 
-PREVIEW_HEADERS = ["e164_phone", "status", "reason", "body", "idempotency_key"]
+PREVIEW_HEADERS = ["e164_phone", "status", "reason", "body", "idempotency_key", "phone_column"]
 
 
 def preview_rows(plan: Plan) -> Iterable[list[object]]:
@@ -295,6 +323,7 @@ def preview_rows(plan: Plan) -> Iterable[list[object]]:
             recipient.reason,
             recipient.body or "",
             recipient.key or "",
+            recipient.phone_column or "",
         ]
 
 
@@ -420,7 +449,7 @@ def _nothing_left(prepared: Prepared, options: SendOptions) -> list[str]:
 
 def _send_estimate(prepared: Prepared, now: float | None) -> Estimate:
     moment = time.time() if now is None else now
-    return estimate(prepared.campaign, len(prepared.to_send), prepared.rate, moment)
+    return estimate(prepared.campaign, prepared.to_send, prepared.rate, moment)
 
 
 def confirm_question(prepared: Prepared) -> str:
@@ -570,6 +599,7 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
         lines.append(f"  rows held by quiet hours right now: {capacity['held_by_quiet_hours']:,}")
     elif capacity is not None:
         lines.append("Capacity: no sender line known yet (list them in [capacity] lines)")
+    lines += outcome_lines(data)
     if data["top_errors"]:
         lines.append(
             "Most common errors (the last answer of each row that has one; rows still pending may yet be sent):"
@@ -577,6 +607,57 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
         lines += [
             f"  {e['count']:>6,} × {_error_label(e['code'], e['message'])}: {e['message']}" for e in data["top_errors"]
         ]
+    return lines
+
+
+def outcome_lines(data: dict[str, Any]) -> list[str]:
+    """After the send (filled by `chertcast sync`): delivered, read, replied, opted out."""
+    if data.get("last_sync_at") is None:
+        return ["After the send: not synced yet (run `chertcast sync` to fetch delivery, replies and opt-outs)"]
+    lines = [f"After the send (last sync {data['last_sync_at']}; shares of sent):"]
+    for name in ("delivered", "read", "replied", "opted_out", "needs_review"):
+        share = data.get(f"{name}_share")
+        shown = f"{share:.1%}" if isinstance(share, float) else "-"
+        lines.append(f"  {name.replace('_', ' '):<12} {data.get(name, 0):>7,}  {shown:>6}")
+    if data.get("needs_review"):
+        lines.append(
+            f"  {data['needs_review']:,} replies contain an opt-out word inside a longer text: suppressed, "
+            "and marked review=yes in the opt-out list for a person to check"
+        )
+    return lines
+
+
+def sync_json(campaign_id: str, result: Any) -> dict[str, Any]:
+    stats = result.stats
+    return {
+        "campaign": campaign_id,
+        "journal": str(result.journal),
+        "seconds": round(result.seconds, 3),
+        "requests": stats.requests,
+        "event_pages": stats.event_pages,
+        "status_requests": stats.status_requests,
+        "statuses_checked": stats.status_checked,
+        "events_new": stats.events_new,
+        "events_repeated": stats.events_repeated,
+        "replies_new": stats.replies_new,
+        "opt_outs_new": stats.opt_outs_new,
+        "needs_review_new": stats.review_new,
+        "opt_out_list_added": stats.list_added,
+        "retries": stats.retries,
+        "errors": stats.errors,
+        **result.counts,
+    }
+
+
+def sync_lines(data: dict[str, Any], campaign: Any) -> list[str]:
+    lines = [
+        f"Synced {data['campaign']} in {data['seconds']:.1f} s: {data['requests']:,} requests "
+        f"({data['status_requests']:,} status lookups, {data['event_pages']:,} event pages)",
+        f"  new replies {data['replies_new']:,}, new opt-outs {data['opt_outs_new']:,}, "
+        f"new to review {data['needs_review_new']:,}, added to the opt-out list {data['opt_out_list_added']:,}",
+        *outcome_lines(data)[1:],
+        f"Next: chertcast status {campaign}   (rerun sync any time: it resumes and never counts twice)",
+    ]
     return lines
 
 
@@ -592,20 +673,41 @@ def _error_label(code: int | None, message: str) -> str:
 
 # ----------------------------------------------------------------- report
 
-REPORT_HEADERS = ["e164_phone", "state", "message_id", "error_code", "error_message", "note"]
+REPORT_HEADERS = [
+    "e164_phone",
+    "state",
+    "message_id",
+    "error_code",
+    "error_message",
+    "note",
+    "phone_column",
+    "delivered_at",
+    "read_at",
+    "replied_at",
+    "reply",
+    "opted_out",
+]
+_NO_OUTCOME = ("", "", "", "", "")
 _UNSETTLED_NOTES = {
     "unknown": "outcome unknown: the next `chertcast send` resends it with the same key, and Chert's answer settles it",
     "sending": "in flight, or outcome unknown if no run is going: the next `chertcast send` settles it",
 }
 
 
-def report_rows(plan: Plan, journal_rows: list[JournalRow], only: str | None) -> tuple[list[str], list[list[object]]]:
+def report_rows(
+    plan: Plan,
+    journal_rows: list[JournalRow],
+    only: str | None,
+    outcomes: Mapping[str, tuple[Any, ...]] | None = None,
+) -> tuple[list[str], list[list[object]]]:
     """Each sheet row with the outcome of the person on it, joined by key (who they are), never by
     row position; recipients journaled but no longer in the sheet follow, so no delivery drops out.
 
     A number's outcome goes on its sendable row; when no row of it is sendable any more (newly
-    suppressed, say), on its first row. ``only`` keeps the rows in that state.
+    suppressed, say), on its first row. ``only`` keeps the rows in that state. ``outcomes`` (from
+    `sync`) fills delivered_at, read_at, replied_at, reply and opted_out.
     """
+    after = outcomes or {}
     entries = {row.key: row for row in journal_rows if not row.key.startswith("skip:")}
     sendable_keys = {r.key for r in plan.sendable}
     used: set[str] = set()
@@ -618,26 +720,29 @@ def report_rows(plan: Plan, journal_rows: list[JournalRow], only: str | None) ->
             entry = entries.get(key)
             if entry is not None or sendable:
                 used.add(key)
-        rows.append(_report_row(recipient, cells, entry))
+        state, row_cells = _report_row(recipient, cells, entry)
+        rows.append((state, [*row_cells, *after.get(entry.key if entry else "", _NO_OUTCOME)]))
     width = len(plan.sheet.headers)
     for entry in journal_rows:  # journaled, but no longer in the sheet: keep their history
         if entry.key not in used and not entry.key.startswith("skip:"):
             note = f"not in the sheet any more (was row {entry.row})"
-            rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note]))
+            extra = after.get(entry.key, _NO_OUTCOME)
+            rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note, "", *extra]))
     return ["row", *plan.sheet.headers, *REPORT_HEADERS], [cells for state, cells in rows if only in (None, state)]
 
 
 def _report_row(recipient: Recipient, cells: tuple[str, ...], entry: JournalRow | None) -> tuple[str, list[object]]:
     phone = recipient.phone or ""
+    source = recipient.phone_column or ""
     reason = f"{recipient.status}: {recipient.reason}"
     if entry is None:
         state = "pending" if recipient.status == "sendable" else "skipped"
         message = "" if state == "pending" else reason
-        return state, [recipient.row, *cells, phone, state, "", "", message, ""]
+        return state, [recipient.row, *cells, phone, state, "", "", message, "", source]
     note = _UNSETTLED_NOTES.get(entry.state, "")
     if recipient.status != "sendable":
         note = f"now {recipient.status} ({recipient.reason})"
-    return entry.state, [recipient.row, *cells, phone, *_outcome(entry), note]
+    return entry.state, [recipient.row, *cells, phone, *_outcome(entry), note, source]
 
 
 def _outcome(entry: JournalRow) -> list[object]:

@@ -11,17 +11,23 @@ with their messages) beside a **fingerprint** of every input the check read:
   file's location, ``--encoding``, and the time-zone database when a time-zone column is used;
 - ``template``: the template file's bytes and those of every file it includes or imports;
 - ``suppress:<path>``: each suppression list's bytes;
+- ``optout:<path>``: the opt-out list's bytes (``absent`` before ``sync`` first writes it):
+  ``sync`` appends to it between runs, and an opt-out added since the last run is honoured;
 - ``attachment:<path>``: each campaign-wide local attachment's bytes;
 - ``contacts``: the contact sheet's bytes.
 
 When every part matches, ``send`` goes from the journal's own rows: no sheet is read, no
 number parsed, no message rendered. The journal is still compared with the plan exactly as a
 full check's sync would (a changed message is refused alike), but only for rows that can still
-be sent. When only ``contacts`` differs, the sheet is read and every row checked, but rows whose
-cells did not change take their parsed number and rendered message from the stored per-row work
-(``check_work``; see ``preflight.RowWork``). Any other difference (a template, a list, a
-campaign key, the code) means a full check, as before. The fingerprint is taken *before* the
-inputs are read, so an edit made while a check runs is seen by the next run. A campaign whose
+be sent. When only ``contacts``, suppression lists or the opt-out list differ, the sheet is
+read and every row checked (so a newly listed number is suppressed as a full check would),
+but rows whose cells (every phone column's and the template's) did not change take their
+parsed numbers and rendered message from the stored per-row work (``check_work``; see
+``preflight.RowWork``). Any other difference (the template, a campaign key, the code) means a
+full check, as before. A row's phone column (``phone_column``) is stored with its message; a
+link warning is a function of the stored message, and ``send`` prints no per-row warning.
+The fingerprint is taken *before* the inputs are read, so an edit made while a check
+runs is seen by the next run. A campaign whose
 rows name their own attachments (``[columns] attachments``) is always checked in full: those
 files are known only after reading the sheet.
 """
@@ -42,7 +48,6 @@ from typing import Any
 
 import polars as pl
 
-import chertcast
 from chertcast.campaign import Campaign
 from chertcast.errors import ChertcastError, JournalError
 from chertcast.journal import UNFINISHED, Journal, KnownRow, _changed_message, compare_row, file_sha256, message_hash
@@ -80,6 +85,9 @@ def fingerprint(campaign: Campaign, encoding: str | None) -> Fingerprint | None:
             parts["template"] = _template_digest(campaign)
         for path in campaign.suppress:
             parts[f"suppress:{path}"] = _file_digest(path)
+        if campaign.opt_out_list is not None:  # `sync` appends to it between runs; may not exist yet
+            path = campaign.opt_out_list
+            parts[f"optout:{path}"] = _file_digest(path) if path.exists() else "absent"
         for ref in campaign_attachments(campaign):
             if ref.is_file:
                 parts[f"attachment:{ref.value}"] = _file_digest(Path(ref.value))
@@ -96,7 +104,7 @@ def _file_digest(path: Path) -> str:
 
 def _code_digest() -> str:
     digest = hashlib.sha256()
-    package = Path(chertcast.__file__).parent
+    package = Path(__file__).parent  # chertcast's own folder (importing the package here would be a cycle)
     for source in sorted(package.rglob("*.py")):
         digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes() + b"\0")
     for name in LIBRARIES:
@@ -131,10 +139,10 @@ def forget(journal: Journal) -> None:
     """Drop the stored check, before the journal is synced with a new plan: a run that dies
     between the sync and :func:`remember` leaves no stored check that disagrees with the journal."""
     with journal.transaction():
-        journal.db.execute("DELETE FROM input_fingerprint")
-        journal.db.execute("DELETE FROM check_result")
-        journal.db.execute("DELETE FROM check_sendable")
-        journal.db.execute("DELETE FROM check_work")
+        journal.connection().execute("DELETE FROM input_fingerprint")
+        journal.connection().execute("DELETE FROM check_result")
+        journal.connection().execute("DELETE FROM check_sendable")
+        journal.connection().execute("DELETE FROM check_work")
 
 
 def remember(journal: Journal, plan: Plan, print_: Fingerprint) -> None:
@@ -142,7 +150,7 @@ def remember(journal: Journal, plan: Plan, print_: Fingerprint) -> None:
 
     Only sendable rows that a later run may still send are kept (delivered rows never are):
     their message, and the hash a sync compares with the journal's."""
-    db = journal.db
+    db = journal.connection()
     resendable = {key for (key,) in db.execute(_KEYS_IN_STATES, RESENDABLE)}
     digests: dict[str, str] = {}
 
@@ -156,7 +164,7 @@ def remember(journal: Journal, plan: Plan, print_: Fingerprint) -> None:
     counts = json.dumps(dict(plan.counts()))
     with journal.transaction():
         db.execute("DELETE FROM check_sendable")
-        db.executemany(f"INSERT INTO check_sendable ({_STORED_COLUMNS}) VALUES ({', '.join('?' * 12)})", rows)
+        db.executemany(f"INSERT INTO check_sendable ({_STORED_COLUMNS}) VALUES ({', '.join('?' * 13)})", rows)
         db.execute(
             "INSERT OR REPLACE INTO check_result VALUES (1, ?, ?, ?, ?)",
             (len(plan.recipients), counts, journal_rows, float(journal.now())),
@@ -174,8 +182,8 @@ def keep_work(journal: Journal, plan: Plan) -> int:
         return 0
     frames = [("phones", _ipc(work.phones)), ("renders", _ipc(work.renders))]
     with journal.transaction():
-        journal.db.execute("DELETE FROM check_work")
-        journal.db.executemany("INSERT INTO check_work VALUES (?, ?)", frames)
+        journal.connection().execute("DELETE FROM check_work")
+        journal.connection().executemany("INSERT INTO check_work VALUES (?, ?)", frames)
     return work.reused
 
 
@@ -188,27 +196,38 @@ def _ipc(frame: pl.DataFrame) -> bytes:
 def earlier_work(journal: Journal, print_: Fingerprint) -> EarlierWork | None:
     """The stored check's per-row work, when only the contact sheet changed since it was made."""
     try:
-        stored = dict(journal.db.execute("SELECT part, digest FROM input_fingerprint").fetchall())
-        frames = dict(journal.db.execute("SELECT name, frame FROM check_work").fetchall())
+        stored = dict(journal.connection().execute("SELECT part, digest FROM input_fingerprint").fetchall())
+        frames = dict(journal.connection().execute("SELECT name, frame FROM check_work").fetchall())
     except sqlite3.OperationalError:  # a journal written before stored checks existed (read-only)
         return None
-    if print_.changed(stored) != ["contacts"] or frames.keys() != {"phones", "renders"}:
+    changed = print_.changed(stored)
+    if not changed or not all(_per_row_work_kept(part) for part in changed):
+        return None
+    if frames.keys() != {"phones", "renders"}:
         return None
     phones = pl.read_ipc(io.BytesIO(frames["phones"]))
     known = {raw: PhoneResult(*values) for raw, *values in phones.iter_rows()}
     return EarlierWork(known, pl.read_ipc(io.BytesIO(frames["renders"])))
 
 
+def _per_row_work_kept(part: str) -> bool:
+    """Whether a change to this input leaves the per-row work (parsed numbers, rendered messages)
+    as it was: the sheet's rows are matched by their cells, and a suppression or opt-out list
+    decides only which rows are sent, which a check redoes for every row."""
+    return part == "contacts" or part.startswith(("suppress:", "optout:"))
+
+
 _KEYS_IN_STATES = f"SELECT key FROM recipients WHERE state IN ({', '.join('?' * len(RESENDABLE))})"
 _STORED_COLUMNS = (
-    "key, row, raw_phone, phone, body, name, external_id, phone_line_id, effect, attachments, timezone, digest"
+    "key, row, raw_phone, phone, body, name, external_id, phone_line_id, effect, attachments, timezone, phone_column, "
+    "digest"
 )
 
 
 def _stored(r: Recipient, digest: str) -> tuple[object, ...]:
     attachments = json.dumps([[a.value, a.is_file, a.shape, a.live_photo] for a in r.attachments])
     fields = (r.key, r.row, r.raw_phone, r.phone, r.body, r.name, r.external_id, r.phone_line_id, r.effect)
-    return (*fields, attachments, r.timezone, digest)
+    return (*fields, attachments, r.timezone, r.phone_column, digest)
 
 
 def _text(value: object) -> str | None:
@@ -241,7 +260,7 @@ def reuse(
     None otherwise. Compares the journal with the stored plan as ``Journal.sync`` does (a changed
     message is refused alike) for the rows that can still be sent, the only ones a sync can change
     when the plan is the same."""
-    db = journal.db
+    db = journal.connection()
     try:
         stored = dict(db.execute("SELECT part, digest FROM input_fingerprint").fetchall())
         summary = db.execute("SELECT total, counts, journal_rows FROM check_result WHERE id = 1").fetchone()
@@ -278,7 +297,7 @@ def _resendable_rows(db: sqlite3.Connection) -> Iterable[tuple[Any, ...]]:
     return db.execute(
         "SELECT r.key, r.body_hash, r.state, r.attempts, r.row, r.maybe_delivered, r.timezone, c.digest, "
         "c.row, c.raw_phone, c.phone, c.body, c.name, c.external_id, c.phone_line_id, c.effect, c.attachments, "
-        "c.timezone FROM recipients r LEFT JOIN check_sendable c ON c.key = r.key "
+        "c.timezone, c.phone_column FROM recipients r LEFT JOIN check_sendable c ON c.key = r.key "
         f"WHERE r.state IN ({', '.join('?' * len(RESENDABLE))})",
         RESENDABLE,
     )
@@ -299,12 +318,12 @@ def _compare(
             if state == "pending" and not maybe:
                 stale.append(key)
             continue
-        plan_row, raw_phone, phone, body, name, external_id, line, effect, refs, plan_zone = planned
+        plan_row, raw_phone, phone, body, name, external_id, line, effect, refs, plan_zone, column = planned
         if refs not in attachments:
             attachments[refs] = tuple(AttachmentRef(v, f, s, lp) for v, f, s, lp in json.loads(refs))
         recipient = Recipient(
             plan_row, raw_phone, phone, body, key, "sendable", "", name, external_id, line, effect,
-            attachments[refs], plan_zone,
+            attachments[refs], plan_zone, column,
         )  # fmt: skip
         candidates.append((recipient, state))
         if body_hash == digest and row == plan_row and zone == plan_zone:

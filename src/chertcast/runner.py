@@ -1,4 +1,4 @@
-"""``send`` as a library call: plan → journal → (sandbox) → uploads → engine → result."""
+"""``send``'s pipeline: plan → journal → uploads → engine → result (the public face is ``chertcast.api``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import anyio
 import httpx
 
 from chertcast import rerun
@@ -33,13 +30,14 @@ from chertcast.capacity import (
     zones_for,
 )
 from chertcast.client import ChertClient, Secret
-from chertcast.credentials import read_secret
-from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
+from chertcast.decide import STOP_CODES, RetryPolicy
+from chertcast.engine import Engine, EngineSettings, Progress, RunHooks, RunResult
 from chertcast.errors import CampaignStopped
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
 from chertcast.pacing import Clock, RealClock
 from chertcast.preflight import EarlierWork, Plan, Recipient, build_plan, campaign_attachments
 from chertcast.runlock import RunLock
+from chertcast.schedule import Scheduler
 
 
 @dataclass
@@ -182,20 +180,47 @@ def _sync(
         return synced, reused_rows
 
 
-def execute(
-    prepared: Prepared, options: SendOptions, *, progress: Progress | None = None, clock: Clock | None = None
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests go and how they are signed: passed in, never read from the environment here.
+
+    ``name`` identifies the server the journal's attempts and attachment ids belong to: the base
+    URL, or a fresh ``sandbox:<id>`` for each built-in sandbox (a new sandbox has no memory).
+    ``transport`` lets a test or an embedding program route requests in process (httpx).
+    """
+
+    base_url: str
+    secret: Secret
+    transport: httpx.AsyncBaseTransport | None = None
+    name: str = ""
+
+    @property
+    def journal_name(self) -> str:
+        return self.name or self.base_url.rstrip("/")
+
+    @classmethod
+    def sandbox(cls, base_url: str, secret: Secret, transport: httpx.AsyncBaseTransport | None = None) -> Endpoint:
+        return cls(base_url, secret, transport, f"{SANDBOX_ENDPOINT}{uuid.uuid4().hex}")
+
+
+async def execute(
+    prepared: Prepared,
+    options: SendOptions,
+    endpoint: Endpoint,
+    progress: Progress | None = None,
+    clock: Clock | None = None,
+    hooks: RunHooks | None = None,
 ) -> SendResult:
-    """Send the prepared work, then release the run lock. Blocking; runs its own event loop."""
+    """Send the prepared work in the caller's event loop, then release the run lock.
+    ``hooks`` hear of long waits and signals (the CLI prints them; by default nothing is printed)."""
     try:
         if options.dry_run or not prepared.to_send:
             return SendResult(prepared, None)
         started = time.monotonic()
-        with _endpoint(prepared.campaign, options) as (endpoint, base_url, secret, deliveries):
-            run = anyio.run(_run, prepared, options, endpoint, base_url, secret, progress, clock or RealClock())
-            delivered = deliveries()
+        run = await _run(prepared, options, endpoint, progress, clock or RealClock(), hooks)
         elapsed = time.monotonic() - started
         counts = journal_counts(prepared.journal_path, prepared.campaign.id)
-        return SendResult(prepared, run, delivered, elapsed, counts)
+        return SendResult(prepared, run, None, elapsed, counts)
     finally:
         prepared.release()
 
@@ -207,42 +232,27 @@ def journal_counts(path: Path, campaign_id: str) -> dict[str, int]:
         return dict(journal.counts())
 
 
-@contextmanager
-def _endpoint(campaign: Campaign, options: SendOptions) -> Iterator[tuple[str, str, Secret, Callable[[], int | None]]]:
-    """(endpoint, base URL, secret, ledger size). The endpoint names the server the journal's
-    attempts and attachment ids belong to: the base URL, or a new id for each built-in sandbox."""
-    if not options.sandbox:
-        base_url = campaign.resolved_base_url()
-        yield base_url.rstrip("/"), base_url, read_secret(campaign), lambda: None
-        return
-    from chertcast.sandbox import SandboxModel, SandboxServer
-
-    with SandboxServer(SandboxModel()) as server:
-        secret = Secret(server.model.config.secret)
-        endpoint = f"{SANDBOX_ENDPOINT}{uuid.uuid4().hex}"
-        yield endpoint, server.base_url, secret, lambda: len(server.model.deliveries())
-
-
 async def _run(
     prepared: Prepared,
     options: SendOptions,
-    endpoint: str,
-    base_url: str,
-    secret: Secret,
+    endpoint: Endpoint,
     progress: Progress | None,
     clock: Clock,
+    hooks: RunHooks | None,
 ) -> RunResult:
     settings = prepared.campaign.send
     limits = httpx.Limits(max_connections=prepared.concurrency, max_keepalive_connections=prepared.concurrency)
     timeout = httpx.Timeout(settings.timeout_s, connect=10.0)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=endpoint.transport) as http:
         api = prepared.campaign.api
-        client = ChertClient(http, base_url, secret, auth=api.auth, tenant=api.tenant, clock=clock.wall)
+        client = ChertClient(
+            http, endpoint.base_url, endpoint.secret, auth=api.auth, tenant=api.tenant, clock=clock.wall
+        )
         with Journal(prepared.journal_path, prepared.campaign.id, clock=clock.wall) as journal:
-            journal.use_endpoint(endpoint)
+            journal.use_endpoint(endpoint.journal_name)
             replays = journal.replay_keys()  # these resend their first request, attachment ids included
             fresh = [r for r in prepared.to_send if r.key not in replays]
-            uploaded = await upload_attachments(client, journal, fresh, endpoint)
+            uploaded = await upload_attachments(client, journal, fresh, endpoint.journal_name)
             engine_settings = _engine_settings(prepared, options)
             engine_settings.scheduler = await build_scheduler(prepared.campaign, client, journal, options.wait)
             engine = Engine(
@@ -253,6 +263,7 @@ async def _run(
                 progress,
                 random.Random(),
                 payload_for=lambda r: r.payload(uploaded),
+                hooks=hooks,
             )
             journal.set_meta("last_run_started_at", str(clock.wall()))
             result = await engine.run(prepared.to_send)
@@ -306,12 +317,15 @@ class CapacityOutlook:
     calendar: Calendar | None
 
 
-def capacity_outlook(campaign: Campaign, plan: Plan, now: float) -> CapacityOutlook | None:
+def capacity_outlook(
+    campaign: Campaign, plan: Plan, now: float, journal_path: Path | None = None
+) -> CapacityOutlook | None:
     """Rows already sent (the journal, if one exists) are not counted; rows whose windows never
-    meet are named, not planned; today's use in the journal is counted; same rules as send."""
+    meet are named, not planned; today's use in the journal is counted; same rules as send.
+    The journal is the campaign's own unless ``journal_path`` names another (--journal, --sandbox)."""
     if not campaign.capacity.enabled:
         return None
-    path = campaign.default_journal
+    path = journal_path or campaign.default_journal
     journal = Journal.open_existing(path, campaign.id) if path.exists() else None
     try:
         states = journal.states() if journal is not None else {}
@@ -325,11 +339,7 @@ def capacity_outlook(campaign: Campaign, plan: Plan, now: float) -> CapacityOutl
     hours = quiet_hours(campaign)
     never = unsendable(((r.row, r.phone or "", r.timezone) for r in waiting), hours, rules, now)
     excluded = {u.row for u in never}
-    groups: Counter[tuple[ZoneInfo, ...]] = Counter(
-        zones_for(r.phone or "", r.timezone, hours.fallback_zone) if hours is not None else ()
-        for r in waiting
-        if r.row not in excluded
-    )
+    groups = zone_groups([r for r in waiting if r.row not in excluded], hours)
     count = sum(groups.values())
     calendar = estimate_calendar(rules, lines, count, now, history, groups, hours) if lines and count else None
     if calendar is not None and calendar.unplaced and hours is not None:  # the last rows of a zone set
@@ -342,6 +352,45 @@ def capacity_outlook(campaign: Campaign, plan: Plan, now: float) -> CapacityOutl
         never.sort(key=lambda u: u.row)
         count -= sum(calendar.unplaced.values())
     return CapacityOutlook(lines, count, never, calendar)
+
+
+def zone_groups(recipients: list[Recipient], hours: QuietHours | None) -> Counter[tuple[ZoneInfo, ...]]:
+    """Recipients per set of time zones their quiet hours are kept in — the zones the engine's
+    scheduler holds each of them by (``zones_for``: the row's own zone, else the number's).
+    Without quiet hours every recipient is in one group."""
+    return Counter(
+        zones_for(r.phone or "", r.timezone, hours.fallback_zone) if hours is not None else () for r in recipients
+    )
+
+
+def quiet_hours_calendar(campaign: Campaign, recipients: list[Recipient], now: float) -> Calendar | None:
+    """The first-touch calendar for sending to ``recipients`` from ``now`` on the listed
+    ``[capacity] lines``, with each recipient's quiet hours kept as ``send`` keeps them; None
+    when capacity planning is off or no line is listed."""
+    settings = campaign.capacity
+    if not settings.enabled or not settings.lines or not recipients:
+        return None
+    hours = quiet_hours(campaign)
+    groups = _sampled_zone_groups(recipients, hours)
+    return estimate_calendar(capacity_rules(campaign), settings.lines, len(recipients), now, (), groups, hours)
+
+
+ZONE_SAMPLE = 5_000  # recipients whose zones an estimate looks up (~30 µs each): the rest are in proportion
+
+
+def _sampled_zone_groups(recipients: list[Recipient], hours: QuietHours | None) -> Counter[tuple[ZoneInfo, ...]]:
+    """``zone_groups`` of every recipient, or of a fixed random sample of a long list scaled to its
+    length: an estimate shown before the first request must not parse 100,000 numbers."""
+    total = len(recipients)
+    if total <= ZONE_SAMPLE or hours is None:
+        return zone_groups(recipients, hours)
+    # A fixed random sample, not a stride (a sorted sheet has patterns), with the first row in it:
+    # the calendar offers a slot to the zone groups in the order the sheet first names them.
+    picked = [0, *sorted(random.Random(0).sample(range(1, total), ZONE_SAMPLE - 1))]
+    sample = zone_groups([recipients[i] for i in picked], hours)
+    scaled = Counter({zones: n * total // ZONE_SAMPLE for zones, n in sample.items()})
+    scaled[max(sample, key=lambda zones: sample[zones])] += total - sum(scaled.values())  # rounding
+    return scaled
 
 
 async def discover_lines(client: ChertClient) -> list[str]:
@@ -416,13 +465,14 @@ async def upload_attachments(
         digest = hashlib.sha256(data).hexdigest()
         known = journal.attachment_id(path, digest, endpoint)
         if known is None:
-            known = await _upload(client, Path(path), data)
+            known = await upload_file(client, Path(path), data)
             journal.remember_attachment(path, digest, known, endpoint)
         ids[path] = known
     return ids
 
 
-async def _upload(client: ChertClient, path: Path, data: bytes) -> str:
+async def upload_file(client: ChertClient, path: Path, data: bytes) -> str:
+    """``POST /attachments`` then the ``PUT`` of the bytes; the new attachment id."""
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     try:
         status, body = await client.post_json(
@@ -457,7 +507,6 @@ def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[st
     if campaign.quiet_hours.enabled:
         hours = campaign.quiet_hours.hours(settings.timezone)
         # The row's own time-zone column wins over the number's zones, as when sending.
-        # (getattr: the journal's `timezone` column comes with the journal-truth work.)
         waiting = [(r.phone, r.timezone) for r in journal.rows() if r.state in UNFINISHED and r.phone]
         held = held_by_quiet_hours(waiting, now, hours)
     return {"lines_known": True, **snapshot, "held_by_quiet_hours": held}

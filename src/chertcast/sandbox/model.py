@@ -7,6 +7,7 @@ server runs it in a background thread while tests read its ledger from the main 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import math
@@ -19,10 +20,22 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
-from chertcast.capacity import CapacityRules, LinePlanner
-from chertcast.signing import sign
+from chertcast.sandbox.capacity import CapacityLimits, LineCapacity
+from chertcast.sandbox.outcomes import CursorError, EventLog, Fate, OutcomeConfig, fate_of, message_object
+
+# Chert refuses a first message "containing URLs" (1005) by a rule it does not publish. This is
+# the sandbox's own reading of it, kept apart from chertcast.links (what `check` warns with) so
+# that a mistake in one shows as a disagreement instead of passing both: a scheme URL, www.…,
+# a domain under a common top-level domain, or any domain followed by a path.
+_LINK = re.compile(
+    r"(?<![\w.@-])(?:[a-z][a-z0-9+.-]*://\S+|www\.\w\S*"
+    r"|(?:[a-z0-9-]+\.)+(?:com|net|org|edu|gov|info|biz|xyz|io|co|ai|app|dev|ly|gl|gg|tv|uk|ca|de|fr|eu)(?![\w-])"
+    r"|(?:[a-z0-9-]+\.)+[a-z]{2,63}/\S*)",
+    re.IGNORECASE,
+)
 
 DEFAULT_SECRET = "5a4d0b0c5a4d0b0c5a4d0b0c5a4d0b0c"
 DEFAULT_TENANT = "sandbox"
@@ -77,7 +90,9 @@ class SandboxConfig:
     max_body_chars: int = MAX_BODY_CHARS
     faults: Faults = field(default_factory=Faults)
     clock: Callable[[], float] = time.time
-    capacity: CapacityRules | None = None  # None: unlimited lines (the default sandbox)
+    capacity: CapacityLimits | None = None  # None: unlimited lines (the default sandbox)
+    reject_links: bool = False  # 1005 for a first message whose body holds a link (_LINK)
+    outcomes: OutcomeConfig = field(default_factory=OutcomeConfig)  # delivery, reads, replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +148,7 @@ ERROR_HTTP = {
     1002: 400,
     1003: 400,
     1004: 400,
+    1005: 400,
     1007: 429,
     1009: 400,
     1011: 409,
@@ -141,11 +157,13 @@ ERROR_HTTP = {
     2003: 404,
     2004: 401,
     2006: 400,
+    2011: 404,
     2012: 401,
     2013: 401,
     3001: 500,
     4002: 503,
     4098: 400,
+    4099: 422,
     5001: 404,
     5002: 400,
     5003: 400,
@@ -181,11 +199,13 @@ class SandboxModel:
             self._attachments: dict[str, _Attachment] = {}
             self._messages: dict[str, Delivery] = {}
             self._ledger: list[Delivery] = []
+            self._fates: dict[str, Fate] = {}  # message_id -> what happens after the send
+            self._events = EventLog()
             self._window: deque[float] = deque()
             self._next_line = 0
             self._pending_line: str | None = None
             self.repins: list[tuple[str, str, str]] = []  # (phone, old line, new line): a conversation moved
-            self._planner = LinePlanner(self.config.capacity, self.config.lines) if self.config.capacity else None
+            self._capacity = LineCapacity(self.config.capacity, self.config.lines) if self.config.capacity else None
             self._in_flight = 0
             self.counters: dict[str, int] = {
                 "requests": 0,
@@ -196,6 +216,8 @@ class SandboxModel:
                 "peak_concurrency": 0,
                 "capacity_refusals": 0,
                 "repins": 0,
+                "lookups": 0,
+                "event_pages": 0,
             }
             self.fault_counts: dict[str, int] = {
                 "error_500": 0,
@@ -231,34 +253,41 @@ class SandboxModel:
 
     # ------------------------------------------------------------------ auth
 
-    def authenticate(self, headers: Mapping[str, str], raw_body: bytes) -> Reply | None:
-        """None when the caller may proceed, else the 401/404 reply (flat or enveloped later)."""
+    def authenticate(self, headers: Mapping[str, str], raw_body: bytes, *, envelope: bool = False) -> Reply | None:
+        """None when the caller may proceed, else the 401/404 reply: flat on ``/send``, in the
+        ``{success: false, error: {...}}`` envelope on every other route (``envelope=True``)."""
+        problem = self._auth_problem(headers, raw_body)
+        return None if problem is None else self._error(*problem, envelope=envelope)
+
+    def _auth_problem(self, headers: Mapping[str, str], raw_body: bytes) -> tuple[int, str] | None:
         signature = headers.get("x-chert-signature")
         if signature is not None:
-            return self._check_signature(signature, headers.get("x-chert-tenant"), raw_body)
+            return self._signature_problem(signature, headers.get("x-chert-tenant"), raw_body)
         authorization = headers.get("authorization")
         if authorization is None:
-            return self._error(2012, "No credentials supplied")
+            return 2012, "No credentials supplied"
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.config.secret.encode()):
-            return self._error(2004, "Authentication failed")
+            return 2004, "Authentication failed"
         tenant = headers.get("x-chert-tenant")
         if tenant is not None and tenant != self.config.tenant:
-            return self._error(2001, f"Tenant not found: {tenant}")
+            return 2001, f"Tenant not found: {tenant}"
         return None
 
-    def _check_signature(self, value: str, tenant: str | None, raw_body: bytes) -> Reply | None:
+    def _signature_problem(self, value: str, tenant: str | None, raw_body: bytes) -> tuple[int, str] | None:
+        """SPEC §1: ``v1,<ts>,<hex HMAC-SHA256 of "<ts>.<raw body>">`` keyed with the secret's UTF-8
+        bytes (checked here on its own, not with the client's signing code)."""
         parts = value.split(",")
         if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit():
-            return self._error(2004, "Malformed x-chert-signature header")
+            return 2004, "Malformed x-chert-signature header"
         if tenant != self.config.tenant:
-            return self._error(2001, f"Tenant not found: {tenant}")
+            return 2001, f"Tenant not found: {tenant}"
         timestamp = int(parts[1])
         if abs(self.config.clock() - timestamp) > SIGNATURE_SKEW_S:
-            return self._error(2013, "Request timestamp outside the 5 minute window")
-        expected = sign(self.config.secret, timestamp, raw_body)
-        if not hmac.compare_digest(expected, value):
-            return self._error(2004, "Authentication failed")
+            return 2013, "Request timestamp outside the 5 minute window"
+        expected = hmac.new(self.config.secret.encode(), parts[1].encode() + b"." + raw_body, hashlib.sha256)
+        if not hmac.compare_digest(expected.hexdigest(), parts[2]):
+            return 2004, "Authentication failed"
         return None
 
     # ------------------------------------------------------------------ send
@@ -324,7 +353,7 @@ class SandboxModel:
             return self._error(1004, "Request body is not valid JSON")
         if not isinstance(payload, dict):
             return self._error(1004, "Request body must be a JSON object")
-        problem = self._validate(payload)
+        problem = self._validate(payload) or self._link_refusal(payload)
         if problem is not None:
             return problem
         now = self.config.clock()
@@ -367,13 +396,19 @@ class SandboxModel:
             return self._error(2006, f"Phone line {line} is not assigned to this tenant")
         return None
 
+    def _link_refusal(self, payload: dict[str, Any]) -> Reply | None:
+        """``reject_links``: a first message (no conversation with the phone yet) holding a link → 1005."""
+        if not self.config.reject_links or payload["phone"] in self._leads or _LINK.search(payload["body"]) is None:
+            return None
+        return self._error(1005, "The first message to a recipient must not contain URLs; use a rich_link part")
+
     def _validate_attachments(self, attachments: Any) -> Reply | None:
         if attachments is None:
             return None
         if not isinstance(attachments, list):
             return self._error(1002, "attachments must be an array")
         for index, entry in enumerate(attachments):
-            if isinstance(entry, dict) and "url" in entry:
+            if (isinstance(entry, dict) and "url" in entry) or _is_url(entry):
                 return self._error(
                     1011,
                     "URL attachment references are not accepted on /send",
@@ -415,6 +450,7 @@ class SandboxModel:
         )
         self._ledger.append(delivery)
         self._messages[message_id] = delivery
+        self._schedule(delivery)
         self.counters["deliveries"] += 1
         body_out = {
             "status": "sent",
@@ -429,17 +465,17 @@ class SandboxModel:
 
     def _capacity_refusal(self, phone: str, requested_line: str | None, now: float) -> Reply | None:
         """Capacity mode: a first-touch send needs a line with room now, else 4002 + truthful retry_after."""
-        if self._planner is None or phone in self._leads:
+        if self._capacity is None or phone in self._leads:
             return None
         if requested_line is not None:
-            line, at = requested_line, self._planner.earliest(requested_line, now)
+            line, at = requested_line, self._capacity.free_at(requested_line, now)
         else:
-            line, at = self._planner.next_slot(now)
+            line, at = self._capacity.soonest(now)
         if at > now:
             self.counters["capacity_refusals"] += 1
-            wait = max(1, math.ceil(at - now))
+            wait = max(1, math.ceil(min(at - now, 86_400.0)))
             return self._error(4002, "All phone lines saturated for this recipient", retry_after=wait)
-        self._planner.record(line, now)
+        self._capacity.record(line, now)
         self._pending_line = line
         return None
 
@@ -469,7 +505,9 @@ class SandboxModel:
 
     # ----------------------------------------------------------- attachments
 
-    def create_attachment(self, raw_body: bytes, base_url: str) -> Reply:
+    def create_attachment(self, raw_body: bytes, base_url: str, content_type: str = "application/json") -> Reply:
+        if not content_type.lower().startswith("application/json"):  # SPEC §1: JSON on every POST
+            return self._error(1004, "Content-Type must be application/json", envelope=True)
         try:
             payload = json.loads(raw_body)
         except (ValueError, UnicodeDecodeError):
@@ -517,27 +555,80 @@ class SandboxModel:
     # ------------------------------------------------------------ lookups
 
     def message(self, message_id: str) -> Reply:
+        refused = self.lookup_fault()
+        if refused is not None:
+            return refused
         with self._lock:
             delivery = self._messages.get(message_id)
-        if delivery is None:
+            fate = self._fates.get(message_id)
+        if delivery is None or fate is None:
             return self._error(2003, "Message not found", envelope=True)
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(delivery.time))
-        return Reply(
-            200,
-            {
-                "message": {
-                    "id": delivery.message_id,
-                    "chat_id": delivery.lead_id,
-                    "parts": [{"type": "text", "value": delivery.body}],
-                    "status": "delivered",
-                    "direction": "outbound",
-                    "created_at": created,
-                    "delivered_at": created,
-                    "read_at": None,
-                    "service": "imessage",
-                }
-            },
-        )
+        data = message_object(fate, delivery.body, self.config.clock())
+        data["parts"] += [{"type": "media", "attachment_id": ref} for ref in delivery.attachments]
+        return Reply(200, {"message": data})
+
+    def _schedule(self, delivery: Delivery) -> None:
+        fate = fate_of(self.config.outcomes, delivery.phone, delivery.message_id, delivery.lead_id, delivery.time)
+        self._fates[delivery.message_id] = fate
+        self._events.add(fate)
+
+    def adopt(self, phone: str, message_id: str, lead_id: str, body: str, sent_at: float) -> None:
+        """A message an earlier sandbox process sent (``sync --sandbox``): its story goes on here."""
+        delivery = Delivery(phone, body, None, message_id, lead_id, None, None, None, (), "", sent_at)
+        with self._lock:
+            self._messages[message_id] = delivery
+            self._schedule(delivery)
+
+    def events(self, query: Mapping[str, str]) -> Reply:
+        """``GET /events`` as SPEC §12 shapes it: type, since, lead_id, limit (1-200), cursor."""
+        refused = self.lookup_fault()
+        if refused is not None:
+            return refused
+        try:
+            limit = int(query.get("limit", "50"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 200:
+            return self._error(1002, "limit must be an integer from 1 to 200", envelope=True)
+        since = None
+        if query.get("since"):
+            try:
+                since = datetime.fromisoformat(query["since"].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return self._error(1002, "since must be an ISO-8601 time", envelope=True)
+        if query.get("type", "message.received") != "message.received":
+            return Reply(200, {"events": [], "next_cursor": None, "count": 0})
+        now = self.config.clock()
+        try:
+            with self._lock:
+                page = self._events.page(
+                    now, limit=limit, cursor=query.get("cursor"), since=since, lead_id=query.get("lead_id")
+                )
+        except CursorError as exc:
+            return self._error(1002, str(exc), envelope=True)
+        self.counters["event_pages"] += 1
+        return Reply(200, page)
+
+    def replies(self) -> list[dict[str, Any]]:
+        """The ledger of replies made so far (visible in the event log), for tests and rehearsals."""
+        with self._lock:
+            fates = self._events.visible(self.config.clock())
+        return [
+            {"phone": f.phone, "lead_id": f.lead_id, "event_id": f.event_id, "text": f.reply_text, "kind": f.reply_kind}
+            for f in fates
+        ]
+
+    def lookup_fault(self) -> Reply | None:
+        """Lookups share the server-side rate limit and injected 429s with /send."""
+        with self._lock:
+            self.counters["lookups"] += 1
+        if self._over_rate_limit():
+            with self._lock:
+                self.fault_counts["rate_limit_per_s"] += 1
+            return self._error(1007, "Rate limited", envelope=True, retry_after=1)
+        if self._roll("rate_limited", self.config.faults.rate_limited):
+            return self._error(1007, "Rate limited", envelope=True, retry_after=self.config.faults.retry_after_s)
+        return None
 
     def phone_numbers(self) -> Reply:
         numbers = [
@@ -555,9 +646,17 @@ class SandboxModel:
 
     # --------------------------------------------------------------- errors
 
-    def _error(self, code: int, message: str, *, envelope: bool = False, **extra: Any) -> Reply:
+    def route_error(self, status: int, method: str, path: str) -> Reply:
+        """No route for this path (2011, 404), or not for this method (4099 with HTTP 405)."""
+        if status == 405:
+            return self._error(4099, f"{method} is not supported on {path}", envelope=True, http_status=405)
+        return self._error(2011, f"No such route: {method} {path}", envelope=True, http_status=404)
+
+    def _error(
+        self, code: int, message: str, *, envelope: bool = False, http_status: int | None = None, **extra: Any
+    ) -> Reply:
         """The flat ``/send`` error body, or the ``{success: false, error: {...}}`` envelope."""
-        status = ERROR_HTTP.get(code, 400)
+        status = http_status or ERROR_HTTP.get(code, 400)
         trace = _trace_id()
         retryable = code in RETRYABLE
         headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else {}
@@ -577,9 +676,14 @@ class SandboxModel:
         return Reply(status, body, headers)
 
 
+def _is_url(entry: Any) -> bool:
+    """A bare string that is a URL: a URL reference, which ``/send`` refuses (1011), not an id."""
+    return isinstance(entry, str) and "://" in entry
+
+
 def _attachment_ref(entry: Any) -> str | None:
     """The id of one ``attachments`` entry in any of the three documented shapes."""
-    if isinstance(entry, str) and entry:
+    if isinstance(entry, str) and entry and not _is_url(entry):
         return entry
     if isinstance(entry, dict):
         value = entry.get("attachment_id", entry.get("id"))

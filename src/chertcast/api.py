@@ -1,0 +1,281 @@
+"""chertcast as a library: every command is one call returning a typed result.
+
+Each result's ``as_json()`` is exactly what the command's ``--json`` prints, so a script can use
+either. Nothing here reads the environment: the endpoint and its secret are passed in (only the
+command line reads ``CHERT_*``), and the caller decides what to print::
+
+    from chertcast import Endpoint, check, send, Secret
+    checked = check("campaign.toml")
+    if checked.exit_code < 2:
+        outcome = send("campaign.toml", endpoint=Endpoint(url, Secret(token)), options=SendOptions(yes=True))
+        print(outcome.as_json())
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from chertcast import present, runlock
+from chertcast.campaign import load_campaign
+from chertcast.engine import RunHooks
+from chertcast.errors import CampaignStopped, ConfigError
+from chertcast.export import guard_output, write_table
+from chertcast.journal import Journal
+from chertcast.pacing import Clock
+from chertcast.preflight import Plan, build_plan
+from chertcast.runner import Endpoint, Prepared, SendOptions, SendResult, execute, journal_path_for, prepare
+from chertcast.runner import capacity_status as _capacity_status
+from chertcast.sync import PAGE_LIMIT, SyncResult, outcome_counts, outcomes_by_key, run_sync
+
+PlanHook = Callable[[Prepared], bool]
+
+
+@dataclass
+class CheckResult:
+    """What ``check`` found: the plan (every row, its phone, message and problems)."""
+
+    plan: Plan
+    now: float
+
+    @property
+    def exit_code(self) -> int:
+        """0: every row can be sent; 1: some rows have problems; 2: the campaign cannot run."""
+        return self.plan.exit_code()
+
+    def as_json(self) -> dict[str, Any]:
+        return present.check_json(self.plan, self.now)
+
+
+@dataclass
+class SendOutcome:
+    """What ``send`` did: the plan against the journal, and the run's result when one ran."""
+
+    prepared: Prepared
+    options: SendOptions
+    result: SendResult | None
+    exit_code: int
+    declined: bool = False  # the plan hook said no: nothing was sent
+
+    def as_json(self) -> dict[str, Any]:
+        return present.send_json(self.prepared, self.result, self.options, self.exit_code)
+
+
+@dataclass
+class StatusResult:
+    """Where a campaign stands, read from its journal (and its run lock)."""
+
+    campaign_id: str
+    journal: Path
+    data: dict[str, Any]
+    running: runlock.Holder | None = None
+    journal_exists: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        return self.data
+
+    def lines(self) -> list[str]:
+        if not self.journal_exists and self.running is not None:
+            return [
+                f"Campaign {self.campaign_id} ({self.journal}): run in progress: {self.running.describe()}; "
+                "no journal written yet"
+            ]
+        return present.status_lines(self.data, self.journal)
+
+
+@dataclass
+class ReportResult:
+    out: Path
+    rows: int
+    headers: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"out": str(self.out), "rows": self.rows}
+
+
+def check(campaign: Path | str, *, encoding: str | None = None, now: float | None = None) -> CheckResult:
+    """Read and check every row; send nothing. Raises ChertcastError when the campaign cannot run at all."""
+    plan = build_plan(load_campaign(Path(campaign)), encoding=encoding)
+    return CheckResult(plan, time.time() if now is None else now)
+
+
+def send(
+    campaign: Path | str,
+    *,
+    endpoint: Endpoint | None = None,
+    options: SendOptions | None = None,
+    on_plan: PlanHook | None = None,
+    progress: Any = None,
+    clock: Clock | None = None,
+    hooks: RunHooks | None = None,
+) -> SendOutcome:
+    """Plan against the journal, then send what is left, exactly once. Blocking: runs its own
+    event loop (``asend`` is the same inside yours).
+
+    ``on_plan`` sees the plan before any request (the CLI prints it and asks to confirm);
+    returning False sends nothing. ``hooks`` hear of long waits and of Ctrl-C (the CLI prints
+    them); without them nothing is printed. A dry run needs no endpoint; a real one does.
+    """
+    call = functools.partial(
+        asend,
+        campaign,
+        endpoint=endpoint,
+        options=options,
+        on_plan=on_plan,
+        progress=progress,
+        clock=clock,
+        hooks=hooks,
+    )
+    return anyio.run(call)
+
+
+async def asend(
+    campaign: Path | str,
+    *,
+    endpoint: Endpoint | None = None,
+    options: SendOptions | None = None,
+    on_plan: PlanHook | None = None,
+    progress: Any = None,
+    clock: Clock | None = None,
+    hooks: RunHooks | None = None,
+) -> SendOutcome:
+    """``send`` inside the caller's event loop (anyio: asyncio or trio)."""
+    opts = _options_for(endpoint, options)
+    prepared = prepare(Path(campaign), opts)
+    try:
+        early = _before_sending(prepared, opts, endpoint, on_plan)
+        if early is not None:
+            return early
+        assert endpoint is not None  # _options_for refuses a real run without one
+        try:
+            result = await execute(prepared, opts, endpoint, progress, clock, hooks)
+        except CampaignStopped as exc:  # before the first /send: nothing was sent, every row waits
+            resume = present.resume_command(prepared.campaign.source, opts)
+            raise CampaignStopped(f"{exc}. Nothing was sent; fix it, then resume with: {resume}") from None
+        return SendOutcome(prepared, opts, result, present.final_exit_code(prepared, result.run))
+    finally:
+        prepared.release()
+
+
+def _options_for(endpoint: Endpoint | None, options: SendOptions | None) -> SendOptions:
+    """The options, once it is sure the call can run: a real send needs an endpoint (checked
+    before the journal is touched); a dry run sends nothing and needs none."""
+    opts = options or SendOptions()
+    if endpoint is None and not opts.dry_run:
+        raise ConfigError("send: no endpoint given (pass endpoint=Endpoint(base_url, Secret(...)))")
+    return opts
+
+
+def _before_sending(
+    prepared: Prepared, options: SendOptions, endpoint: Endpoint | None, on_plan: PlanHook | None
+) -> SendOutcome | None:
+    """The outcome when nothing is to be sent (dry run, nothing left, declined); None to go on."""
+    if options.dry_run or not prepared.to_send:
+        if on_plan is not None:
+            on_plan(prepared)
+        code = 0 if options.dry_run else present.final_exit_code(prepared, None)
+        return SendOutcome(prepared, options, None, code)
+    if on_plan is not None and not on_plan(prepared):
+        return SendOutcome(prepared, options, None, 0, declined=True)
+    return None
+
+
+def status(
+    campaign: Path | str, *, journal: Path | None = None, sandbox: bool = False, now: float | None = None
+) -> StatusResult:
+    """Counts by state, common errors, capacity today, and whether a run holds the journal."""
+    loaded = load_campaign(Path(campaign))
+    path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))
+    holder = runlock.running(path)
+    if holder is not None and not path.exists():  # a first run, still planning: no journal yet
+        data: dict[str, Any] = {"campaign": loaded.id, "journal": str(path), "running": holder.as_json()}
+        return StatusResult(loaded.id, path, data, holder, journal_exists=False)
+    with Journal.open_existing(path, loaded.id) as opened:
+        data = present.status_json(loaded.id, opened)
+        data.update(outcome_counts(opened))
+        data["capacity"] = _capacity_status(loaded, opened, time.time() if now is None else now)
+    data["running"] = holder.as_json() if holder is not None else None
+    return StatusResult(loaded.id, path, data, holder)
+
+
+@dataclass
+class SyncOutcome:
+    """What ``sync`` fetched and what the journal now knows of deliveries, replies and opt-outs."""
+
+    campaign_id: str
+    result: SyncResult
+
+    def as_json(self) -> dict[str, Any]:
+        return present.sync_json(self.campaign_id, self.result)
+
+
+def sync(
+    campaign: Path | str,
+    *,
+    endpoint: Endpoint,
+    journal: Path | None = None,
+    sandbox: bool = False,
+    rate: float | None = None,
+    page_size: int = PAGE_LIMIT,
+    clock: Clock | None = None,
+) -> SyncOutcome:
+    """Fetch delivery status for sent messages not final yet and the replies since the last sync;
+    append opt-outs to the campaign's opt-out list. Safe to interrupt and rerun."""
+    loaded = load_campaign(Path(campaign))
+    path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))
+    result = run_sync(
+        loaded,
+        path,
+        endpoint.base_url,
+        endpoint.secret,
+        rate=rate,
+        clock=clock,
+        page_size=page_size,
+        transport=endpoint.transport,
+    )
+    return SyncOutcome(loaded.id, result)
+
+
+def report(
+    campaign: Path | str,
+    out: Path | str,
+    *,
+    only: str | None = None,
+    journal: Path | None = None,
+    sandbox: bool = False,
+    encoding: str | None = None,
+    force: bool = False,
+) -> ReportResult:
+    """Write what happened, row by row, with the sheet's own columns, to a CSV or XLSX file."""
+    loaded = load_campaign(Path(campaign))
+    target = Path(out)
+    path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))
+    journals = {path.with_name(path.name + suffix): "journal" for suffix in ("", "-wal", "-shm", ".lock")}
+    guard_output(target, {**loaded.inputs(), **journals}, force=force)
+    plan = build_plan(loaded, encoding=encoding)
+    with Journal.open_existing(path, loaded.id) as opened:
+        headers, rows = present.report_rows(plan, list(opened.rows()), only, outcomes_by_key(opened))
+    return ReportResult(target, write_table(target, headers, rows), headers)
+
+
+__all__ = [
+    "CheckResult",
+    "Endpoint",
+    "ReportResult",
+    "SendOptions",
+    "SendOutcome",
+    "StatusResult",
+    "SyncOutcome",
+    "asend",
+    "check",
+    "report",
+    "send",
+    "status",
+    "sync",
+]
