@@ -367,6 +367,8 @@ def test_an_opt_out_added_after_a_run_is_not_sent_on_the_fast_path(tmp_path: Pat
     assert lead not in {r.phone for r in after.to_send} and after.status_counts["suppressed"] == 2
     assert after.to_send == full.to_send and after.status_counts == full.status_counts
     assert journal_rows(setup.journal) == journal_rows(copy)  # its pending row dropped alike
+    header = " ".join(present.send_header(after, SendOptions()))
+    assert "the opt-out list (optouts.csv) changed since the last run: every row re-checked, 0 rows parsed" in header
     again = prepare(setup)
     assert again.reused_check and again.to_send == after.to_send and lead not in {r.phone for r in again.to_send}
 

@@ -191,6 +191,7 @@ class EarlierWork:
 
     phones: dict[str, PhoneResult]
     renders: pl.DataFrame
+    changed: tuple[str, ...] = ()  # the inputs that differ from that check's (chertcast.rerun's parts)
 
 
 RENDERED_FIELDS = ("body", "error", "reason", "variable")

@@ -207,7 +207,7 @@ def earlier_work(journal: Journal, print_: Fingerprint) -> EarlierWork | None:
         return None
     phones = pl.read_ipc(io.BytesIO(frames["phones"]))
     known = {raw: PhoneResult(*values) for raw, *values in phones.iter_rows()}
-    return EarlierWork(known, pl.read_ipc(io.BytesIO(frames["renders"])))
+    return EarlierWork(known, pl.read_ipc(io.BytesIO(frames["renders"])), tuple(changed))
 
 
 def _per_row_work_kept(part: str) -> bool:

@@ -78,7 +78,8 @@ class Prepared:
     kept_original: int = 0  # changed in the sheet but maybe delivered: resent with their first message
     status_counts: Counter[str] = field(default_factory=Counter)  # the check's rows by status
     rows_read: int = 0  # the sheet's data rows
-    rows_reused: int = 0  # only the sheet changed: rows whose numbers and messages came from the last check
+    rows_reused: int = 0  # only the sheet or a list changed: rows whose numbers and messages came from the last check
+    changed_inputs: tuple[str, ...] = ()  # ... and which inputs changed (chertcast.rerun's parts)
 
     @property
     def reused_check(self) -> bool:
@@ -141,7 +142,7 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
     return Prepared(
         campaign, plan, path, to_send, done, synced.new, rate, concurrency, lock,
         kept_original=synced.kept_original, status_counts=plan.counts(), rows_read=len(plan.recipients),
-        rows_reused=reused_rows,
+        rows_reused=reused_rows, changed_inputs=earlier.changed if earlier is not None else (),
     )  # fmt: skip
 
 
