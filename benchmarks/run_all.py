@@ -23,6 +23,7 @@ def run(module: str, *args: str) -> dict[str, Any]:
         "bench_chaos": "chaos",
         "bench_capacity": "capacity",
         "bench_realtime": "realtime",
+        "bench_rerun": "rerun",
         "bench_pages": "pages",
         "bench_sync": "sync",
     }[module]
@@ -64,6 +65,15 @@ def table(results: dict[str, Any]) -> list[str]:
         f"| resume: journal of {journal['journal_rows']:,} rows, {journal['already_sent']:,} sent | "
         f"{journal['resume_to_first_request_s']} s from `send` to its first request (whole command, --limit 1) | | |"
     )
+    if "rerun" in results:
+        rerun = results["rerun"]["rerun"]
+        lines.append(
+            f"| rerun to first request, journal of {rerun['journal_rows']:,} rows, {rerun['already_sent']:,} sent | "
+            f"unchanged {min(r['first_request_s'] for r in rerun['unchanged'])} s ; one cell changed "
+            f"{rerun['one_row_changed']['first_request_s']} s | full check {rerun['full_check']['first_request_s']} s; "
+            f"aim unchanged ≤ {rerun['aim_unchanged_s']:g} s | {rerun['full_over_unchanged']}× ; "
+            f"{rerun['full_over_one_row_changed']}× |"
+        )
     chaos = results["chaos"]
     lines.append(
         f"| chaos: {chaos['rows']:,} rows, {chaos['kills']} SIGKILLs, fault mix | duplicates {chaos['duplicates']}, "
@@ -113,6 +123,7 @@ def main() -> None:
         "send": run("bench_send", *(["--quick"] if quick else [])),
         "check": run("bench_check", *(["--rows", "100000"] if quick else [])),
         "chaos": run("bench_chaos", *(["--rows", "1000", "--kills", "5"] if quick else [])),
+        "rerun": run("bench_rerun", *(["--rows", "100000"] if quick else [])),
     }
     if (Path(__file__).parent / "bench_capacity.py").exists():
         results["capacity"] = run("bench_capacity")

@@ -125,13 +125,35 @@ class SyncResult:
     states: dict[str, str] | None = None
 
 
-class _Known(NamedTuple):
+class KnownRow(NamedTuple):
     body_hash: str | None
     state: str
     attempts: int
     row: int
     maybe_delivered: bool
     timezone: str | None
+
+
+class RowDecision(NamedTuple):
+    changed: bool  # the message changed since it was attempted, and it would be sent again
+    kept_original: bool  # ... and it may have been delivered: resent with its first message
+    body_hash: str | None  # the hash to write when the row must be updated, else None
+
+
+def compare_row(recipient: Recipient, digest: str, previous: KnownRow, retry_failed: bool) -> RowDecision:
+    """One known row against the plan's message (``digest``): changed or not, and what to write."""
+    same = previous.body_hash == digest or (
+        any(a.is_file for a in recipient.attachments) and previous.body_hash == _legacy_message_hash(recipient)
+    )
+    resent = previous.state in UNFINISHED or (previous.state == "failed" and retry_failed)
+    attempted = previous.attempts > 0 or previous.state != "pending"
+    changed = not same and resent and attempted
+    kept = changed and (previous.maybe_delivered or previous.state in ("sending", "unknown"))
+    # a delivered message, or one attempted and not sent this run, keeps the hash of what was attempted
+    held = previous.state in DELIVERED or (not same and attempted and not resent)
+    body_hash = previous.body_hash if held else digest
+    moved = (recipient.row, body_hash, recipient.timezone) != (previous.row, previous.body_hash, previous.timezone)
+    return RowDecision(changed, kept, body_hash if moved else None)
 
 
 class Journal:
@@ -234,6 +256,9 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
+    def now(self) -> float:
+        return float(self._clock())
+
     def connection(self) -> sqlite3.Connection:
         """For modules that keep their own tables in the journal (``sync``)."""
         return self._db
@@ -266,7 +291,7 @@ class Journal:
         """
         now = self._clock()
         known = {
-            key: _Known(body_hash, state, attempts, row, bool(maybe), zone)
+            key: KnownRow(body_hash, state, attempts, row, bool(maybe), zone)
             for key, body_hash, state, attempts, row, maybe, zone in self._db.execute(
                 "SELECT key, body_hash, state, attempts, row, maybe_delivered, timezone FROM recipients "
                 "WHERE state != 'skipped'"
@@ -290,19 +315,12 @@ class Journal:
                     (recipient.key, recipient.row, recipient.phone, digest, recipient.timezone, "pending", now, now)
                 )
                 continue
-            same = previous.body_hash == digest or (
-                any(a.is_file for a in recipient.attachments) and previous.body_hash == _legacy_message_hash(recipient)
-            )
-            resent = previous.state in UNFINISHED or (previous.state == "failed" and retry_failed)
-            attempted = previous.attempts > 0 or previous.state != "pending"
-            if not same and resent and attempted:
+            decision = compare_row(recipient, digest, previous, retry_failed)
+            if decision.changed:
                 changed.append(recipient)
-                kept_original += previous.maybe_delivered or previous.state in ("sending", "unknown")
-            # a delivered message, or one attempted and not sent this run, keeps the hash of what was attempted
-            held = previous.state in DELIVERED or (not same and attempted and not resent)
-            body_hash = previous.body_hash if held else digest
-            if (recipient.row, body_hash, recipient.timezone) != (previous.row, previous.body_hash, previous.timezone):
-                updates.append((recipient.row, body_hash, recipient.timezone, now, recipient.key))
+                kept_original += decision.kept_original
+            if decision.body_hash is not None:
+                updates.append((recipient.row, decision.body_hash, recipient.timezone, now, recipient.key))
         if changed and not allow_changes:
             raise JournalError(_changed_message(changed, kept_original))
         sendable_keys = {r.key for r in plan.sendable}

@@ -314,3 +314,44 @@ def sync_outcomes_replies_and_cursor(db: sqlite3.Connection) -> None:
         CREATE TABLE sync_state (name TEXT PRIMARY KEY, value TEXT)
         """
     )
+
+
+@MIGRATIONS
+def stored_check_for_fast_reruns(db: sqlite3.Connection) -> None:
+    """What ``send`` keeps of its last check, to skip re-checking unchanged inputs
+    (``chertcast.rerun``): the inputs' fingerprint (``input_fingerprint``), the check's counts
+    (``check_result``), the sendable rows a later run may still send (``check_sendable``) and its
+    per-row work (phones, messages) as Arrow IPC frames (``check_work``), for a rerun whose sheet
+    changed. A cache: emptied before every sync, rebuilt after it."""
+    db.execute("CREATE TABLE input_fingerprint (part TEXT PRIMARY KEY, digest TEXT NOT NULL)")
+    db.execute(
+        """
+        CREATE TABLE check_result (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            total INTEGER NOT NULL,
+            counts TEXT NOT NULL,
+            journal_rows INTEGER NOT NULL,
+            checked_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE check_sendable (
+            key TEXT PRIMARY KEY,
+            row INTEGER NOT NULL,
+            raw_phone TEXT NOT NULL,
+            phone TEXT NOT NULL,
+            body TEXT NOT NULL,
+            name TEXT,
+            external_id TEXT,
+            phone_line_id TEXT,
+            effect TEXT,
+            attachments TEXT NOT NULL,
+            timezone TEXT,
+            phone_column TEXT,
+            digest TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE TABLE check_work (name TEXT PRIMARY KEY, frame BLOB NOT NULL)")

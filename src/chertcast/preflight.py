@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import polars as pl
+
 from chertcast import optout
 from chertcast.campaign import Campaign
 from chertcast.contacts import Sheet, decode_text, header_key, load_sheet
@@ -122,6 +124,7 @@ class Plan:
     suppressed_numbers: int = 0
     notes: list[str] = field(default_factory=list)
     lists: list[SuppressionList] = field(default_factory=list)
+    work: RowWork | None = None  # kept when asked (build_plan(keep_work=True)), for a later rerun
     phone_columns_unused: list[tuple[str, str]] = field(default_factory=list)  # (header, why not used)
 
     @property
@@ -152,7 +155,55 @@ class Plan:
         return 1 if counts["error"] or counts["duplicate"] or unread else 0
 
 
-def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
+@dataclass(frozen=True, slots=True)
+class RowWork:
+    """The slow, pure part of a check (see ``_RowBuilder._pure_work``), as a later check can reuse it.
+
+    ``phones``: each distinct phone cell (``raw``) and its PhoneResult fields. ``renders``: each
+    row's render inputs (``v``, ``v0…``: the template's variables in name order, then the phone
+    cell when ``| random`` is seeded by it) and its Rendered fields — two rows with the same
+    inputs render the same message. ``reused`` counts the rows taken from an earlier check.
+    Kept as Arrow frames: a million Python objects would cost hundreds of MB more.
+    """
+
+    phones: pl.DataFrame
+    renders: pl.DataFrame
+    reused: int = 0
+
+    @classmethod
+    def of(cls, phones: dict[str, PhoneResult], renders: list[Rendered], inputs: pl.DataFrame, reused: int) -> RowWork:
+        results = list(phones.values())
+        phone_frame = pl.DataFrame(
+            {"raw": list(phones), **{name: [getattr(r, name) for r in results] for name in PHONE_FIELDS}},
+            schema={"raw": pl.String, **dict.fromkeys(PHONE_FIELDS, pl.String)},
+        )
+        rendered = pl.DataFrame(
+            {name: [getattr(r, name) for r in renders] for name in RENDERED_FIELDS},
+            schema=dict.fromkeys(RENDERED_FIELDS, pl.String),
+        )
+        return cls(phone_frame, pl.concat([inputs, rendered], how="horizontal"), reused)
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierWork:
+    """What an earlier check of the same campaign found (same template, lists and settings):
+    ``phones`` by raw cell, ``renders`` by render inputs (columns ``v0…``, then the Rendered fields)."""
+
+    phones: dict[str, PhoneResult]
+    renders: pl.DataFrame
+    changed: tuple[str, ...] = ()  # the inputs that differ from that check's (chertcast.rerun's parts)
+
+
+RENDERED_FIELDS = ("body", "error", "reason", "variable")
+PHONE_FIELDS = ("e164", "error", "reason", "warning", "warning_code")
+
+
+def build_plan(
+    campaign: Campaign, *, encoding: str | None = None, earlier: EarlierWork | None = None, keep_work: bool = False
+) -> Plan:
+    """The plan. ``earlier``: reuse an earlier check's phones and messages for rows whose cells
+    did not change (only the sheet may differ from that check); ``keep_work``: keep this check's
+    per-row work on the plan, for the next run to reuse."""
     template, template_encoding = _compile(campaign)
     sheet = load_sheet(
         campaign.contacts, sheet=campaign.sheet, encoding=encoding or campaign.encoding, header_row=campaign.header_row
@@ -176,7 +227,7 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
     }
     lists = load_suppression(campaign)
     suppressed = set().union(*(entry.numbers for entry in lists))
-    builder = _RowBuilder(campaign, sheet, template, variables, choice.indexes, mapped, suppressed)
+    builder = _RowBuilder(campaign, sheet, template, variables, choice.indexes, mapped, suppressed, earlier)
     plan = Plan(
         campaign,
         sheet,
@@ -201,7 +252,7 @@ def build_plan(campaign: Campaign, *, encoding: str | None = None) -> Plan:
                 )
             )
     try:
-        builder.build(plan)
+        plan.work = builder.build(plan, keep_work)
     except TemplateProblem as exc:  # the sandbox refused the template itself: no row can render
         raise ConfigError(str(exc)) from None
     if template_encoding != "utf-8":
@@ -406,8 +457,10 @@ class _RowBuilder:
         phone_indexes: tuple[int, ...],
         mapped: dict[str, int | None],
         suppressed: set[str],
+        earlier: EarlierWork | None = None,
     ) -> None:
         self.campaign = campaign
+        self.earlier = earlier
         self.template = template
         self.used = {name: variables[name] for name in template.variables}
         self.headers = sheet.headers
@@ -428,12 +481,47 @@ class _RowBuilder:
             (mapped.get(name), defaults.get(name)) for name in ("name", "external_id", "phone_line_id", "effect")
         ]
 
-    def build(self, plan: Plan) -> None:
-        phones, renders = self._pure_work()
+    def build(self, plan: Plan, keep_work: bool = False) -> RowWork | None:
+        inputs = self.render_inputs() if keep_work or self.earlier is not None else None
+        if self.earlier is not None and inputs is not None:
+            phones, renders, reused = self._reuse_work(self.earlier, inputs)
+        else:
+            (phones, renders), reused = self._pure_work(), 0
         rows = zip(self.sheet.row_numbers, self.sheet.frame.iter_rows(), renders, strict=True)
         plan.recipients.extend(
             self._row(number, cells, phones, rendered, plan.issues) for number, cells, rendered in rows
         )
+        return RowWork.of(phones, renders, inputs, reused) if keep_work and inputs is not None else None
+
+    def render_inputs(self) -> pl.DataFrame:
+        """Each row's render inputs as columns v0, v1, …: what a message is a pure function of
+        (with ``| random``, every phone column's cell too: the seed is the picked number's key)."""
+        columns = [self.used[name] for name in sorted(self.used)]
+        if self.template.uses_random:  # seeded by the key of the number picked from the phone columns
+            columns.extend(self.phone_indexes)
+        values = [pl.col(f"c{index}").alias(f"v{i}") for i, index in enumerate(columns)]
+        keyed = self.sheet.frame.with_columns(pl.lit("").alias("v"))  # v: a key when no column is used
+        return keyed.select("v", *values)
+
+    def _reuse_work(
+        self, earlier: EarlierWork, inputs: pl.DataFrame
+    ) -> tuple[dict[str, PhoneResult], list[Rendered], int]:
+        """Parse only the phones and render only the rows an earlier check did not see."""
+        region = self.campaign.default_region
+        distinct = dict.fromkeys(cell for i in self.phone_indexes for cell in self.sheet.column(i))
+        phones = {raw: earlier.phones.get(raw) or normalise(raw, region) for raw in distinct}
+        keys = list(inputs.columns)
+        found = inputs.join(earlier.renders.unique(keys), on=keys, how="left", maintain_order="left")
+        renders = [Rendered(*values) for values in found.select(RENDERED_FIELDS).iter_rows()]
+        missing = found.select(pl.arg_where(pl.col("reason").is_null())).to_series().to_list()
+        if missing:
+            seeds = self._seeds(phones) if self.template.uses_random else None
+            names = sorted(self.used)
+            columns = [self.sheet.column(self.used[name]) for name in names]
+            for i in missing:
+                context = {name: column[i] for name, column in zip(names, columns, strict=True) if column[i]}
+                renders[i] = self.template.render(context, seeds[i] if seeds is not None else "")
+        return phones, renders, len(renders) - len(missing)
 
     def _pure_work(self) -> tuple[dict[str, PhoneResult], list[Rendered]]:
         """Parse every distinct phone and render every row: the slow, pure part of a check.

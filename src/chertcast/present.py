@@ -405,8 +405,7 @@ def cron_lines(campaign: Path, options: SendOptions, secret: SecretSource | None
 
 
 def send_header(prepared: Prepared, options: SendOptions, now: float | None = None) -> list[str]:
-    counts = prepared.plan.counts()
-    skipped = len(prepared.plan.recipients) - counts["sendable"]
+    skipped = prepared.rows_read - prepared.status_counts["sendable"]
     mode = "DRY RUN: " if options.dry_run else ("SANDBOX: " if options.sandbox else "")
     eta = _send_estimate(prepared, now)
     lines = [
@@ -415,6 +414,20 @@ def send_header(prepared: Prepared, options: SendOptions, now: float | None = No
         f"  rate {prepared.rate:g} msg/s, concurrency {prepared.concurrency}; estimated {eta.text}",
         f"  journal: {prepared.journal_path}",
     ]
+    if prepared.reused_check:
+        lines.append("  inputs unchanged since the last run: its check is reused (sheet not re-read)")
+    elif prepared.rows_reused:
+        rechecked = prepared.rows_read - prepared.rows_reused
+        if prepared.changed_inputs in ((), ("contacts",)):
+            lines.append(
+                f"  only the sheet changed since the last run: {plural(rechecked, 'row')} re-checked, "
+                "the others' numbers and messages reused"
+            )
+        else:
+            lines.append(
+                f"  {_inputs_text(prepared.changed_inputs)} changed since the last run: every row re-checked, "
+                f"{plural(rechecked, 'row')} parsed and rendered anew, the others' numbers and messages reused"
+            )
     if prepared.kept_original:
         lines.append(
             f"  {prepared.kept_original:,} changed rows keep their original message: an earlier attempt "
@@ -427,6 +440,20 @@ def send_header(prepared: Prepared, options: SendOptions, now: float | None = No
     elif not prepared.to_send:
         lines += _nothing_left(prepared, options)
     return lines
+
+
+def _inputs_text(parts: tuple[str, ...]) -> str:
+    """chertcast.rerun's fingerprint parts, as the user knows those inputs."""
+    names = []
+    for part in parts:
+        kind, _, path = part.partition(":")
+        if kind == "contacts":
+            names.append("the sheet")
+        elif kind == "optout":
+            names.append(f"the opt-out list ({Path(path).name})")
+        else:
+            names.append(f"suppression list {Path(path).name}")
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
 def _nothing_left(prepared: Prepared, options: SendOptions) -> list[str]:

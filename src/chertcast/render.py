@@ -90,13 +90,15 @@ class MessageTemplate:
         self._env.globals.clear()  # so that a name like `range` counts as a free variable
         try:
             parsed = self._env.parse(source)
-            trees = self._with_included(parsed, folder, set())
+            included: set[str] = set()
+            trees = self._with_included(parsed, folder, included)
             self.variables = frozenset().union(*(meta.find_undeclared_variables(tree) for tree in trees))
             self._env.globals.update(defaults)
             self._template = self._env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             where = f"{exc.name}, " if exc.name else ""
             raise TemplateProblem(f"{origin}, {where}line {exc.lineno}: template syntax error: {exc.message}") from None
+        self.included = frozenset(included)  # the files it includes or imports, by name in its folder
         self.names = frozenset(node.name for tree in trees for node in tree.find_all(nodes.Name))
         calls = (node.node for tree in trees for node in tree.find_all(nodes.Call))
         self.called = frozenset(node.name for node in calls if isinstance(node, nodes.Name))

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from chertcast import rerun
 from chertcast.campaign import Campaign, load_campaign
 from chertcast.capacity import (
     Calendar,
@@ -34,7 +35,7 @@ from chertcast.engine import Engine, EngineSettings, Progress, RunHooks, RunResu
 from chertcast.errors import CampaignStopped
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
 from chertcast.pacing import Clock, RealClock
-from chertcast.preflight import Plan, Recipient, build_plan, campaign_attachments
+from chertcast.preflight import EarlierWork, Plan, Recipient, build_plan, campaign_attachments
 from chertcast.runlock import RunLock
 from chertcast.schedule import Scheduler
 
@@ -61,7 +62,7 @@ class Prepared:
     """Everything decided before the first request: the plan, the journal, the work."""
 
     campaign: Campaign
-    plan: Plan
+    plan: Plan | None  # None: no input changed, so the journal's stored check was reused (chertcast.rerun)
     journal_path: Path
     to_send: list[Recipient]
     already_done: int
@@ -75,6 +76,14 @@ class Prepared:
             self.lock.release()
 
     kept_original: int = 0  # changed in the sheet but maybe delivered: resent with their first message
+    status_counts: Counter[str] = field(default_factory=Counter)  # the check's rows by status
+    rows_read: int = 0  # the sheet's data rows
+    rows_reused: int = 0  # only the sheet or a list changed: rows whose numbers and messages came from the last check
+    changed_inputs: tuple[str, ...] = ()  # ... and which inputs changed (chertcast.rerun's parts)
+
+    @property
+    def reused_check(self) -> bool:
+        return self.plan is None
 
 
 @dataclass
@@ -111,32 +120,65 @@ def prepare(campaign_path: Path, options: SendOptions) -> Prepared:
 
 
 def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock | None) -> Prepared:
-    plan = build_plan(campaign, encoding=options.encoding)
     rate = options.rate or campaign.send.rate
     concurrency = options.concurrency or campaign.send.concurrency
-    synced = _sync(plan, path, options)
+    # Taken before any input is read: an edit made while this run checks is seen by the next one.
+    inputs = rerun.fingerprint(campaign, options.encoding)
+    reused, earlier = _reuse(campaign, path, options, inputs) if inputs is not None else (None, None)
+    if reused is not None:
+        to_send = reused.to_send[: options.limit] if options.limit is not None else reused.to_send
+        return Prepared(
+            campaign, None, path, to_send, reused.already_done, 0, rate, concurrency, lock,
+            kept_original=reused.kept_original, status_counts=reused.counts, rows_read=reused.total,
+        )  # fmt: skip
+    keep = inputs is not None and not options.dry_run  # a real send keeps its check for the next run
+    plan = build_plan(campaign, encoding=options.encoding, earlier=earlier, keep_work=keep)
+    synced, reused_rows = _sync(plan, path, options, inputs)
     retry = ("pending", "sending", "unknown", "failed") if options.retry_failed else UNFINISHED
     to_send = [r for r in plan.sendable if (synced.states or {}).get(r.key or "", "pending") in retry]
     done = len(plan.sendable) - len(to_send)
     if options.limit is not None:
         to_send = to_send[: options.limit]
     return Prepared(
-        campaign, plan, path, to_send, done, synced.new, rate, concurrency, lock, kept_original=synced.kept_original
-    )
+        campaign, plan, path, to_send, done, synced.new, rate, concurrency, lock,
+        kept_original=synced.kept_original, status_counts=plan.counts(), rows_read=len(plan.recipients),
+        rows_reused=reused_rows, changed_inputs=earlier.changed if earlier is not None else (),
+    )  # fmt: skip
 
 
-def _sync(plan: Plan, path: Path, options: SendOptions) -> SyncResult:
+def _reuse(
+    campaign: Campaign, path: Path, options: SendOptions, inputs: rerun.Fingerprint
+) -> tuple[rerun.Reused | None, EarlierWork | None]:
+    """The journal's stored check when no input changed since it was made; else, when only the
+    sheet changed, its per-row work (see chertcast.rerun)."""
+    if not path.exists():
+        return None, None
+    changes = {"allow_changes": options.allow_changes, "retry_failed": options.retry_failed}
+    opened = Journal.open_existing(path, campaign.id) if options.dry_run else Journal(path, campaign.id)
+    with opened as journal:
+        reused = rerun.reuse(journal, inputs, **changes, write=not options.dry_run)
+        return reused, rerun.earlier_work(journal, inputs) if reused is None else None
+
+
+def _sync(
+    plan: Plan, path: Path, options: SendOptions, inputs: rerun.Fingerprint | None = None
+) -> tuple[SyncResult, int]:
+    """The journal synced with the plan, and how many rows' work came from the last check."""
     changes = {"allow_changes": options.allow_changes, "retry_failed": options.retry_failed}
     if options.dry_run:
         if not path.exists():
-            return SyncResult(new=len(plan.sendable), changed_allowed=0, states={})
+            return SyncResult(new=len(plan.sendable), changed_allowed=0, states={}), 0
         with Journal.open_existing(path, plan.campaign.id) as journal:
-            return journal.sync(plan, **changes, write=False)
+            return journal.sync(plan, **changes, write=False), 0
     with Journal(path, plan.campaign.id) as journal:
+        rerun.forget(journal)
+        reused_rows = rerun.keep_work(journal, plan)
         synced = journal.sync(plan, **changes)
         if options.retry_failed:
             journal.reset_failed()
-        return synced
+        if inputs is not None:
+            rerun.remember(journal, plan, inputs)
+        return synced, reused_rows
 
 
 @dataclass(frozen=True)
