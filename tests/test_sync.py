@@ -270,3 +270,31 @@ def test_a_long_retry_after_ends_the_sync_at_once_with_exit_3(tmp_path: Path) ->
     assert (
         result.exit_code == 3 and "Chert asked to wait 3,600 s" in result.output and "run sync again" in result.output
     )
+
+
+def test_a_rehearsals_opt_outs_stay_out_of_the_real_list(tmp_path: Path) -> None:
+    """`send --sandbox` + `sync --sandbox`: the sandbox's made-up opt-outs go to a list of their own
+    (`<list>.sandbox.csv`), which the rehearsal honours; check and a real send read only the real list."""
+    import chertcast
+    from chertcast import Endpoint, SendOptions
+    from chertcast.preflight import build_plan
+    from chertcast.sandbox import sandbox_transport
+
+    contacts = write_contacts(tmp_path / "contacts.csv", 12)
+    campaign = write_campaign(tmp_path, contacts, extra='opt_out_list = "optouts.csv"\n')
+    everyone_stops = OutcomeConfig(seed=3, reply_share=1.0, opt_out_share=1.0, contains_word_share=0.0, delay_s=0.0)
+    model = SandboxModel(SandboxConfig(outcomes=everyone_stops))
+    endpoint = Endpoint.sandbox("http://sandbox.invalid/api/v1", Secret(DEFAULT_SECRET), sandbox_transport(model))
+    sent = chertcast.send(campaign, endpoint=endpoint, options=SendOptions(sandbox=True, handle_signals=False))
+    assert sent.exit_code == 0 and len(model.deliveries()) == 12
+    time.sleep(0.05)  # the replies' moment must have passed
+    synced = chertcast.sync(campaign, endpoint=endpoint, sandbox=True)
+    added = synced.as_json()["opt_out_list_added"]
+    assert added >= 8  # nearly everyone was made to answer STOP
+    with (tmp_path / "optouts.sandbox.csv").open(encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == added
+    real = tmp_path / "optouts.csv"
+    assert not real.exists() or len(real.read_text(encoding="utf-8").splitlines()) <= 1
+    assert len(chertcast.check(campaign).plan.sendable) == 12  # the real campaign is untouched
+    rehearsal = build_plan(load_campaign(campaign).rehearsal())
+    assert len(rehearsal.sendable) == 12 - added and rehearsal.counts()["suppressed"] == added

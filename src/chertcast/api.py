@@ -232,6 +232,8 @@ def sync(
     append opt-outs to the campaign's opt-out list. Safe to interrupt and rerun."""
     loaded = load_campaign(Path(campaign))
     path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))
+    if sandbox:  # the sandbox's made-up opt-outs go to the rehearsal's own list
+        loaded = loaded.rehearsal()
     result = run_sync(
         loaded,
         path,

@@ -304,6 +304,15 @@ class Campaign(_Strict):
                 text, encoding = data.decode("cp1252"), "windows-1252"
         return unicodedata.normalize("NFC", text.removeprefix("\ufeff")), encoding
 
+    def rehearsal(self) -> Campaign:
+        """The campaign as a ``--sandbox`` rehearsal sees it: its opt-outs go to and come from a
+        list of their own beside the real one (``<list>.sandbox.csv``), so the sandbox's made-up
+        replies never suppress a real recipient."""
+        if self.opt_out_list is None:
+            return self
+        listed = self.opt_out_list
+        return self.model_copy(update={"opt_out_list": listed.with_name(f"{listed.stem}.sandbox{listed.suffix}")})
+
     def resolved_base_url(self) -> str:
         override = os.environ.get(BASE_URL_ENV, "").strip()
         if override:

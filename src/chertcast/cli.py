@@ -613,10 +613,13 @@ def sync_command(
     loaded = load_campaign(campaign)
     path = runner.journal_path_for(loaded, runner.SendOptions(journal=journal, sandbox=sandbox))
     if not path.exists():
-        raise JournalError(f"{path}: no journal yet; run `chertcast send {campaign}` first")
+        again = f"chertcast send {campaign}{' --sandbox' if sandbox else ''}"
+        raise JournalError(f"{path}: no journal yet; run `{again}` first")
     try:
         with _sync_endpoint(loaded, path, sandbox) as endpoint:
-            result = api.sync(campaign, endpoint=endpoint, journal=path, rate=rate, page_size=page_size)
+            result = api.sync(
+                campaign, endpoint=endpoint, journal=path, sandbox=sandbox, rate=rate, page_size=page_size
+            )
     except SyncRunning as exc:  # cron met the last sync still going: that one does the work
         click.echo(f"chertcast: {exc}", err=True)
         sys.exit(0)
@@ -624,7 +627,7 @@ def sync_command(
     if as_json:
         click.echo(json.dumps(data))
         return
-    for line in present.sync_lines(data, campaign):
+    for line in present.sync_lines(data, campaign, sandbox):
         click.echo(line)
 
 

@@ -671,14 +671,15 @@ def sync_json(campaign_id: str, result: Any) -> dict[str, Any]:
     }
 
 
-def sync_lines(data: dict[str, Any], campaign: Any) -> list[str]:
+def sync_lines(data: dict[str, Any], campaign: Any, sandbox: bool = False) -> list[str]:
     lines = [
         f"Synced {data['campaign']} in {data['seconds']:.1f} s: {data['requests']:,} requests "
         f"({data['status_requests']:,} status lookups, {data['event_pages']:,} event pages)",
         f"  new replies {data['replies_new']:,}, new opt-outs {data['opt_outs_new']:,}, "
         f"new to review {data['needs_review_new']:,}, added to the opt-out list {data['opt_out_list_added']:,}",
         *outcome_lines(data)[1:],
-        f"Next: chertcast status {campaign}   (rerun sync any time: it resumes and never counts twice)",
+        f"Next: chertcast status {campaign}{' --sandbox' if sandbox else ''}   "
+        "(rerun sync any time: it resumes and never counts twice)",
     ]
     return lines
 

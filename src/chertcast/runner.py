@@ -107,6 +107,8 @@ def prepare(campaign_path: Path, options: SendOptions) -> Prepared:
     """The plan, checked against the journal. A dry run runs the very same checks (a changed
     message is refused alike) and writes nothing."""
     campaign = load_campaign(campaign_path)
+    if options.sandbox:
+        campaign = campaign.rehearsal()
     path = journal_path_for(campaign, options)
     # One run per journal, taken before anything is read for planning or written: a second
     # run (cron) leaves at once instead of planning the same rows (runlock.AlreadyRunning).
