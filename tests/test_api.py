@@ -115,3 +115,25 @@ def test_the_product_never_imports_the_sandbox() -> None:
             if any(n.startswith("chertcast.sandbox") for n in names):
                 offenders.append(path.name)
     assert offenders == []
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path: Path) -> None:
+    """The README's "Use it from Python" block, run unchanged against a sandbox over loopback."""
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Use it from Python") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    write_campaign(tmp_path, write_contacts(tmp_path / "contacts.csv", 4))
+    model = SandboxModel()
+    with SandboxServer(model) as server:
+        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        done = subprocess.run(
+            [sys.executable, "-c", code.group(1)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "0 4" and len(model.deliveries()) == 4
+    assert (tmp_path / "report.xlsx").exists()
