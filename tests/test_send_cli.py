@@ -324,3 +324,15 @@ def test_second_ctrl_c_leaves_at_once_and_the_rerun_sends_exactly_once(tmp_path:
     assert_journal_matches_ledger(
         tmp_path / "campaign.journal.sqlite", "test-campaign", model.deliveries(), settled=True
     )
+
+
+def test_a_dry_run_refuses_what_a_real_send_refuses(tmp_path: Path) -> None:
+    """Found by a new-user walkthrough: a dry run said "to send for real: …" for setups a real send refuses."""
+    path = write_campaign(tmp_path, write_contacts(tmp_path / "contacts.csv", 2))
+    plain = run_cli("send", path, "--dry-run", env={"CHERT_BASE_URL": "http://example.com/api/v1"})
+    assert plain.exit_code == 2 and "plain http" in plain.output and "Traceback" not in plain.output
+    nowhere = tmp_path / "missing" / "j.sqlite"
+    for extra in ([], ["--dry-run"]):
+        result = run_cli("send", path, "--sandbox", "--yes", "--journal", nowhere, *extra)
+        assert result.exit_code == 2 and "does not exist" in result.output, result.output
+    assert not nowhere.parent.exists()

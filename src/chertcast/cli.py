@@ -434,10 +434,14 @@ def send(
         _test_send(campaign, to, row, sandbox, as_json, encoding, [name for name, given in refused.items() if given])
         return
     secret = None
-    if not dry_run and not sandbox:  # fail before anything is written or asked
+    if not sandbox:  # fail before anything is written or asked; a dry run checks the same
         loaded = load_campaign(campaign)
-        read_secret(loaded)
-        secret = locate_secret(loaded)
+        loaded.resolved_base_url()  # CHERT_BASE_URL / [api] base_url usable
+        if not dry_run:
+            read_secret(loaded)
+            secret = locate_secret(loaded)
+    if journal is not None and not journal.parent.is_dir():
+        raise ChertcastError(f"--journal {journal}: the folder {journal.parent} does not exist")
     options = runner.SendOptions(
         yes=yes,
         dry_run=dry_run,
