@@ -270,9 +270,6 @@ class Campaign(_Strict):
                 found[journal.with_name(journal.name + suffix)] = "journal"
         return found
 
-    def template_text(self) -> str:
-        return self.template_source()[0]
-
     def template_source(self) -> tuple[str, str]:
         """The message template and the encoding it was read in.
 

@@ -53,7 +53,6 @@ STATES = ("pending", "sending", "unknown", "sent", "duplicate", "failed", "skipp
 UNFINISHED = ("pending", "sending", "unknown")  # resent, with the same key, by the next run
 DELIVERED = ("sent", "duplicate")
 SANDBOX_ENDPOINT = "sandbox:"  # prefix of a built-in sandbox's endpoint: new with every run
-SCHEMA_VERSION = len(MIGRATIONS.steps)
 
 
 def file_sha256(path: str) -> str:
@@ -91,10 +90,6 @@ def _hash(recipient: Recipient, file_identity: Callable[[str], str]) -> str:
 
 def _to_stderr(text: str) -> None:
     print(f"chertcast: {text}", file=sys.stderr, flush=True)
-
-
-def is_sandbox(endpoint: str | None) -> bool:
-    return endpoint is not None and endpoint.startswith(SANDBOX_ENDPOINT)
 
 
 @dataclass(frozen=True, slots=True)

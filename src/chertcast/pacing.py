@@ -185,7 +185,3 @@ class TokenBucket:
             self._paused_until = until
             self._tokens = 0.0
             self._updated = until
-
-    @property
-    def paused_until(self) -> float:
-        return self._paused_until

@@ -144,10 +144,6 @@ class Plan:
     def counts(self) -> Counter[str]:
         return Counter(r.status for r in self.recipients)
 
-    def estimated_seconds(self) -> float:
-        settings = self.campaign.send
-        return max(0.0, len(self.sendable) - settings.burst) / settings.rate
-
     def exit_code(self) -> int:
         """0: every row can go; 1: some rows (or suppression-list lines) have problems."""
         counts = self.counts()
