@@ -270,3 +270,15 @@ def test_an_opt_out_list_exported_from_a_crm_applies_every_phone_column(tmp_path
     assert entry.columns == ("Phone Number", "Mobile Phone Number") and len(entry.numbers) == 4
     assert "optouts.csv: 4 numbers, columns 'Phone Number', 'Mobile Phone Number'" in entry.summary()
     assert entry.as_json()["columns"] == ["Phone Number", "Mobile Phone Number"]
+
+
+def test_a_named_phone_column_empty_in_every_row_stops_the_campaign(tmp_path: Path) -> None:
+    """Found by a new-user walkthrough: `[columns] phone = "Mobile"` on a sheet whose Mobile column is
+    blank gave 'sendable 0', exit 1 and 'Next: … send'; now it stops at once naming the column."""
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("name,Mobile,Phone\nAda,,(212) 555-0100\nBo,,(212) 555-0101\n", encoding="utf-8")
+    campaign = write_campaign(tmp_path, contacts, extra='[columns]\nphone = "Mobile"\n')
+    result = run_cli("check", campaign)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert "\n" not in line and "'Mobile', empty in every row" in line and "'Phone'" in line

@@ -151,6 +151,14 @@ def choose_phone_columns(setting: str | list[str] | None, sheet: Sheet, region: 
                 "list each phone column once"
             )
         indexes.append(index)
+    if sheet.row_numbers and not any(_filled(sheet, i) for i in indexes):  # nothing to send to, from any row
+        names = ", ".join(repr(sheet.headers[i]) for i in indexes)
+        others = [sheet.headers[i] for i, h in enumerate(sheet.headers) if i not in indexes and phone_like(h)]
+        hint = f" (phone-like columns that are not: {', '.join(repr(h) for h in others)})" if others else ""
+        raise ConfigError(
+            f"{sheet.path}: columns.phone in {source.name} names {names}, empty in every row: no row has a "
+            f"number to send to; name the column that holds the numbers{hint}"
+        )
     unused = tuple(
         (i, "not in [columns] phone" if _filled(sheet, i) else "empty in every row")
         for i, header in enumerate(sheet.headers)
@@ -172,7 +180,8 @@ def detect(sheet: Sheet, region: str, source: Path) -> PhoneColumns:
         names = ", ".join(repr(sheet.headers[i]) for i in candidates)
         raise ConfigError(
             f"{sheet.path}: the phone column{'s' if len(candidates) > 1 else ''} {names} "
-            f"{'are' if len(candidates) > 1 else 'is'} empty in every row; set [columns] phone in {source.name}"
+            f"{'are' if len(candidates) > 1 else 'is'} empty in every row: no row has a number to send to; fill it in, "
+            f"or name the column that holds the numbers with [columns] phone in {source.name}"
         )
     with_numbers = [i for i in filled if _holds_numbers(sheet, i, region)]
     chosen = sorted(
