@@ -201,7 +201,7 @@ def test_a_changed_attachment_file_is_a_change_and_maybe_delivered_rows_keep_the
         card.write_bytes(b"second card")  # same path, new content
         write_contacts(tmp_path / "contacts.csv", 4)  # and one row more
         refused = run_process("send", path, "--yes", env=env_for(server))
-        assert refused.returncode == 2 and "3 recipient(s) changed since it was attempted" in refused.stderr
+        assert refused.returncode == 2 and "3 recipients changed since it was attempted" in refused.stderr
         model.config.faults.drop_after = 0.0
         allowed = run_process("send", path, "--yes", "--allow-changes", env=env_for(server))
         assert allowed.returncode == 0, allowed.stdout + allowed.stderr

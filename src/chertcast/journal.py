@@ -562,8 +562,9 @@ def _changed_message(changed: list[Recipient], kept_original: int) -> str:
         if kept_original
         else ""
     )
+    who = "1 recipient" if len(changed) == 1 else f"{len(changed)} recipients"
     return (
-        f"the message for {len(changed)} recipient(s) changed since it was attempted (sheet rows {rows}){kept}. "
+        f"the message for {who} changed since it was attempted (sheet rows {rows}){kept}. "
         "Rerun with --allow-changes to send the new text to those known not to have received a message "
         "(delivered ones are never re-sent)"
     )

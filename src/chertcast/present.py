@@ -643,7 +643,8 @@ def outcome_lines(data: dict[str, Any]) -> list[str]:
         lines.append(f"  {name.replace('_', ' '):<12} {data.get(name, 0):>7,}  {shown:>6}")
     if data.get("needs_review"):
         lines.append(
-            f"  {data['needs_review']:,} replies contain an opt-out word inside a longer text: suppressed, "
+            f"  {plural(data['needs_review'], 'reply contains', 'replies contain')} an opt-out word inside a "
+            "longer text: suppressed, "
             "and marked review=yes in the opt-out list for a person to check"
         )
     return lines
@@ -673,8 +674,8 @@ def sync_json(campaign_id: str, result: Any) -> dict[str, Any]:
 
 def sync_lines(data: dict[str, Any], campaign: Any, sandbox: bool = False) -> list[str]:
     lines = [
-        f"Synced {data['campaign']} in {data['seconds']:.1f} s: {data['requests']:,} requests "
-        f"({data['status_requests']:,} status lookups, {data['event_pages']:,} event pages)",
+        f"Synced {data['campaign']} in {data['seconds']:.1f} s: {plural(data['requests'], 'request')} "
+        f"({plural(data['status_requests'], 'status lookup')}, {plural(data['event_pages'], 'event page')})",
         f"  new replies {data['replies_new']:,}, new opt-outs {data['opt_outs_new']:,}, "
         f"new to review {data['needs_review_new']:,}, added to the opt-out list {data['opt_out_list_added']:,}",
         *outcome_lines(data)[1:],
