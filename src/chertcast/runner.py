@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import anyio
 import httpx
 
 from chertcast.campaign import Campaign, load_campaign
@@ -31,6 +32,7 @@ from chertcast.capacity import (
 from chertcast.client import ChertClient, Secret
 from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
 from chertcast.errors import CampaignStopped
+from chertcast.followups import FollowUps, FollowUpStats, refresh_replies
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
 from chertcast.pacing import Clock, RealClock
 from chertcast.preflight import Plan, Recipient, build_plan, campaign_attachments
@@ -73,6 +75,7 @@ class Prepared:
             self.lock.release()
 
     kept_original: int = 0  # changed in the sheet but maybe delivered: resent with their first message
+    step_plans: dict[int, Plan] = field(default_factory=dict)  # follow-up steps (2, 3, …), when any
 
 
 @dataclass
@@ -82,6 +85,7 @@ class SendResult:
     sandbox_deliveries: int | None = None
     elapsed_s: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+    follow_ups: FollowUpStats | None = None
 
 
 def journal_path_for(campaign: Campaign, options: SendOptions) -> Path:
@@ -118,8 +122,21 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
     done = len(plan.sendable) - len(to_send)
     if options.limit is not None:
         to_send = to_send[: options.limit]
+    steps = {1: plan} | {
+        n: build_plan(campaign.for_step(n), encoding=options.encoding) for n in range(2, campaign.steps + 1)
+    }
     return Prepared(
-        campaign, plan, path, to_send, done, synced.new, rate, concurrency, lock, kept_original=synced.kept_original
+        campaign,
+        plan,
+        path,
+        to_send,
+        done,
+        synced.new,
+        rate,
+        concurrency,
+        lock,
+        kept_original=synced.kept_original,
+        step_plans=steps if campaign.follow_up else {},
     )
 
 
@@ -169,13 +186,14 @@ async def execute(
 ) -> SendResult:
     """Send the prepared work in the caller's event loop, then release the run lock."""
     try:
-        if options.dry_run or not prepared.to_send:
+        if options.dry_run or not (prepared.to_send or prepared.step_plans):
             return SendResult(prepared, None)
         started = time.monotonic()
-        run = await _run(prepared, options, endpoint, progress, clock or RealClock())
+        follow: list[FollowUpStats] = []
+        run = await _run(prepared, options, endpoint, progress, clock or RealClock(), follow)
         elapsed = time.monotonic() - started
         counts = journal_counts(prepared.journal_path, prepared.campaign.id)
-        return SendResult(prepared, run, None, elapsed, counts)
+        return SendResult(prepared, run, None, elapsed, counts, follow[0] if follow else None)
     finally:
         prepared.release()
 
@@ -193,6 +211,7 @@ async def _run(
     endpoint: Endpoint,
     progress: Progress | None,
     clock: Clock,
+    follow: list[FollowUpStats],
 ) -> RunResult:
     settings = prepared.campaign.send
     limits = httpx.Limits(max_connections=prepared.concurrency, max_keepalive_connections=prepared.concurrency)
@@ -219,10 +238,48 @@ async def _run(
                 payload_for=lambda r: r.payload(uploaded),
             )
             journal.set_meta("last_run_started_at", str(clock.wall()))
-            result = await engine.run(prepared.to_send)
+            if prepared.step_plans:
+                result = await _run_with_follow_ups(prepared, options, journal, client, clock, engine, follow)
+            else:
+                result = await engine.run(prepared.to_send)
             if engine_settings.scheduler is not None:
                 result.capacity = capacity_snapshot(engine_settings.scheduler, clock.wall())
             return result
+
+
+async def _run_with_follow_ups(
+    prepared: Prepared,
+    options: SendOptions,
+    journal: Journal,
+    client: ChertClient,
+    clock: Clock,
+    engine: Engine,
+    follow: list[FollowUpStats],
+) -> RunResult:
+    """First touches (the engine, with their capacity) and follow-ups (due, pinned, paced) side by side."""
+    campaign = prepared.campaign
+    follow_ups = FollowUps(
+        campaign,
+        prepared.step_plans,
+        journal,
+        client,
+        clock,
+        refresh=lambda: refresh_replies(campaign, journal, client, clock, prepared.journal_path),
+        rules=capacity_rules(campaign) if campaign.capacity.enabled else None,
+        quiet=quiet_hours(campaign),
+        stopping=lambda: engine.stopping,
+        rate=prepared.rate,
+    )
+    follow.append(follow_ups.stats)
+    outcome: list[RunResult] = []
+
+    async def first_touches() -> None:
+        outcome.append(await engine.run(prepared.to_send))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first_touches)
+        await follow_ups.run(wait=options.wait, first_touches_done=lambda: bool(outcome))
+    return outcome[0]
 
 
 async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Journal, wait: bool) -> Scheduler | None:

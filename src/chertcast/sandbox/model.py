@@ -614,7 +614,14 @@ class SandboxModel:
         with self._lock:
             fates = self._events.visible(self.config.clock())
         return [
-            {"phone": f.phone, "lead_id": f.lead_id, "event_id": f.event_id, "text": f.reply_text, "kind": f.reply_kind}
+            {
+                "phone": f.phone,
+                "lead_id": f.lead_id,
+                "event_id": f.event_id,
+                "text": f.reply_text,
+                "kind": f.reply_kind,
+                "at": f.reply_at,
+            }
             for f in fates
         ]
 
