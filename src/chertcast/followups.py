@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import sqlite3
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,7 +224,7 @@ def step_counts(db: sqlite3.Connection, steps: int) -> list[dict[str, int]]:
     """Per step (2 … steps): how many rows are in each state, and how many were delivered."""
     out = []
     for step in range(2, steps + 1):
-        counts = dict.fromkeys((*FOLLOW_UP_STATES, "delivered", "replied_after"), 0)
+        counts = dict.fromkeys((*FOLLOW_UP_STATES, "delivered"), 0)
         if has_table(db):
             for state, count in db.execute(
                 "SELECT state, COUNT(*) FROM follow_ups WHERE step = ? GROUP BY state", (step,)
@@ -234,6 +235,25 @@ def step_counts(db: sqlite3.Connection, steps: int) -> list[dict[str, int]]:
             ).fetchone()[0]
         out.append({"step": step, **counts})
     return out
+
+
+def sequence_status(campaign: Campaign, db: sqlite3.Connection, now: float) -> dict[str, Any]:
+    """``status``'s view of the sequence: per step, its rows by state and how many were delivered;
+    per recipient whose first touch went out, where their sequence stands (finished, stopped by a
+    reply or an opt-out, due now, due later, waiting for a delivery)."""
+    facts = read_facts(db)
+    where: Counter[str] = Counter()
+    for known in facts.values():
+        if 1 not in known.sent:
+            continue
+        decision = decide(campaign.follow_up, known)
+        if decision.at is not None:
+            where["due now" if decision.at <= now else "due later"] += 1
+        else:
+            where[
+                decision.why.split(" to be delivered")[0].replace("waiting for step", "awaiting delivery of step")
+            ] += 1
+    return {"steps": step_counts(db, campaign.steps), "sequences": dict(sorted(where.items()))}
 
 
 def pinned_lines(db: sqlite3.Connection) -> dict[str, str]:

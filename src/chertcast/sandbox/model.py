@@ -78,6 +78,7 @@ class Faults:
     drop_after: float = 0.0  # connection closed after the message was delivered
     rate_limit_per_s: float | None = None  # server-side limit; over it -> 1007
     seed: int | None = None
+    events_down: bool = False  # GET /events answers 503 (3001): replies cannot be read
 
 
 @dataclass
@@ -581,6 +582,8 @@ class SandboxModel:
 
     def events(self, query: Mapping[str, str]) -> Reply:
         """``GET /events`` as SPEC §12 shapes it: type, since, lead_id, limit (1-200), cursor."""
+        if self.config.faults.events_down:
+            return self._error(3001, "Event log unavailable", envelope=True, http_status=503)
         refused = self.lookup_fault()
         if refused is not None:
             return refused
