@@ -298,7 +298,6 @@ class FollowUps:
         refresh: RefreshReplies,
         rules: CapacityRules | None,
         quiet: QuietHours | None,
-        stopping: Callable[[], bool] = lambda: False,
         rate: float | None = None,
     ) -> None:
         self.campaign = campaign
@@ -309,11 +308,14 @@ class FollowUps:
         self.refresh = refresh
         self.rules = rules
         self.quiet = quiet
-        self.stopping = stopping
         self.bucket = TokenBucket(rate or campaign.send.rate, campaign.send.burst, clock)
         self.stats = FollowUpStats()
         shortest = min((step.delay_s for step in campaign.follow_up), default=STATUS_POLL_S)
         self.poll_s = min(STATUS_POLL_S, max(0.5, shortest / 2))  # a rehearsal's seconds-long steps
+        self.idle_s = 10 * self.poll_s  # first touches still going out, nothing awaited yet
+        self.batch_s = min(STATUS_POLL_S, shortest / 100)  # steps falling due this close go in one pass
+        self.halted = False
+        self._wake = anyio.Event()
         self.bodies = {
             step: {r.key: r for r in plan.sendable if r.key is not None} for step, plan in step_plans.items()
         }
@@ -322,22 +324,33 @@ class FollowUps:
             create_table(self.db)
 
     async def run(self, *, wait: bool, first_touches_done: Callable[[], bool] = lambda: True) -> FollowUpStats:
-        """One pass (cron), or with ``wait`` passes until every sequence has finished or stopped."""
-        while not self.stopping():
+        """One pass (cron), or with ``wait`` passes until every sequence has finished or stopped.
+
+        Between passes it sleeps until the next step falls due, or ``poll_s`` while a delivery
+        is awaited, or ``idle_s`` while first touches are still going out; ``halt`` wakes it."""
+        while not self.halted:
+            started = self.clock.wall()
             pending = await self.one_pass()
             if not wait or self.stats.waiting_reason is not None:
                 return self.stats
             if pending is None and first_touches_done():
                 return self.stats
             now = self.clock.wall()
-            until = now + self.poll_s if pending is None else max(now, min(pending, now + self.poll_s))
-            await self._sleep_until(until)
+            until = now + self.idle_s if pending is None else max(now, pending)
+            self._wake = anyio.Event()
+            await self.clock.sleep_until(until, self._wake)
+            if not self.halted:  # woken by a first touch going out: not more often than poll_s
+                await self.clock.sleep_until(min(until, started + self.poll_s))
         return self.stats
 
-    async def _sleep_until(self, until: float) -> None:
-        step = 0.2  # stay responsive to a stop while asleep
-        while not self.stopping() and self.clock.wall() < until:
-            await self.clock.sleep(min(step, max(0.0, until - self.clock.wall())))
+    def nudge(self) -> None:
+        """A first touch went out (or the first touches ended): look again soon."""
+        self._wake.set()
+
+    def halt(self) -> None:
+        """Stop between two sends (the run was interrupted or stopped): nothing is left half-done."""
+        self.halted = True
+        self._wake.set()
 
     async def one_pass(self) -> float | None:
         """Refresh replies and statuses, send what is due now. Returns when the next check is
@@ -365,7 +378,7 @@ class FollowUps:
             if at <= now:
                 due.append((key, decision.step))
             else:
-                next_at = at if next_at is None else min(next_at, at)
+                next_at = min(next_at or math.inf, at + self.batch_s)
         self.stats.next_due_at = next_at
         await self._send_all(due, lines)
         if due:  # their deliveries are the next steps' start
@@ -391,7 +404,7 @@ class FollowUps:
 
         async def worker() -> None:
             for key, step in queue:
-                if self.stopping():
+                if self.halted:
                     return
                 await self.send_one(key, step, lines.get(key))
 
@@ -429,7 +442,7 @@ class FollowUps:
             )
         for attempt in range(1, self.campaign.send.max_attempts + 1):
             await self.bucket.acquire()
-            if self.stopping():
+            if self.halted:
                 return
             self.stats.requests += 1
             outcome = await self.client.send(payload)
@@ -483,7 +496,7 @@ class FollowUps:
             "AND message_id IS NOT NULL AND delivered_at IS NULL AND COALESCE(status, '') != 'failed'"
         ).fetchall()
         for key, step, message_id in waiting:
-            if self.stopping():
+            if self.halted:
                 return
             await self.bucket.acquire()
             self.stats.status_requests += 1
@@ -518,7 +531,7 @@ async def refresh_replies(
             await syncer.sync_replies()
             syncer.project_opt_outs()
             with contextlib.suppress(SyncFailed):  # replies are current; unread deliveries: the next pass
-                await syncer.sync_statuses()
+                await syncer.sync_statuses(undelivered_only=True)
             journal.set_meta("last_sync_at", str(clock.wall()))
     except SyncRunning:
         return "a `chertcast sync` of this journal is running; follow-ups go on the next run"

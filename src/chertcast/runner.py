@@ -30,7 +30,7 @@ from chertcast.capacity import (
     zones_for,
 )
 from chertcast.client import ChertClient, Secret
-from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, Scheduler
+from chertcast.engine import STOP_CODES, Engine, EngineSettings, Progress, RetryPolicy, RunResult, RunStats, Scheduler
 from chertcast.errors import CampaignStopped
 from chertcast.followups import FollowUps, FollowUpStats, refresh_replies
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
@@ -267,19 +267,38 @@ async def _run_with_follow_ups(
         refresh=lambda: refresh_replies(campaign, journal, client, clock, prepared.journal_path),
         rules=capacity_rules(campaign) if campaign.capacity.enabled else None,
         quiet=quiet_hours(campaign),
-        stopping=lambda: engine.stopping,
         rate=prepared.rate,
     )
     follow.append(follow_ups.stats)
     outcome: list[RunResult] = []
 
+    engine.progress = _Nudging(engine.progress, follow_ups)
+
     async def first_touches() -> None:
         outcome.append(await engine.run(prepared.to_send))
+        if outcome[0].stop_kind in ("interrupted", "campaign"):
+            follow_ups.halt()  # Ctrl-C or a campaign-wide problem stops follow-ups too
+        follow_ups.nudge()
 
     async with anyio.create_task_group() as group:
         group.start_soon(first_touches)
         await follow_ups.run(wait=options.wait, first_touches_done=lambda: bool(outcome))
     return outcome[0]
+
+
+@dataclass
+class _Nudging:
+    """The engine's progress, also waking the follow-ups: a first touch went out."""
+
+    inner: Progress
+    follow_ups: FollowUps
+
+    def update(self, stats: RunStats) -> None:
+        self.inner.update(stats)
+        self.follow_ups.nudge()
+
+    def close(self, stats: RunStats) -> None:
+        self.inner.close(stats)
 
 
 async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Journal, wait: bool) -> Scheduler | None:
