@@ -316,6 +316,7 @@ class FollowUps:
         self.batch_s = min(STATUS_POLL_S, shortest / 100)  # steps falling due this close go in one pass
         self.halted = False
         self._wake = anyio.Event()
+        self._first_touches_done = anyio.Event()
         self.bodies = {
             step: {r.key: r for r in plan.sendable if r.key is not None} for step, plan in step_plans.items()
         }
@@ -323,34 +324,48 @@ class FollowUps:
         with journal.transaction():
             create_table(self.db)
 
-    async def run(self, *, wait: bool, first_touches_done: Callable[[], bool] = lambda: True) -> FollowUpStats:
-        """One pass (cron), or with ``wait`` passes until every sequence has finished or stopped.
+    async def run(self, *, wait: bool) -> FollowUpStats:
+        """One pass now and one once the first touches are done (cron), or with ``wait`` passes
+        until every sequence has finished or stopped.
 
         Between passes it sleeps until the next step falls due, or ``poll_s`` while a delivery
         is awaited, or ``idle_s`` while first touches are still going out; ``halt`` wakes it."""
+        if not wait:
+            await self.one_pass()
+            await self._first_touches_done.wait()
+            if not self.halted and self.stats.waiting_reason is None:
+                await self.one_pass()  # the deliveries the first touches now await: when to look again
+            return self.stats
         while not self.halted:
             started = self.clock.wall()
             pending = await self.one_pass()
-            if not wait or self.stats.waiting_reason is not None:
+            if self.stats.waiting_reason is not None:
                 return self.stats
-            if pending is None and first_touches_done():
+            done = self._first_touches_done.is_set()
+            if pending is None and done:
                 return self.stats
             now = self.clock.wall()
             until = now + self.idle_s if pending is None else max(now, pending)
             self._wake = anyio.Event()
-            await self.clock.sleep_until(until, self._wake)
+            # woken early only while first touches go out (a clock that jumps needs someone to wake it)
+            await self.clock.sleep_until(until, None if done else self._wake)
             if not self.halted:  # woken by a first touch going out: not more often than poll_s
                 await self.clock.sleep_until(min(until, started + self.poll_s))
         return self.stats
 
     def nudge(self) -> None:
-        """A first touch went out (or the first touches ended): look again soon."""
+        """A first touch went out: look again soon."""
+        self._wake.set()
+
+    def first_touches_done(self) -> None:
+        self._first_touches_done.set()
         self._wake.set()
 
     def halt(self) -> None:
         """Stop between two sends (the run was interrupted or stopped): nothing is left half-done."""
         self.halted = True
         self._wake.set()
+        self._first_touches_done.set()
 
     async def one_pass(self) -> float | None:
         """Refresh replies and statuses, send what is due now. Returns when the next check is

@@ -278,11 +278,11 @@ async def _run_with_follow_ups(
         outcome.append(await engine.run(prepared.to_send))
         if outcome[0].stop_kind in ("interrupted", "campaign"):
             follow_ups.halt()  # Ctrl-C or a campaign-wide problem stops follow-ups too
-        follow_ups.nudge()
+        follow_ups.first_touches_done()
 
     async with anyio.create_task_group() as group:
         group.start_soon(first_touches)
-        await follow_ups.run(wait=options.wait, first_touches_done=lambda: bool(outcome))
+        await follow_ups.run(wait=options.wait)
     return outcome[0]
 
 
