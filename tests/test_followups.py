@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -151,3 +152,40 @@ def test_a_campaign_without_steps_sends_as_before(tmp_path: Path, server: object
     assert "follow_ups" not in tables
     assert keys == sorted(r.key for r in build_plan(load_campaign(path)).sendable if r.key)
     assert sorted(d.idempotency_key for d in server.model.deliveries()) == keys
+
+
+def test_check_names_the_step_of_each_finding_and_shows_the_sequence(tmp_path: Path) -> None:
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("phone,name,company\n(212) 555-0100,Ann,Acme\n(415) 555-0101,Bob,\n", encoding="utf-8")
+    steps = '[[follow_up]]\nafter = "3d"\nbody = "Hi {{ name }}, how is {{ company }}?"\n'
+    path = write_campaign(tmp_path, contacts, body="Hi {{ name }}", extra=steps)
+    result = run_cli("check", path)
+    assert result.exit_code == 1, result.output  # step 2 cannot be sent to Bob: his company cell is empty
+    assert "step 2: 3d after step 1 is delivered, unless they reply or opt-out: 1 message, 1 row with problems" in (
+        result.output
+    )
+    assert "step 2, row 3:" in result.output and "company" in result.output
+    data = json.loads(run_cli("check", path, "--json").output)
+    (step,) = data["follow_up"]
+    assert step["step"] == 2 and step["sendable"] == 1 and step["errors"] == 1
+    assert step["issues"][0]["row"] == 3 and step["issues"][0]["step"] == 2
+    assert step["due_from"] <= step["due_until"]
+
+
+def test_a_step_template_naming_a_missing_column_stops_check_naming_the_step(tmp_path: Path) -> None:
+    steps = '[[follow_up]]\nafter = "3d"\nbody = "Hi {{ nickname }}"\n'
+    path = campaign_with(tmp_path, steps)
+    result = run_cli("check", path)
+    assert result.exit_code == 2
+    assert "follow_up step 2:" in result.output and "nickname" in result.output
+
+
+def test_preview_shows_a_steps_bubbles(tmp_path: Path) -> None:
+    steps = '[[follow_up]]\nafter = "3d"\nbody = "Still there, {{ name }}?\\n\\nReply STOP to opt out."\n'
+    path = campaign_with(tmp_path, steps)
+    first = run_cli("preview", path, "--rows", "1")
+    second = run_cli("preview", path, "--rows", "1", "--step", "2")
+    assert first.exit_code == 0 and "Hi Lead 0" in first.output and "Still there" not in first.output
+    assert second.exit_code == 0 and "Still there, Lead 0?" in second.output and "Reply STOP" in second.output
+    missing = run_cli("preview", path, "--step", "3")
+    assert missing.exit_code == 2 and "there is no step 3: this campaign has steps 1 to 2" in missing.output

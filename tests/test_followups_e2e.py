@@ -3,6 +3,7 @@ seconds-long delays, replies and opt-outs on."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -88,6 +89,8 @@ def test_three_steps_go_once_each_and_never_after_a_reply(tmp_path: Path) -> Non
         assert again.exit_code == 0, again.output
         assert check_sequence(model, journal, count) == by_step  # a rerun sends nothing more
         status = json.loads(run_cli("status", campaign, "--journal", journal, "--json").output)
+        report = run_cli("report", campaign, "--journal", journal, "--out", tmp_path / "r.csv")
+        assert report.exit_code == 0, report.output
         replied_phones = {r["phone"] for r in model.replies()}
         lines_of = {d.phone: d.phone_line_id for d in model.deliveries() if d.idempotency_key in first_keys(journal)}
     # every due step was sent: a recipient who never replied, whose messages were delivered, got all three
@@ -103,6 +106,9 @@ def test_three_steps_go_once_each_and_never_after_a_reply(tmp_path: Path) -> Non
         journal, "SELECT r.phone, r.phone_line_id FROM follow_ups f JOIN recipients r ON r.key = f.key"
     ):
         assert line and lines_of[phone] == line
+    rows = list(csv.DictReader((tmp_path / "r.csv").open(encoding="utf-8-sig")))
+    assert sum(r["step2_state"] == "sent" for r in rows) == by_step[2]
+    assert sum(bool(r["step3_delivered_at"]) for r in rows) <= sum(r["step3_state"] == "sent" for r in rows)
     steps = {s["step"]: s for s in status["follow_up"]["steps"]}
     assert steps[2]["sent"] == by_step[2] and steps[3]["sent"] == by_step.get(3, 0)
     assert status["follow_up"]["sequences"].get("replied", 0) + status["follow_up"]["sequences"].get("opted out", 0) > 0

@@ -26,7 +26,7 @@ from chertcast import present, runlock
 from chertcast.campaign import Campaign, load_campaign
 from chertcast.errors import CampaignStopped, ChertcastError, ConfigError
 from chertcast.export import guard_output, write_table
-from chertcast.followups import sequence_status
+from chertcast.followups import report_columns, sequence_status
 from chertcast.journal import Journal
 from chertcast.pacing import Clock
 from chertcast.preflight import Plan, build_plan
@@ -266,7 +266,8 @@ def report(
     guard_output(target, {**loaded.inputs(), **journals}, force=force)
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
-        headers, rows = present.report_rows(plan, list(opened.rows()), only, outcomes_by_key(opened))
+        steps = report_columns(opened.connection(), loaded.steps) if loaded.follow_up else ([], {})
+        headers, rows = present.report_rows(plan, list(opened.rows()), only, outcomes_by_key(opened), steps)
     return ReportResult(target, write_table(target, headers, rows), headers)
 
 

@@ -35,6 +35,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,25 @@ def sequence_status(campaign: Campaign, db: sqlite3.Connection, now: float) -> d
                 decision.why.split(" to be delivered")[0].replace("waiting for step", "awaiting delivery of step")
             ] += 1
     return {"steps": step_counts(db, campaign.steps), "sequences": dict(sorted(where.items()))}
+
+
+def report_columns(db: sqlite3.Connection, steps: int) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    """The report's columns for steps 2 … ``steps``: state, sent at and delivered at of each."""
+    headers = [f"step{n}_{name}" for n in range(2, steps + 1) for name in ("state", "sent_at", "delivered_at")]
+    cells: dict[str, dict[int, tuple[str, str, str]]] = {}
+    if has_table(db):
+        for key, step, state, sent_at, delivered_at in db.execute(
+            "SELECT key, step, state, sent_at, delivered_at FROM follow_ups"
+        ):
+            cells.setdefault(key, {})[step] = (state, _iso_or_blank(sent_at), _iso_or_blank(delivered_at))
+    blank = ("", "", "")
+    return headers, {
+        key: tuple(cell for n in range(2, steps + 1) for cell in known.get(n, blank)) for key, known in cells.items()
+    }
+
+
+def _iso_or_blank(value: float | None) -> str:
+    return datetime.fromtimestamp(value, tz=UTC).isoformat(timespec="seconds") if value else ""
 
 
 def pinned_lines(db: sqlite3.Connection) -> dict[str, str]:

@@ -696,15 +696,23 @@ def report_rows(
     journal_rows: list[JournalRow],
     only: str | None,
     outcomes: Mapping[str, tuple[Any, ...]] | None = None,
+    follow_ups: tuple[list[str], Mapping[str, tuple[Any, ...]]] = ([], {}),
 ) -> tuple[list[str], list[list[object]]]:
     """Each sheet row with the outcome of the person on it, joined by key (who they are), never by
     row position; recipients journaled but no longer in the sheet follow, so no delivery drops out.
 
     A number's outcome goes on its sendable row; when no row of it is sendable any more (newly
     suppressed, say), on its first row. ``only`` keeps the rows in that state. ``outcomes`` (from
-    `sync`) fills delivered_at, read_at, replied_at, reply and opted_out.
+    `sync`) fills delivered_at, read_at, replied_at, reply and opted_out; ``follow_ups`` adds
+    each follow-up step's columns (headers, key → cells).
     """
-    after = outcomes or {}
+    step_headers, by_key = follow_ups
+    blank = ("",) * len(step_headers)
+    after = {
+        key: (*(outcomes or {}).get(key, _NO_OUTCOME), *by_key.get(key, blank))
+        for key in {*(outcomes or {}), *by_key, *(row.key for row in journal_rows)}
+    }
+    no_outcome = (*_NO_OUTCOME, *blank)
     entries = {row.key: row for row in journal_rows if not row.key.startswith("skip:")}
     sendable_keys = {r.key for r in plan.sendable}
     used: set[str] = set()
@@ -718,14 +726,15 @@ def report_rows(
             if entry is not None or sendable:
                 used.add(key)
         state, row_cells = _report_row(recipient, cells, entry)
-        rows.append((state, [*row_cells, *after.get(entry.key if entry else "", _NO_OUTCOME)]))
+        rows.append((state, [*row_cells, *after.get(entry.key if entry else "", no_outcome)]))
     width = len(plan.sheet.headers)
     for entry in journal_rows:  # journaled, but no longer in the sheet: keep their history
         if entry.key not in used and not entry.key.startswith("skip:"):
             note = f"not in the sheet any more (was row {entry.row})"
-            extra = after.get(entry.key, _NO_OUTCOME)
+            extra = after.get(entry.key, no_outcome)
             rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note, "", *extra]))
-    return ["row", *plan.sheet.headers, *REPORT_HEADERS], [cells for state, cells in rows if only in (None, state)]
+    headers = ["row", *plan.sheet.headers, *REPORT_HEADERS, *step_headers]
+    return headers, [cells for state, cells in rows if only in (None, state)]
 
 
 def _report_row(recipient: Recipient, cells: tuple[str, ...], entry: JournalRow | None) -> tuple[str, list[object]]:
@@ -756,22 +765,26 @@ def sequence_json(plan: Plan, steps: Mapping[int, Plan], now: float) -> list[dic
     earliest and latest moment it falls due (the first touches' span plus the delays so far;
     quiet hours and the window can push each one later, within a day)."""
     first_start, first_end = _first_touch_span(plan, now)
+    first_keys = {r.key for r in plan.sendable}
+    known = {(issue.row, issue.column, issue.code) for issue in plan.issues}
     out, delay = [], 0.0
     for number, follow in enumerate(plan.campaign.follow_up, start=2):
         delay += follow.delay_s
         step_plan = steps[number]
-        counts = step_plan.counts()
+        sendable = first_keys & {r.key for r in step_plan.sendable}  # a follow-up goes only where step 1 went
         out.append(
             {
                 "step": number,
                 "after": follow.after,
                 "stop_on": list(follow.stop_on),
-                "sendable": counts["sendable"],
-                "errors": counts["error"],
+                "sendable": len(sendable),
+                "errors": len(first_keys - sendable),
                 "due_from": _utc_minutes(first_start + delay),
                 "due_until": _utc_minutes(first_end + delay),
-                "issues": [
-                    {**issue.as_json(), "step": number} for issue in step_plan.issues if issue.code != "duplicate"
+                "issues": [  # this step's own findings: the sheet's phone problems are step 1's
+                    {**issue.as_json(), "step": number}
+                    for issue in step_plan.issues
+                    if (issue.row, issue.column, issue.code) not in known
                 ],
             }
         )
@@ -803,7 +816,8 @@ def sequence_lines(plan: Plan, steps: Mapping[int, Plan], now: float) -> list[st
         lines.append(
             f"  step {entry['step']}: {entry['after']} after step {entry['step'] - 1} is delivered, "
             f"unless they {stop}: {plural(entry['sendable'], 'message')}{errors}; "
-            f"due from {entry['due_from']} to {entry['due_until']} at the latest (plus quiet hours)"
+            f"due from {entry['due_from']}, for the last recipient by {entry['due_until']} "
+            "(plus any wait for quiet hours)"
         )
         for issue in entry["issues"][:UNSENDABLE_SHOWN]:
             where = f"row {issue['row']}" if issue["row"] is not None else "template"
