@@ -34,13 +34,14 @@ import math
 import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from chertcast import optout
 from chertcast.campaign import Campaign, FollowUpStep
 from chertcast.capacity import CapacityRules, QuietHours, next_allowed, zones_for
 from chertcast.client import ChertClient, Outcome
@@ -359,8 +360,8 @@ class FollowUps:
         while not self.halted:
             started = self.clock.wall()
             pending = await self.one_pass()
-            if self.stats.waiting_reason is not None:
-                return self.stats
+            if self.stats.waiting_reason is not None:  # replies unreadable for now: try again later
+                pending = self.clock.wall() + self.idle_s
             done = self._first_touches_done.is_set()
             if pending is None and done:
                 return self.stats
@@ -391,11 +392,11 @@ class FollowUps:
         """Refresh replies and statuses, send what is due now. Returns when the next check is
         worth making (a step due later, or a delivery still awaited), None when nothing is left."""
         why = await self.refresh()
+        self.stats.waiting_reason = why
         if why is not None:
-            self.stats.waiting_reason = why
             return None
         await self.poll_statuses()
-        facts = read_facts(self.db)
+        facts = self._with_shared_list(read_facts(self.db))
         lines = pinned_lines(self.db)
         now = self.clock.wall()
         due: list[tuple[str, int]] = []
@@ -419,6 +420,23 @@ class FollowUps:
         if due:  # their deliveries are the next steps' start
             next_at = min(next_at or math.inf, self.clock.wall() + self.poll_s)
         return next_at
+
+    def _with_shared_list(self, facts: dict[str, Facts]) -> dict[str, Facts]:
+        """The shared opt-out list, read afresh each pass: a number that opted out through another
+        campaign while this run was up gets no further step either."""
+        path = self.campaign.opt_out_list
+        if path is None or not path.exists():
+            return facts
+        try:
+            listed = optout.numbers_in(path.read_text(encoding="utf-8-sig"), self.campaign.default_region)
+        except (OSError, UnicodeDecodeError):
+            return facts  # the plan read it at the start of the run; the next run reports what is wrong
+        firsts = self.bodies.get(1, {})
+        for key in self.candidates:
+            phone = firsts[key].phone if key in firsts else None
+            if phone in listed:
+                facts[key] = replace(facts.get(key, Facts()), opted_out=True)
+        return facts
 
     def _allowed_from(self, key: str, at: float) -> float:
         """The first moment from ``at`` the sending window and the recipient's quiet hours allow."""
@@ -577,8 +595,6 @@ async def refresh_replies(
 
 def step_recipient(recipient: Recipient, step: int) -> Recipient:
     """The step's message to this recipient, under the step's key."""
-    from dataclasses import replace
-
     assert recipient.key is not None
     return replace(recipient, key=step_key(recipient.key, step))
 
