@@ -13,9 +13,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+import chertcast
+from chertcast import Endpoint, Secret, SendOptions, optout
 from chertcast.followups import step_key
 from chertcast.sandbox import DEFAULT_SECRET, SandboxConfig, SandboxModel, SandboxServer
 from chertcast.sandbox.outcomes import OutcomeConfig
@@ -162,3 +167,28 @@ def test_killed_runs_rerun_like_cron_send_no_duplicate(tmp_path: Path) -> None:
         by_step = check_sequence(model, journal, count)
     assert by_step[2] > 0 and by_step.get(3, 0) > 0
     assert table(journal, "SELECT COUNT(*) FROM follow_ups WHERE state = 'sending'") == [(0,)]
+
+
+def test_a_number_opted_out_through_another_campaign_during_a_wait_run_gets_no_more_steps(tmp_path: Path) -> None:
+    """`send --wait` re-reads the shared opt-out list before each pass of follow-ups."""
+    model = SandboxModel(SandboxConfig(outcomes=OutcomeConfig(seed=2, reply_share=0.0, delay_s=0.05, failed_share=0)))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, 6)
+        campaign.write_text(campaign.read_text(encoding="utf-8").replace('"1s"', '"2s"'), encoding="utf-8")
+        journal = tmp_path / "j.sqlite"
+        endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
+        options = SendOptions(journal=journal, wait=True, handle_signals=False)
+
+        async def scenario() -> None:
+            async with anyio.create_task_group() as group:
+                group.start_soon(partial(chertcast.asend, campaign, endpoint=endpoint, options=options))
+                while len(model.deliveries()) < 6:  # the first touches are out; step 2 is 2 s away
+                    await anyio.sleep(0.05)
+                entry = optout.Entry(model.deliveries()[0].phone, time.time(), "another-campaign", "STOP", False)
+                optout.merge(tmp_path / "optouts.csv", [entry], "US")
+
+        anyio.run(scenario)
+        stopped = model.deliveries()[0].phone
+        sent = Counter(d.phone for d in model.deliveries())
+    assert sent[stopped] == 1
+    assert sorted(n for phone, n in sent.items() if phone != stopped) == [3] * 5
