@@ -31,6 +31,7 @@ import chertcast
 from benchmarks.common import machine, save
 from chertcast import Endpoint, Secret, runner
 from chertcast.campaign import gap_margin, load_campaign
+from chertcast.capacity import QuietHours, quiet_ok, zones_for
 from chertcast.followups import Facts, decide, read_facts, step_key
 from chertcast.pacing import FakeClock
 from chertcast.sandbox import DEFAULT_SECRET, CapacityLimits, SandboxConfig, SandboxModel, sandbox_transport
@@ -49,6 +50,7 @@ class Simulation:
     lines: int
     seed: int = 7
     kills: int = 4  # the first runs are killed after a random number of requests, then rerun
+    delays: tuple[str, ...] = DELAYS
     wait: bool = True  # each run is `send --wait` (stays up until the sequence ends); else one pass per run
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -70,7 +72,7 @@ class _KillAfter(httpx.AsyncBaseTransport):
         return response
 
 
-def write_campaign(directory: Path, recipients: int, lines: int) -> Path:
+def write_campaign(directory: Path, recipients: int, lines: int, delays: tuple[str, ...] = DELAYS) -> Path:
     contacts = directory / "contacts.csv"
     contacts.write_text(
         "phone,name\n"
@@ -79,7 +81,7 @@ def write_campaign(directory: Path, recipients: int, lines: int) -> Path:
     )
     listed = ", ".join(f'"pl_{i}"' for i in range(lines))
     steps = "".join(
-        f'[[follow_up]]\nafter = "{d}"\nbody = "Step {n}, {{{{ name }}}}"\n' for n, d in enumerate(DELAYS, 2)
+        f'[[follow_up]]\nafter = "{d}"\nbody = "Step {n}, {{{{ name }}}}"\n' for n, d in enumerate(delays, 2)
     )
     campaign = directory / "campaign.toml"
     campaign.write_text(
@@ -99,7 +101,7 @@ def simulate(sim: Simulation, directory: Path) -> dict[str, Any]:
     limits = CapacityLimits(GAP_MIN * 60, LINE_CAP, None, None, None, ZONE)
     outcomes = OutcomeConfig(seed=sim.seed, reply_share=0.3, opt_out_share=0.2, contains_word_share=0.05, delay_s=300)
     model = SandboxModel(SandboxConfig(lines=lines, capacity=limits, clock=clock.wall, outcomes=outcomes))
-    campaign = write_campaign(directory, sim.recipients, sim.lines)
+    campaign = write_campaign(directory, sim.recipients, sim.lines, sim.delays)
     transport = sandbox_transport(model)
     rng = random.Random(sim.seed)
     runs = cut = 0
@@ -169,13 +171,19 @@ def _measure(
         for d in deliveries
         if step_of[d.idempotency_key or ""][1] == 1
     )
+    hours = QuietHours(dt.time(8), dt.time(21), "UTC")  # the campaign's default quiet hours
+    outside = sum(
+        1
+        for d in deliveries
+        if step_of[d.idempotency_key or ""][1] > 1 and not quiet_ok(zones_for(d.phone, None, "UTC"), d.time, hours)
+    )
     last = max(d.time for d in deliveries)
     ideal = _ideal_end(sim, start, loaded.follow_up)
     return {
         "recipients": sim.recipients,
         "lines": sim.lines,
         "steps": loaded.steps,
-        "delays": list(DELAYS),
+        "delays": list(sim.delays),
         "cron_runs": runs,
         "runs_cut_off": cut,
         "sent_per_step": {str(k): v for k, v in sorted(by_step.items())},
@@ -184,6 +192,7 @@ def _measure(
         "replies": len(model.replies()),
         "due_but_not_sent": left_due,
         "follow_ups_refused_4002": refused,
+        "follow_ups_in_quiet_hours": outside,
         "max_first_touches_per_line_day": max(first_days.values()),
         "calendar_days": round((last - start) / 86_400, 3),
         "ideal_days": round((ideal - start) / 86_400, 3),

@@ -320,6 +320,7 @@ class FollowUps:
         rules: CapacityRules | None,
         quiet: QuietHours | None,
         rate: float | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.campaign = campaign
         self.journal = journal
@@ -329,7 +330,8 @@ class FollowUps:
         self.refresh = refresh
         self.rules = rules
         self.quiet = quiet
-        self.bucket = TokenBucket(rate or campaign.send.rate, campaign.send.burst, clock)
+        # the engine's bucket when given: first touches and follow-ups share the campaign's one rate
+        self.bucket = bucket or TokenBucket(rate or campaign.send.rate, campaign.send.burst, clock)
         self.stats = FollowUpStats()
         shortest = min((step.delay_s for step in campaign.follow_up), default=STATUS_POLL_S)
         self.poll_s = min(STATUS_POLL_S, max(0.5, shortest / 2))  # a rehearsal's seconds-long steps
@@ -410,7 +412,9 @@ class FollowUps:
                     min(next_at or math.inf, now + STATUS_POLL_S) if 1 in facts.get(key, Facts()).sent else next_at
                 )
                 continue
-            at = max(decision.at, self._allowed_from(key, decision.at))
+            # quiet hours and the window as of the moment it would go: a step that fell due in the
+            # evening and is found at night (a late run, a restart) waits for the morning
+            at = self._allowed_from(key, max(decision.at, now))
             if at <= now:
                 due.append((key, decision.step))
             else:
@@ -486,7 +490,10 @@ class FollowUps:
         payload = self._payload(key, step, line)
         if payload is None:
             return
+        await self.bucket.acquire()
         now = self.clock.wall()
+        if self.halted or self._allowed_from(key, now) > now:
+            return  # quiet hours began while it waited for its turn: a later pass sends it when they end
         with self.journal.transaction():
             self.db.execute(
                 "INSERT INTO follow_ups (key, step, step_key, state, payload, phone_line_id, created_at, updated_at) "
@@ -494,7 +501,8 @@ class FollowUps:
                 (key, step, payload["idempotency_key"], json.dumps(payload), line, now, now),
             )
         for attempt in range(1, self.campaign.send.max_attempts + 1):
-            await self.bucket.acquire()
+            if attempt > 1:
+                await self.bucket.acquire()
             if self.halted:
                 return
             self.stats.requests += 1

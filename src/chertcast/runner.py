@@ -268,6 +268,7 @@ async def _run_with_follow_ups(
         rules=capacity_rules(campaign) if campaign.capacity.enabled else None,
         quiet=quiet_hours(campaign),
         rate=prepared.rate,
+        bucket=engine.bucket,
     )
     follow.append(follow_ups.stats)
     outcome: list[RunResult] = []
