@@ -192,3 +192,19 @@ def test_a_number_opted_out_through_another_campaign_during_a_wait_run_gets_no_m
         sent = Counter(d.phone for d in model.deliveries())
     assert sent[stopped] == 1
     assert sorted(n for phone, n in sent.items() if phone != stopped) == [3] * 5
+
+
+def test_a_refused_secret_stops_follow_ups_without_failing_the_step(tmp_path: Path) -> None:
+    model = SandboxModel(SandboxConfig(outcomes=OutcomeConfig(seed=1, reply_share=0.0, delay_s=0.05, failed_share=0)))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, 5)
+        journal = tmp_path / "j.sqlite"
+        assert run_cli("send", campaign, "--yes", "--journal", journal, env=env_for(server)).exit_code == 0
+        time.sleep(1.3)  # step 2 is due
+        wrong = {**env_for(server), "CHERT_SIGNING_SECRET": "not-the-secret"}
+        refused = run_cli("send", campaign, "--yes", "--journal", journal, env=wrong)
+        assert "Follow-ups: follow-ups wait: replies could not be read" in refused.output  # the first request refused
+        assert table(journal, "SELECT COUNT(*) FROM follow_ups") == [(0,)]  # no step marked failed
+        again = run_cli("send", campaign, "--yes", "--journal", journal, env=env_for(server))
+        assert again.exit_code == 0, again.output
+        assert table(journal, "SELECT step, state, COUNT(*) FROM follow_ups GROUP BY 1, 2") == [(2, "sent", 5)]

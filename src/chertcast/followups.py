@@ -45,6 +45,7 @@ from chertcast import optout
 from chertcast.campaign import Campaign, FollowUpStep
 from chertcast.capacity import CapacityRules, QuietHours, next_allowed, zones_for
 from chertcast.client import ChertClient, Outcome
+from chertcast.engine import STOP_CODES  # chertcast.decide on main since the engine split
 from chertcast.journal import Journal
 from chertcast.pacing import Clock, TokenBucket
 from chertcast.preflight import KEY_PREFIX, Plan, Recipient
@@ -511,6 +512,9 @@ class FollowUps:
             if outcome.delivered:
                 self._record(key, step, outcome)
                 return
+            if outcome.code in STOP_CODES:  # the campaign's set-up, not this row: nothing went, stop all
+                self._refused(key, step, f"follow-ups stopped: {outcome.code}: {STOP_CODES[outcome.code]}")
+                return
             if outcome.retry_after is not None and outcome.code == 1007:
                 self.bucket.pause(outcome.retry_after)
             if not outcome.retryable or attempt == self.campaign.send.max_attempts:
@@ -521,6 +525,14 @@ class FollowUps:
             await self.clock.sleep(
                 min(self.campaign.send.max_backoff_s, float(outcome.retry_after or 2 ** (attempt - 1)))
             )
+
+    def _refused(self, key: str, step: int, why: str) -> None:
+        """Chert refused the request outright: the row goes (the step is not failed; the next run
+        sends it once the set-up is fixed) and every follow-up waits."""
+        with self.journal.transaction():
+            self.db.execute("DELETE FROM follow_ups WHERE key = ? AND step = ? AND state = 'sending'", (key, step))
+        self.stats.waiting_reason = why
+        self.halt()
 
     def _note_attempt(self, key: str, step: int, outcome: Outcome) -> None:
         with self.journal.transaction():
