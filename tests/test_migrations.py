@@ -60,6 +60,7 @@ def test_a_new_journal_gets_every_migration_recorded_in_order(tmp_path: Path) ->
         ("unknown_outcomes_and_attachment_endpoints", 2),
         ("sync_outcomes_replies_and_cursor", 3),
         ("stored_check_for_fast_reruns", 4),
+        ("follow_up_steps", 5),
     ]
     assert list(tmp_path.iterdir()) != [] and not list(tmp_path.glob("*backup*"))  # nothing to back up
 
@@ -83,7 +84,7 @@ def test_a_journal_from_before_the_migrations_table_is_recognised_by_its_shape(t
     db = sqlite3.connect(path)
     db.execute(f"DROP TABLE {TABLE}")  # as the schema-2 chertcast before this registry wrote it
     later_tables = ("outcomes", "sync_events", "sync_state", "input_fingerprint", "check_result", "check_sendable")
-    for later in (*later_tables, "check_work"):  # tables of migrations after schema 2
+    for later in (*later_tables, "check_work", "follow_ups"):  # tables of migrations after schema 2
         db.execute(f"DROP TABLE {later}")
     db.commit()
     db.close()

@@ -24,10 +24,11 @@ from typing import Any
 import anyio
 
 from chertcast import present, runlock
-from chertcast.campaign import load_campaign
+from chertcast.campaign import Campaign, load_campaign
 from chertcast.engine import RunHooks
-from chertcast.errors import CampaignStopped, ConfigError
+from chertcast.errors import CampaignStopped, ChertcastError, ConfigError
 from chertcast.export import guard_output, write_table
+from chertcast.followups import report_columns, sequence_status
 from chertcast.journal import Journal
 from chertcast.pacing import Clock
 from chertcast.preflight import Plan, build_plan
@@ -44,15 +45,19 @@ class CheckResult:
 
     plan: Plan
     now: float
+    steps: dict[int, Plan] = field(default_factory=dict)  # follow-up steps 2, 3, … checked alike
 
     @property
     def exit_code(self) -> int:
-        """0: every row can be sent; 1: some rows have problems (a campaign that cannot run at all
-        raises ChertcastError instead: exit 2 on the command line)."""
-        return self.plan.exit_code()
+        """0: every row can be sent; 1: some rows have problems, in the first touch or a follow-up step
+        (a campaign that cannot run at all raises ChertcastError instead: exit 2 on the command line)."""
+        return max([self.plan.exit_code(), *(step.exit_code() for step in self.steps.values())])
 
     def as_json(self) -> dict[str, Any]:
-        return present.check_json(self.plan, self.now)
+        data = present.check_json(self.plan, self.now)
+        if self.steps:
+            data["follow_up"] = present.sequence_json(self.plan, self.steps, self.now)
+        return data
 
 
 @dataclass
@@ -103,8 +108,18 @@ class ReportResult:
 
 def check(campaign: Path | str, *, encoding: str | None = None, now: float | None = None) -> CheckResult:
     """Read and check every row; send nothing. Raises ChertcastError when the campaign cannot run at all."""
-    plan = build_plan(load_campaign(Path(campaign)), encoding=encoding)
-    return CheckResult(plan, time.time() if now is None else now)
+    loaded = load_campaign(Path(campaign))
+    plan = build_plan(loaded, encoding=encoding)
+    steps = {n: _step_plan(loaded, n, encoding) for n in range(2, loaded.steps + 1)}
+    return CheckResult(plan, time.time() if now is None else now, steps)
+
+
+def _step_plan(campaign: Campaign, step: int, encoding: str | None) -> Plan:
+    """A follow-up's plan; a problem that stops the campaign names the step."""
+    try:
+        return build_plan(campaign.for_step(step), encoding=encoding)
+    except ChertcastError as exc:
+        raise type(exc)(f"follow_up step {step}: {exc}") from None
 
 
 def send(
@@ -179,7 +194,7 @@ def _before_sending(
     prepared: Prepared, options: SendOptions, endpoint: Endpoint | None, on_plan: PlanHook | None
 ) -> SendOutcome | None:
     """The outcome when nothing is to be sent (dry run, nothing left, declined); None to go on."""
-    if options.dry_run or not prepared.to_send:
+    if options.dry_run or not (prepared.to_send or prepared.step_plans):
         if on_plan is not None:
             on_plan(prepared)
         code = 0 if options.dry_run else present.final_exit_code(prepared, None)
@@ -203,6 +218,8 @@ def status(
         data = present.status_json(loaded.id, opened)
         data.update(outcome_counts(opened))
         data["capacity"] = _capacity_status(loaded, opened, time.time() if now is None else now)
+        if loaded.follow_up:
+            data["follow_up"] = sequence_status(loaded, opened.connection(), time.time() if now is None else now)
     data["running"] = holder.as_json() if holder is not None else None
     return StatusResult(loaded.id, path, data, holder)
 
@@ -265,7 +282,8 @@ def report(
     guard_output(target, {**loaded.inputs(), **journals}, force=force)
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
-        headers, rows = present.report_rows(plan, list(opened.rows()), only, outcomes_by_key(opened))
+        steps = report_columns(opened.connection(), loaded.steps) if loaded.follow_up else ([], {})
+        headers, rows = present.report_rows(plan, list(opened.rows()), only, outcomes_by_key(opened), steps)
     return ReportResult(target, write_table(target, headers, rows), headers)
 
 

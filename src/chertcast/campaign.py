@@ -6,6 +6,7 @@ import codecs
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import unicodedata
 from pathlib import Path
@@ -206,6 +207,52 @@ class ApiSettings(_Strict):
         return clean_base_url(value)
 
 
+_DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhms])\s*$")
+_DELAY_UNITS = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
+StopReason = Literal["reply", "opt_out"]
+STOP_REASONS: tuple[StopReason, ...] = ("reply", "opt_out")
+
+
+def parse_delay(text: str) -> float:
+    """ "3d", "12h", "30m", "45s" → seconds (one number, one unit; 0 is allowed)."""
+    match = _DELAY.match(text)
+    if match is None:
+        raise ValueError(f'{text!r} is not a delay: write a number and one unit, d, h, m or s ("3d", "45s")')
+    return float(match.group(1)) * _DELAY_UNITS[match.group(2)]
+
+
+class FollowUpStep(_Strict):
+    """One `[[follow_up]]` table: sent `after` the previous step was delivered, unless stopped."""
+
+    after: str
+    template: Path | None = None
+    body: str | None = None
+    stop_on: list[StopReason] = Field(default_factory=lambda: list(STOP_REASONS))
+
+    @field_validator("after")
+    @classmethod
+    def _delay(cls, value: str) -> str:
+        parse_delay(value)
+        return value
+
+    @field_validator("stop_on")
+    @classmethod
+    def _opt_out_always(cls, value: list[StopReason]) -> list[StopReason]:
+        if "opt_out" not in value:
+            raise ValueError('stop_on must include "opt_out": a number that opted out is never messaged again (TCPA)')
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FollowUpStep:
+        if (self.template is None) == (self.body is None):
+            raise ValueError("give exactly one of `template` (a Jinja file) or `body` (inline text)")
+        return self
+
+    @property
+    def delay_s(self) -> float:
+        return parse_delay(self.after)
+
+
 _NOT_CP1252 = (0x81, 0x8D, 0x8F, 0x90, 0x9D)  # bytes Windows-1252 leaves undefined
 _REGION_ALIASES = {"UK": "GB", "EN": "GB", "ENG": "GB", "EL": "GR", "USA": "US", "UAE": "AE"}
 
@@ -227,6 +274,7 @@ class Campaign(_Strict):
     api: ApiSettings = Field(default_factory=ApiSettings)
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     quiet_hours: QuietHoursSettings = Field(default_factory=QuietHoursSettings)
+    follow_up: list[FollowUpStep] = Field(default_factory=list)  # steps 2, 3, …: the first touch is step 1
     source: Path = Field(default=Path("campaign.toml"), exclude=True)
 
     @field_validator("default_region", mode="before")
@@ -248,6 +296,20 @@ class Campaign(_Strict):
         return self
 
     @property
+    def steps(self) -> int:
+        """How many steps the sequence has: the first touch and each `[[follow_up]]`."""
+        return 1 + len(self.follow_up)
+
+    def for_step(self, step: int) -> Campaign:
+        """This campaign with step ``step``'s message (1: the first touch, unchanged)."""
+        if not 1 <= step <= self.steps:
+            raise ConfigError(f"{self.source}: there is no step {step}: this campaign has steps 1 to {self.steps}")
+        if step == 1:
+            return self
+        follow = self.follow_up[step - 2]
+        return self.model_copy(update={"template": follow.template, "body": follow.body, "follow_up": []})
+
+    @property
     def default_journal(self) -> Path:
         return self.source.with_name(f"{self.source.stem}.journal.sqlite")
 
@@ -260,6 +322,9 @@ class Campaign(_Strict):
             found[path] = "suppression list"
         if self.opt_out_list is not None:
             found[self.opt_out_list] = "opt-out list"
+        for step in self.follow_up:
+            if step.template is not None:
+                found[step.template] = "template"
         base = self.source.resolve().parent
         for spec in self.send.attachments:
             name = spec if isinstance(spec, str) else spec.file
@@ -373,6 +438,9 @@ def load_campaign(path: Path | str) -> Campaign:
     api = data.get("api")
     if isinstance(api, dict) and isinstance(api.get("secret_file"), str):
         api["secret_file"] = str((base / Path(api["secret_file"]).expanduser()).resolve())
+    for step in data.get("follow_up") or []:
+        if isinstance(step, dict) and isinstance(step.get("template"), str):
+            step["template"] = str((base / step["template"]).resolve())
     if isinstance(data.get("suppress"), list):
         data["suppress"] = [str((base / p).resolve()) if isinstance(p, str) else p for p in data["suppress"]]
     try:
@@ -384,7 +452,10 @@ def load_campaign(path: Path | str) -> Campaign:
 def format_validation(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(file)"
+        loc = list(error["loc"])
+        if len(loc) >= 2 and loc[0] == "follow_up" and isinstance(loc[1], int):
+            loc[:2] = [f"follow_up step {loc[1] + 2}"]  # step 1 is the first touch
+        key = ".".join(str(part) for part in loc) or "(file)"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         if error["type"] == "value_error":  # our own validators' words, without pydantic's "Value error, "
             message = str(error.get("ctx", {}).get("error", message))

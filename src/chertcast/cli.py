@@ -296,6 +296,8 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
         plan, now = checked.plan, checked.now
         for line in [*present.plan_summary(plan, now), *present.calendar_lines(plan, now)]:
             click.echo(line)
+        for line in present.sequence_lines(plan, checked.steps, now):
+            click.echo(line)
         if plan.issues:
             click.echo("")
             click.echo("To do: " + present.fix_list(plan.issues))
@@ -314,6 +316,14 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
 )
 @click.option("--row", "row", default=None, type=click.IntRange(min=1), help="Show the message for this sheet row.")
 @click.option(
+    "--step",
+    "step",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Show this step of the sequence (1: the first touch; 2, 3, …: each [[follow_up]]).",
+)
+@click.option(
     "--out",
     default=None,
     type=click.Path(path_type=Path),
@@ -324,9 +334,20 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
 @friendly
 @quiet_pipe
 def preview(
-    campaign: Path, encoding: str | None, count: int, row: int | None, out: Path | None, html: Path | None, force: bool
+    campaign: Path,
+    encoding: str | None,
+    count: int,
+    row: int | None,
+    step: int,
+    out: Path | None,
+    html: Path | None,
+    force: bool,
 ) -> None:
     """Show exactly what recipients will see (blank lines split bubbles); send nothing."""
+    if html is not None and step != 1:
+        raise click.UsageError(
+            "--html shows the first touch; use --step without --html (or with --out) for later steps"
+        )
     if html is not None:
         page = pages.write_preview(campaign, html, encoding=encoding, force=force)
         click.echo(f"wrote the preview of {present.plural(page.rows, 'row')} to {html} ({pages.size_text(page.size)})")
@@ -335,7 +356,7 @@ def preview(
     loaded = load_campaign(campaign)
     if out is not None:
         guard_output(out, loaded.inputs(), force=force)
-    plan = build_plan(loaded, encoding=encoding)
+    plan = build_plan(loaded.for_step(step), encoding=encoding)
     if out is not None:
         headers = ["row", *plan.sheet.headers, *present.PREVIEW_HEADERS]
         written = write_table(out, headers, present.preview_rows(plan))

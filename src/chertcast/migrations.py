@@ -355,3 +355,32 @@ def stored_check_for_fast_reruns(db: sqlite3.Connection) -> None:
         """
     )
     db.execute("CREATE TABLE check_work (name TEXT PRIMARY KEY, frame BLOB NOT NULL)")
+
+
+@MIGRATIONS
+def follow_up_steps(db: sqlite3.Connection) -> None:
+    """One row per recipient and follow-up step (2, 3, …): its own key, state and delivery, written
+    before its request leaves (``chertcast.followups``); step 1 stays in ``recipients``."""
+    db.execute(
+        """
+            CREATE TABLE follow_ups (
+                key TEXT NOT NULL,
+                step INTEGER NOT NULL CHECK (step >= 2),
+                step_key TEXT NOT NULL UNIQUE,
+                state TEXT NOT NULL CHECK (state IN ('sending','sent','duplicate','failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                error_code INTEGER,
+                error_message TEXT,
+                message_id TEXT,
+                phone_line_id TEXT,
+                payload TEXT NOT NULL,
+                status TEXT,
+                delivered_at REAL,
+                checked_at REAL,
+                sent_at REAL,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (key, step)
+            )
+        """
+    )

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from chertcast.campaign import BASE_URL_ENV, DEFAULT_SECRET_FILE, SECRET_ENV, SECRET_FILE_ENV, Campaign
 from chertcast.credentials import SecretSource
 from chertcast.engine import RunResult
+from chertcast.followups import FollowUpStats
 from chertcast.journal import STATES, UNFINISHED, Journal, JournalRow
 from chertcast.preflight import Issue, Plan, Recipient
 from chertcast.runner import (
@@ -505,6 +506,7 @@ def send_summary(result: SendResult, options: SendOptions, secret: SecretSource 
     ]
     if result.sandbox_deliveries is not None:
         lines.append(f"Sandbox ledger: {result.sandbox_deliveries:,} deliveries (a rehearsal; nothing reached a phone)")
+    lines += _follow_up_lines(result.follow_ups)
     if run.stop_reason:
         lines.append(f"Stopped: {run.stop_reason}")
     if run.capacity is not None:
@@ -572,6 +574,7 @@ def send_json(prepared: Prepared, result: SendResult | None, options: SendOption
         "stop_reason": run.stop_reason if run else None,
         "elapsed_s": round(result.elapsed_s, 3) if result else 0.0,
         "sandbox_deliveries": result.sandbox_deliveries if result else None,
+        "follow_ups": _follow_up_json(result.follow_ups if result else None),
         "resume_command": resume_command(prepared.campaign.source, options),
         "exit_code": code,
     }
@@ -622,6 +625,7 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
     elif capacity is not None:
         lines.append("Capacity: no sender line known yet (list them in [capacity] lines)")
     lines += outcome_lines(data)
+    lines += follow_up_status_lines(data.get("follow_up"))
     if data["top_errors"]:
         lines.append(
             "Most common errors (the last answer of each row that has one; rows still pending may yet be sent):"
@@ -723,15 +727,23 @@ def report_rows(
     journal_rows: list[JournalRow],
     only: str | None,
     outcomes: Mapping[str, tuple[Any, ...]] | None = None,
+    follow_ups: tuple[list[str], Mapping[str, tuple[Any, ...]]] = ([], {}),
 ) -> tuple[list[str], list[list[object]]]:
     """Each sheet row with the outcome of the person on it, joined by key (who they are), never by
     row position; recipients journaled but no longer in the sheet follow, so no delivery drops out.
 
     A number's outcome goes on its sendable row; when no row of it is sendable any more (newly
     suppressed, say), on its first row. ``only`` keeps the rows in that state. ``outcomes`` (from
-    `sync`) fills delivered_at, read_at, replied_at, reply and opted_out.
+    `sync`) fills delivered_at, read_at, replied_at, reply and opted_out; ``follow_ups`` adds
+    each follow-up step's columns (headers, key → cells).
     """
-    after = outcomes or {}
+    step_headers, by_key = follow_ups
+    blank = ("",) * len(step_headers)
+    after = {
+        key: (*(outcomes or {}).get(key, _NO_OUTCOME), *by_key.get(key, blank))
+        for key in {*(outcomes or {}), *by_key, *(row.key for row in journal_rows)}
+    }
+    no_outcome = (*_NO_OUTCOME, *blank)
     entries = {row.key: row for row in journal_rows if not row.key.startswith("skip:")}
     sendable_keys = {r.key for r in plan.sendable}
     used: set[str] = set()
@@ -745,14 +757,15 @@ def report_rows(
             if entry is not None or sendable:
                 used.add(key)
         state, row_cells = _report_row(recipient, cells, entry)
-        rows.append((state, [*row_cells, *after.get(entry.key if entry else "", _NO_OUTCOME)]))
+        rows.append((state, [*row_cells, *after.get(entry.key if entry else "", no_outcome)]))
     width = len(plan.sheet.headers)
     for entry in journal_rows:  # journaled, but no longer in the sheet: keep their history
         if entry.key not in used and not entry.key.startswith("skip:"):
             note = f"not in the sheet any more (was row {entry.row})"
-            extra = after.get(entry.key, _NO_OUTCOME)
+            extra = after.get(entry.key, no_outcome)
             rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note, "", *extra]))
-    return ["row", *plan.sheet.headers, *REPORT_HEADERS], [cells for state, cells in rows if only in (None, state)]
+    headers = ["row", *plan.sheet.headers, *REPORT_HEADERS, *step_headers]
+    return headers, [cells for state, cells in rows if only in (None, state)]
 
 
 def _report_row(recipient: Recipient, cells: tuple[str, ...], entry: JournalRow | None) -> tuple[str, list[object]]:
@@ -773,3 +786,114 @@ def _outcome(entry: JournalRow) -> list[object]:
     """state, message_id, error_code, error_message."""
     code = entry.error_code if entry.error_code is not None else ""
     return [entry.state, entry.message_id or "", code, entry.error_message or ""]
+
+
+# ------------------------------------------------------------------ follow-up steps
+
+
+def sequence_json(plan: Plan, steps: Mapping[int, Plan], now: float) -> list[dict[str, Any]]:
+    """Per follow-up step: its delay, stop rule, sendable rows, findings, and the calendar: the
+    earliest and latest moment it falls due (the first touches' span plus the delays so far;
+    quiet hours and the window can push each one later, within a day)."""
+    first_start, first_end = _first_touch_span(plan, now)
+    first_keys = {r.key for r in plan.sendable}
+    known = {(issue.row, issue.column, issue.code) for issue in plan.issues}
+    out, delay = [], 0.0
+    for number, follow in enumerate(plan.campaign.follow_up, start=2):
+        delay += follow.delay_s
+        step_plan = steps[number]
+        sendable = first_keys & {r.key for r in step_plan.sendable}  # a follow-up goes only where step 1 went
+        out.append(
+            {
+                "step": number,
+                "after": follow.after,
+                "stop_on": list(follow.stop_on),
+                "sendable": len(sendable),
+                "errors": len(first_keys - sendable),
+                "due_from": _utc_minutes(first_start + delay),
+                "due_until": _utc_minutes(first_end + delay),
+                "issues": [  # this step's own findings: the sheet's phone problems are step 1's
+                    {**issue.as_json(), "step": number}
+                    for issue in step_plan.issues
+                    if (issue.row, issue.column, issue.code) not in known
+                ],
+            }
+        )
+    return out
+
+
+def _first_touch_span(plan: Plan, now: float) -> tuple[float, float]:
+    outlook = capacity_outlook(plan.campaign, plan, now)
+    calendar = outlook.calendar if outlook is not None else None
+    if calendar is not None and calendar.last_at is not None:
+        return now, max(now, calendar.last_at)
+    if calendar is not None and calendar.finish is not None:
+        end = datetime.combine(calendar.finish, datetime.max.time(), plan.campaign.capacity.planning_rules().zone)
+        return now, max(now, end.timestamp())
+    seconds = _plan_estimate(plan, now).seconds
+    return now, now + (seconds or 0.0)
+
+
+def _utc_minutes(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="minutes").replace("+00:00", "Z")
+
+
+def sequence_lines(plan: Plan, steps: Mapping[int, Plan], now: float) -> list[str]:
+    """check's text for the steps after the first touch: the calendar, then each step's findings."""
+    lines = []
+    for entry in sequence_json(plan, steps, now):
+        stop = " or ".join(s.replace("_", "-") for s in entry["stop_on"])
+        errors = f", {plural(entry['errors'], 'row')} with problems" if entry["errors"] else ""
+        lines.append(
+            f"  step {entry['step']}: {entry['after']} after step {entry['step'] - 1} is delivered, "
+            f"unless they {stop}: {plural(entry['sendable'], 'message')}{errors}; "
+            f"due from {entry['due_from']}, for the last recipient by {entry['due_until']} "
+            "(plus any wait for quiet hours)"
+        )
+        for issue in entry["issues"][:UNSENDABLE_SHOWN]:
+            where = f"row {issue['row']}" if issue["row"] is not None else "template"
+            lines.append(f"    step {entry['step']}, {where}: {issue['message']}")
+    return lines
+
+
+def follow_up_status_lines(data: Mapping[str, Any] | None) -> list[str]:
+    if not data:
+        return []
+    lines = ["Follow-ups:"]
+    for step in data["steps"]:
+        lines.append(
+            f"  step {step['step']}: sent {step['sent']:,}, duplicate {step['duplicate']:,}, "
+            f"failed {step['failed']:,}, in flight {step['sending']:,}, delivered {step['delivered']:,}"
+        )
+    where = ", ".join(f"{why} {count:,}" for why, count in data["sequences"].items())
+    lines.append(f"  sequences: {where or 'none started'}")
+    return lines
+
+
+def _follow_up_json(stats: FollowUpStats | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    return {
+        "sent": stats.sent,
+        "duplicate": stats.duplicate,
+        "failed": stats.failed,
+        "requests": stats.requests,
+        "status_requests": stats.status_requests,
+        "by_step": {str(step): n for step, n in sorted(stats.by_step.items())},
+        "waiting_reason": stats.waiting_reason,
+        "next_due_at": _utc_minutes(stats.next_due_at) if stats.next_due_at is not None else None,
+    }
+
+
+def _follow_up_lines(stats: FollowUpStats | None) -> list[str]:
+    if stats is None:
+        return []
+    steps = ", ".join(f"step {step} {n:,}" for step, n in sorted(stats.by_step.items())) or "none due"
+    lines = [
+        f"Follow-ups this run: {steps} (sent {stats.sent:,}, duplicate {stats.duplicate:,}, failed {stats.failed:,})"
+    ]
+    if stats.waiting_reason:
+        lines.append(f"Follow-ups: {stats.waiting_reason}; first touches were not held back")
+    elif stats.next_due_at is not None:
+        lines.append(f"Next follow-up check: {_utc_minutes(stats.next_due_at)} (run send again then, or use --wait)")
+    return lines

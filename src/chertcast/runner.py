@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import anyio
 import httpx
 
 from chertcast import rerun
@@ -31,8 +32,9 @@ from chertcast.capacity import (
 )
 from chertcast.client import ChertClient, Secret, UnsafeUploadURL
 from chertcast.decide import STOP_CODES, RetryPolicy
-from chertcast.engine import Engine, EngineSettings, Progress, RunHooks, RunResult
+from chertcast.engine import Engine, EngineSettings, Progress, RunHooks, RunResult, RunStats
 from chertcast.errors import CampaignStopped
+from chertcast.followups import FollowUps, FollowUpStats, refresh_replies
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
 from chertcast.pacing import Clock, RealClock
 from chertcast.preflight import EarlierWork, Plan, Recipient, build_plan, campaign_attachments
@@ -85,6 +87,8 @@ class Prepared:
     def reused_check(self) -> bool:
         return self.plan is None
 
+    step_plans: dict[int, Plan] = field(default_factory=dict)  # follow-up steps (2, 3, …), when any
+
 
 @dataclass
 class SendResult:
@@ -93,6 +97,7 @@ class SendResult:
     sandbox_deliveries: int | None = None
     elapsed_s: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+    follow_ups: FollowUpStats | None = None
 
 
 def journal_path_for(campaign: Campaign, options: SendOptions) -> Path:
@@ -125,7 +130,9 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
     rate = options.rate or campaign.send.rate
     concurrency = options.concurrency or campaign.send.concurrency
     # Taken before any input is read: an edit made while this run checks is seen by the next one.
-    inputs = rerun.fingerprint(campaign, options.encoding)
+    # A campaign with follow-up steps is checked in full each run (its steps' templates are not
+    # part of the fingerprint).
+    inputs = None if campaign.follow_up else rerun.fingerprint(campaign, options.encoding)
     reused, earlier = _reuse(campaign, path, options, inputs) if inputs is not None else (None, None)
     if reused is not None:
         to_send = reused.to_send[: options.limit] if options.limit is not None else reused.to_send
@@ -141,10 +148,16 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
     done = len(plan.sendable) - len(to_send)
     if options.limit is not None:
         to_send = to_send[: options.limit]
+    steps = {}
+    if campaign.follow_up:
+        steps = {1: plan} | {
+            n: build_plan(campaign.for_step(n), encoding=options.encoding) for n in range(2, campaign.steps + 1)
+        }
     return Prepared(
         campaign, plan, path, to_send, done, synced.new, rate, concurrency, lock,
         kept_original=synced.kept_original, status_counts=plan.counts(), rows_read=len(plan.recipients),
         rows_reused=reused_rows, changed_inputs=earlier.changed if earlier is not None else (),
+        step_plans=steps,
     )  # fmt: skip
 
 
@@ -217,13 +230,14 @@ async def execute(
     """Send the prepared work in the caller's event loop, then release the run lock.
     ``hooks`` hear of long waits and signals (the CLI prints them; by default nothing is printed)."""
     try:
-        if options.dry_run or not prepared.to_send:
+        if options.dry_run or not (prepared.to_send or prepared.step_plans):
             return SendResult(prepared, None)
         started = time.monotonic()
-        run = await _run(prepared, options, endpoint, progress, clock or RealClock(), hooks)
+        follow: list[FollowUpStats] = []
+        run = await _run(prepared, options, endpoint, progress, clock or RealClock(), hooks, follow)
         elapsed = time.monotonic() - started
         counts = journal_counts(prepared.journal_path, prepared.campaign.id)
-        return SendResult(prepared, run, None, elapsed, counts)
+        return SendResult(prepared, run, None, elapsed, counts, follow[0] if follow else None)
     finally:
         prepared.release()
 
@@ -242,6 +256,7 @@ async def _run(
     progress: Progress | None,
     clock: Clock,
     hooks: RunHooks | None,
+    follow: list[FollowUpStats],
 ) -> RunResult:
     settings = prepared.campaign.send
     limits = httpx.Limits(max_connections=prepared.concurrency, max_keepalive_connections=prepared.concurrency)
@@ -269,10 +284,68 @@ async def _run(
                 hooks=hooks,
             )
             journal.set_meta("last_run_started_at", str(clock.wall()))
-            result = await engine.run(prepared.to_send)
+            if prepared.step_plans:
+                result = await _run_with_follow_ups(prepared, options, journal, client, clock, engine, follow)
+            else:
+                result = await engine.run(prepared.to_send)
             if engine_settings.scheduler is not None:
                 result.capacity = capacity_snapshot(engine_settings.scheduler, clock.wall())
             return result
+
+
+async def _run_with_follow_ups(
+    prepared: Prepared,
+    options: SendOptions,
+    journal: Journal,
+    client: ChertClient,
+    clock: Clock,
+    engine: Engine,
+    follow: list[FollowUpStats],
+) -> RunResult:
+    """First touches (the engine, with their capacity) and follow-ups (due, pinned, paced) side by side."""
+    campaign = prepared.campaign
+    follow_ups = FollowUps(
+        campaign,
+        prepared.step_plans,
+        journal,
+        client,
+        clock,
+        refresh=lambda: refresh_replies(campaign, journal, client, clock, prepared.journal_path),
+        rules=capacity_rules(campaign) if campaign.capacity.enabled else None,
+        quiet=quiet_hours(campaign),
+        rate=prepared.rate,
+        bucket=engine.bucket,
+    )
+    follow.append(follow_ups.stats)
+    outcome: list[RunResult] = []
+
+    engine.progress = _Nudging(engine.progress, follow_ups)
+
+    async def first_touches() -> None:
+        outcome.append(await engine.run(prepared.to_send))
+        if outcome[0].stop_kind in ("interrupted", "campaign"):
+            follow_ups.halt()  # Ctrl-C or a campaign-wide problem stops follow-ups too
+        follow_ups.first_touches_done()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first_touches)
+        await follow_ups.run(wait=options.wait)
+    return outcome[0]
+
+
+@dataclass
+class _Nudging:
+    """The engine's progress, also waking the follow-ups: a first touch went out."""
+
+    inner: Progress
+    follow_ups: FollowUps
+
+    def update(self, stats: RunStats) -> None:
+        self.inner.update(stats)
+        self.follow_ups.nudge()
+
+    def close(self, stats: RunStats) -> None:
+        self.inner.close(stats)
 
 
 async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Journal, wait: bool) -> Scheduler | None:

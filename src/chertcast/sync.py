@@ -361,8 +361,12 @@ class Syncer:
             due.append((key, message_id))
         return due
 
-    async def sync_statuses(self) -> None:
+    async def sync_statuses(self, *, undelivered_only: bool = False) -> None:
+        """``undelivered_only``: just the messages not known delivered yet (follow-ups wait on those)."""
         due = self.due_for_status()
+        if undelivered_only:
+            known = {k for (k,) in self.db.execute("SELECT key FROM outcomes WHERE delivered_at IS NOT NULL")}
+            due = [(key, message_id) for key, message_id in due if key not in known]
         results: list[tuple[str, Lookup]] = []
         queue = iter(due)
         failures: list[Outcome] = []

@@ -78,6 +78,7 @@ class Faults:
     drop_after: float = 0.0  # connection closed after the message was delivered
     rate_limit_per_s: float | None = None  # server-side limit; over it -> 1007
     seed: int | None = None
+    events_down: bool = False  # GET /events answers 503 (3001): replies cannot be read
 
 
 @dataclass
@@ -581,6 +582,8 @@ class SandboxModel:
 
     def events(self, query: Mapping[str, str]) -> Reply:
         """``GET /events`` as SPEC §12 shapes it: type, since, lead_id, limit (1-200), cursor."""
+        if self.config.faults.events_down:
+            return self._error(3001, "Event log unavailable", envelope=True, http_status=503)
         refused = self.lookup_fault()
         if refused is not None:
             return refused
@@ -614,7 +617,14 @@ class SandboxModel:
         with self._lock:
             fates = self._events.visible(self.config.clock())
         return [
-            {"phone": f.phone, "lead_id": f.lead_id, "event_id": f.event_id, "text": f.reply_text, "kind": f.reply_kind}
+            {
+                "phone": f.phone,
+                "lead_id": f.lead_id,
+                "event_id": f.event_id,
+                "text": f.reply_text,
+                "kind": f.reply_kind,
+                "at": f.reply_at,
+            }
             for f in fates
         ]
 

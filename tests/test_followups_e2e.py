@@ -1,0 +1,210 @@
+"""Follow-up sequences end to end: the sandbox over loopback (real client, real journal),
+seconds-long delays, replies and opt-outs on."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import chertcast
+from chertcast import Endpoint, Secret, SendOptions, optout
+from chertcast.followups import step_key
+from chertcast.sandbox import DEFAULT_SECRET, SandboxConfig, SandboxModel, SandboxServer
+from chertcast.sandbox.outcomes import OutcomeConfig
+from tests.helpers import run_cli, write_campaign, write_contacts
+
+STEPS = """
+[[follow_up]]
+after = "1s"
+body = "Nudge for {{ name }}"
+
+[[follow_up]]
+after = "1s"
+body = "Last note, {{ name }}"
+"""
+
+
+def table(journal: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(journal) as db:
+        return db.execute(sql).fetchall()
+
+
+def three_step_campaign(tmp_path: Path, count: int) -> Path:
+    contacts = write_contacts(tmp_path / "contacts.csv", count)
+    settings = 'opt_out_list = "optouts.csv"\n' + STEPS + "[send]\nrate = 500\nburst = 50\nconcurrency = 8\n"
+    return write_campaign(tmp_path, contacts, extra=settings)
+
+
+def check_sequence(model: SandboxModel, journal: Path, count: int) -> dict[str, int]:
+    """Each step at most once per recipient; nothing after a reply the sandbox made before it."""
+    sent = model.deliveries()
+    per_key = Counter(d.idempotency_key for d in sent)
+    assert max(per_key.values()) == 1, "a step went out twice"
+    first = {key: phone for key, phone in table(journal, "SELECT key, phone FROM recipients")}
+    phone_key = {phone: key for key, phone in first.items()}
+    replied_at: dict[str, float] = {}
+    for reply in model.replies():
+        key = phone_key[reply["phone"]]
+        replied_at[key] = min(replied_at.get(key, reply["at"]), reply["at"])
+    by_step = Counter()
+    for delivery in sent:
+        key = phone_key[delivery.phone]
+        step = next(n for n in (1, 2, 3) if step_key(key, n) == delivery.idempotency_key)
+        by_step[step] += 1
+        if step > 1:
+            assert delivery.body.startswith("Nudge" if step == 2 else "Last")
+            # the recipient had not replied (as the sandbox records it) before this follow-up left
+            assert key not in replied_at or replied_at[key] > delivery.time - 0.0, (key, step)
+    assert by_step[1] == count
+    return dict(by_step)
+
+
+def env_for(server: SandboxServer) -> dict[str, str]:
+    return {"CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+
+
+REPLIES = OutcomeConfig(
+    seed=5, reply_share=0.3, opt_out_share=0.3, contains_word_share=0.1, delay_s=0.3, failed_share=0.05
+)
+
+
+def test_three_steps_go_once_each_and_never_after_a_reply(tmp_path: Path) -> None:
+    count = 60
+    model = SandboxModel(SandboxConfig(outcomes=REPLIES))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, count)
+        journal = tmp_path / "j.sqlite"
+        result = run_cli("send", campaign, "--yes", "--wait", "--journal", journal, env=env_for(server))
+        assert result.exit_code == 0, result.output
+        by_step = check_sequence(model, journal, count)
+        again = run_cli("send", campaign, "--yes", "--journal", journal, env=env_for(server))
+        assert again.exit_code == 0, again.output
+        assert check_sequence(model, journal, count) == by_step  # a rerun sends nothing more
+        status = json.loads(run_cli("status", campaign, "--journal", journal, "--json").output)
+        report = run_cli("report", campaign, "--journal", journal, "--out", tmp_path / "r.csv")
+        assert report.exit_code == 0, report.output
+        replied_phones = {r["phone"] for r in model.replies()}
+        lines_of = {d.phone: d.phone_line_id for d in model.deliveries() if d.idempotency_key in first_keys(journal)}
+    # every due step was sent: a recipient who never replied, whose messages were delivered, got all three
+    fates = {key: phone for key, phone in table(journal, "SELECT key, phone FROM recipients")}
+    undelivered = {k for (k,) in table(journal, "SELECT key FROM outcomes WHERE status = 'failed'")}
+    undelivered |= {k for (k,) in table(journal, "SELECT key FROM follow_ups WHERE status = 'failed'")}
+    full = {k for k, p in fates.items() if p not in replied_phones and k not in undelivered}
+    got = Counter(k for (k,) in table(journal, "SELECT key FROM follow_ups WHERE state = 'sent'"))
+    assert full and all(got[k] == 2 for k in full)
+    assert replied_phones and by_step[2] < count  # replies and opt-outs did stop sequences
+    # follow-ups went to the line each recipient's first touch was pinned to
+    for phone, line in table(
+        journal, "SELECT r.phone, r.phone_line_id FROM follow_ups f JOIN recipients r ON r.key = f.key"
+    ):
+        assert line and lines_of[phone] == line
+    rows = list(csv.DictReader((tmp_path / "r.csv").open(encoding="utf-8-sig")))
+    assert sum(r["step2_state"] == "sent" for r in rows) == by_step[2]
+    assert sum(bool(r["step3_delivered_at"]) for r in rows) <= sum(r["step3_state"] == "sent" for r in rows)
+    steps = {s["step"]: s for s in status["follow_up"]["steps"]}
+    assert steps[2]["sent"] == by_step[2] and steps[3]["sent"] == by_step.get(3, 0)
+    assert status["follow_up"]["sequences"].get("replied", 0) + status["follow_up"]["sequences"].get("opted out", 0) > 0
+
+
+def first_keys(journal: Path) -> set[str]:
+    return {k for (k,) in table(journal, "SELECT key FROM recipients")}
+
+
+def test_follow_ups_wait_when_replies_cannot_be_read(tmp_path: Path) -> None:
+    model = SandboxModel(SandboxConfig(outcomes=OutcomeConfig(seed=1, reply_share=0.0, delay_s=0.05, failed_share=0)))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, 10)
+        text = campaign.read_text(encoding="utf-8").replace("concurrency = 8", "concurrency = 8\nmax_attempts = 2")
+        campaign.write_text(text, encoding="utf-8")
+        journal = tmp_path / "j.sqlite"
+        model.config.faults.events_down = True
+        first = run_cli("send", campaign, "--yes", "--journal", journal, env=env_for(server))
+        assert first.exit_code == 0, first.output
+        time.sleep(1.3)  # step 2 is due now, but replies cannot be read
+        second = run_cli("send", campaign, "--yes", "--journal", journal, env=env_for(server))
+        assert "follow-ups wait: replies could not be read" in second.output
+        assert len(model.deliveries()) == 10  # the first touches, and nothing else
+        model.config.faults.events_down = False
+        third = run_cli("send", campaign, "--yes", "--journal", journal, env=env_for(server))
+        assert third.exit_code == 0, third.output
+        assert len(model.deliveries()) == 20  # now step 2 went, once each
+
+
+def test_killed_runs_rerun_like_cron_send_no_duplicate(tmp_path: Path) -> None:
+    """``send --wait`` in its own process, SIGKILLed at random moments and rerun: 0 duplicates."""
+    count = 40
+    model = SandboxModel(SandboxConfig(outcomes=REPLIES))
+    rng = random.Random(17)
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, count)
+        journal = tmp_path / "j.sqlite"
+        env = {**os.environ, **env_for(server)}
+        args = [sys.executable, "-m", "chertcast", "send", str(campaign), "--yes", "--wait", "--journal", str(journal)]
+        kills = 0
+        for _ in range(4):
+            process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.8, 2.0))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+            process.wait()
+        final = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        assert final.returncode == 0, final.stderr
+        assert kills >= 2
+        by_step = check_sequence(model, journal, count)
+    assert by_step[2] > 0 and by_step.get(3, 0) > 0
+    assert table(journal, "SELECT COUNT(*) FROM follow_ups WHERE state = 'sending'") == [(0,)]
+
+
+def test_a_number_opted_out_through_another_campaign_during_a_wait_run_gets_no_more_steps(tmp_path: Path) -> None:
+    """`send --wait` re-reads the shared opt-out list before each pass of follow-ups."""
+    model = SandboxModel(SandboxConfig(outcomes=OutcomeConfig(seed=2, reply_share=0.0, delay_s=0.05, failed_share=0)))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, 6)
+        campaign.write_text(campaign.read_text(encoding="utf-8").replace('"1s"', '"2s"'), encoding="utf-8")
+        journal = tmp_path / "j.sqlite"
+        endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
+        options = SendOptions(journal=journal, wait=True, handle_signals=False)
+
+        async def scenario() -> None:
+            async with anyio.create_task_group() as group:
+                group.start_soon(partial(chertcast.asend, campaign, endpoint=endpoint, options=options))
+                while len(model.deliveries()) < 6:  # the first touches are out; step 2 is 2 s away
+                    await anyio.sleep(0.05)
+                entry = optout.Entry(model.deliveries()[0].phone, time.time(), "another-campaign", "STOP", False)
+                optout.merge(tmp_path / "optouts.csv", [entry], "US")
+
+        anyio.run(scenario)
+        stopped = model.deliveries()[0].phone
+        sent = Counter(d.phone for d in model.deliveries())
+    assert sent[stopped] == 1
+    assert sorted(n for phone, n in sent.items() if phone != stopped) == [3] * 5
+
+
+def test_a_refused_secret_stops_follow_ups_without_failing_the_step(tmp_path: Path) -> None:
+    model = SandboxModel(SandboxConfig(outcomes=OutcomeConfig(seed=1, reply_share=0.0, delay_s=0.05, failed_share=0)))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, 5)
+        journal = tmp_path / "j.sqlite"
+        assert run_cli("send", campaign, "--yes", "--journal", journal, env=env_for(server)).exit_code == 0
+        time.sleep(1.3)  # step 2 is due
+        wrong = {**env_for(server), "CHERT_SIGNING_SECRET": "not-the-secret"}
+        refused = run_cli("send", campaign, "--yes", "--journal", journal, env=wrong)
+        assert "Follow-ups: follow-ups wait: replies could not be read" in refused.output  # the first request refused
+        assert table(journal, "SELECT COUNT(*) FROM follow_ups") == [(0,)]  # no step marked failed
+        again = run_cli("send", campaign, "--yes", "--journal", journal, env=env_for(server))
+        assert again.exit_code == 0, again.output
+        assert table(journal, "SELECT step, state, COUNT(*) FROM follow_ups GROUP BY 1, 2") == [(2, "sent", 5)]
