@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from chertcast import present, runlock
-from chertcast.campaign import Campaign, load_campaign
+from chertcast.campaign import Campaign, journal_files, load_campaign
 from chertcast.engine import RunHooks
 from chertcast.errors import CampaignStopped, ChertcastError, ConfigError
 from chertcast.export import guard_output, write_table
@@ -278,8 +278,7 @@ def report(
     loaded = load_campaign(Path(campaign))
     target = Path(out)
     path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))
-    journals = {path.with_name(path.name + suffix): "journal" for suffix in ("", "-wal", "-shm", ".lock")}
-    guard_output(target, {**loaded.inputs(), **journals}, force=force)
+    guard_output(target, {**loaded.inputs(), **journal_files(path)}, force=force)
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
         steps = report_columns(opened.connection(), loaded.steps) if loaded.follow_up else ([], {})

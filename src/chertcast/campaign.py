@@ -331,8 +331,7 @@ class Campaign(_Strict):
             if name and ("/" in name or "\\" in name or Path(name).suffix):
                 found[base / name] = "attachment"
         for journal in (self.default_journal, self.source.with_name(f"{self.source.stem}.sandbox.journal.sqlite")):
-            for suffix in ("", "-wal", "-shm", ".lock"):
-                found[journal.with_name(journal.name + suffix)] = "journal"
+            found.update(journal_files(journal))
         return found
 
     def template_source(self) -> tuple[str, str]:
@@ -383,6 +382,11 @@ class Campaign(_Strict):
             except ValueError as exc:
                 raise ConfigError(f"{BASE_URL_ENV}: {exc}") from None
         return self.api.base_url
+
+
+def journal_files(journal: Path) -> dict[Path, str]:
+    """A journal and the files SQLite and the run lock keep beside it: never an output file."""
+    return {journal.with_name(journal.name + suffix): "journal" for suffix in ("", "-wal", "-shm", ".lock")}
 
 
 def clean_base_url(value: str) -> str:

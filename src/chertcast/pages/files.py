@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from chertcast.campaign import load_campaign
+from chertcast.campaign import journal_files, load_campaign
 from chertcast.export import guard_output
 from chertcast.journal import Journal
 from chertcast.pages.base import write_page
@@ -44,8 +44,7 @@ def write_report(
 ) -> Written:
     loaded = load_campaign(campaign)
     path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))
-    journals = {path.with_name(path.name + suffix): "journal" for suffix in ("", "-wal", "-shm", ".lock")}
-    guard_output(html, {**loaded.inputs(), **journals}, force=force)
+    guard_output(html, {**loaded.inputs(), **journal_files(path)}, force=force)
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
         rows = list(opened.rows())
