@@ -6,10 +6,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
 from chertcast.sandbox import DEFAULT_SECRET
+from tests.helpers import run_cli, write_campaign, write_contacts
 
 
 def free_port() -> int:
@@ -88,3 +90,13 @@ def test_sandbox_probabilities_outside_0_to_1_are_refused() -> None:
         assert result.returncode == 2, (option, result.stdout)
         assert f"Invalid value for '{option}'" in result.stderr and "0<=x<=1" in result.stderr
         assert result.stdout == ""
+
+
+def test_status_after_a_rehearsal_points_at_the_rehearsals_journal(tmp_path: Path) -> None:
+    """Found by a new-user walkthrough: `status` without --sandbox after a rehearsal only said 'no journal yet'."""
+    campaign = write_campaign(tmp_path, write_contacts(tmp_path / "contacts.csv", 2))
+    assert run_cli("send", campaign, "--sandbox", "--yes").exit_code == 0
+    for command in (["status"], ["report", "--out", tmp_path / "r.csv"]):
+        result = run_cli(command[0], campaign, *command[1:])
+        assert result.exit_code == 2 and "add --sandbox to read it" in result.output, result.output
+    assert run_cli("status", campaign, "--sandbox").exit_code == 0

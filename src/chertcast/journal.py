@@ -237,7 +237,13 @@ class Journal:
     def open_existing(cls, path: Path, campaign_id: str) -> Journal:
         """Read-only; a journal written by an older chertcast is upgraded first (once)."""
         if not path.exists():
-            raise JournalError(f"{path}: no journal yet; nothing has been sent for this campaign")
+            rehearsal = path.with_name(path.name.removesuffix(".journal.sqlite") + ".sandbox.journal.sqlite")
+            hint = (
+                " (a --sandbox rehearsal's journal exists: add --sandbox to read it)"
+                if rehearsal != path and path.name.endswith(".journal.sqlite") and rehearsal.exists()
+                else ""
+            )
+            raise JournalError(f"{path}: no journal yet; nothing has been sent for this campaign{hint}")
         journal = cls(path, campaign_id, readonly=True)
         if journal.outdated:
             journal.close()
