@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from benchmarks.bench_pages import browser as chromium
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.select import Select
@@ -30,16 +30,6 @@ from chertcast.sandbox import DEFAULT_SECRET, SandboxServer
 from tests.helpers import numbers, run_cli, run_process, write_campaign
 
 REQUIRE_ENV = "CHERTCAST_REQUIRE_BROWSER"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1200,1400",
-)
 HOSTILE = "<img src=x onerror=alert(1)>"
 CLOSER = "</script><script>alert(2)</script>"
 LEADS = 125  # more than a page of cards (100), so paging and problem links to later pages are exercised
@@ -58,14 +48,7 @@ if MISSING and os.environ.get(REQUIRE_ENV, "") in ("", "0"):
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     if CHROMIUM is None or DRIVER is None:
         pytest.fail(f"{REQUIRE_ENV} is set, but {MISSING} not found: apt-get install -y chromium chromium-driver")
-    chromium, driver = CHROMIUM, DRIVER
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    chrome = webdriver.Chrome(options=options, service=Service(driver))
+    chrome = chromium(tmp_path_factory.mktemp("chromium-profile"), console_log=True)
     try:
         yield chrome
     finally:

@@ -565,8 +565,11 @@ def _test_send(
         )
     if refused:
         raise ChertcastError(f"--to sends one test message; it does not take {', '.join(refused)}")
-    with _test_endpoint(campaign, sandbox) as (base_url, secret, ledger):
-        result = run_test_send(campaign, to, row, base_url=base_url, secret=secret, sandbox=sandbox, encoding=encoding)
+    with _endpoint(campaign, runner.SendOptions(sandbox=sandbox)) as (endpoint, ledger):
+        assert endpoint is not None  # not a dry run
+        result = run_test_send(
+            campaign, to, row, base_url=endpoint.base_url, secret=endpoint.secret, sandbox=sandbox, encoding=encoding
+        )
         result.sandbox_deliveries = ledger()
     if as_json:
         click.echo(json.dumps(summary_json(result), ensure_ascii=False))
@@ -574,21 +577,6 @@ def _test_send(
         for line in summary_lines(result):
             click.echo(line)
     sys.exit(result.exit_code)
-
-
-@contextmanager
-def _test_endpoint(campaign: Path, sandbox: bool) -> Iterator[tuple[str, Secret, Callable[[], int | None]]]:
-    """Where a test send goes: Chert (the secret read before the sheet is), or a fresh built-in
-    sandbox on loopback that refuses a first message holding a link, as a rehearsal's does.
-    The third value counts the sandbox ledger's deliveries."""
-    if not sandbox:
-        loaded = load_campaign(campaign)
-        yield loaded.resolved_base_url(), read_secret(loaded), lambda: None
-        return
-    from chertcast.sandbox import SandboxConfig, SandboxModel, SandboxServer
-
-    with SandboxServer(SandboxModel(SandboxConfig(reject_links=True))) as server:
-        yield server.base_url, Secret(server.model.config.secret), lambda: len(server.model.deliveries())
 
 
 def _notice(text: str) -> None:
