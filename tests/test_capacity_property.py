@@ -30,6 +30,7 @@ from chertcast.capacity import zones_for
 from chertcast.client import ChertClient, Secret
 from chertcast.engine import Engine, EngineSettings, RunResult
 from chertcast.journal import Journal
+from chertcast.outlook import CapacityFacts, outlook, quiet_hours
 from chertcast.pacing import LoopClock
 from chertcast.preflight import build_plan
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, sandbox_transport
@@ -103,13 +104,13 @@ def run_sheet(tmp_path: Path, sheet: Sheet) -> None:
     contacts.write_text("phone,name,tz\n" + "".join(f"{p},Lead {i},{z}\n" for i, (p, z) in enumerate(sheet.rows)))
     campaign = load_campaign(write_campaign(tmp_path, contacts, extra=sheet.toml, planned=True))
     plan = build_plan(campaign)
-    outlook = runner.capacity_outlook(campaign, plan, sheet.start)  # what `check` says
-    assert outlook is not None
-    never = {u.phone for u in outlook.unsendable if "stop overlapping" not in u.reason}
-    seasonal = {u.phone for u in outlook.unsendable} - never  # depends on which row a slot reaches first
-    finish = outlook.calendar.finish if outlook.calendar else None
+    view = outlook(campaign, plan.sendable, sheet.start, CapacityFacts.read(campaign, None))  # what `check` says
+    assert view is not None
+    never = {u.phone for u in view.unsendable if "stop overlapping" not in u.reason}
+    seasonal = {u.phone for u in view.unsendable} - never  # depends on which row a slot reaches first
+    finish = view.calendar.finish if view.calendar else None
     rules = campaign.capacity.rules()
-    hours = runner.quiet_hours(campaign)
+    hours = quiet_hours(campaign)
     result: list[RunResult] = []
     model = SandboxModel()
 

@@ -19,6 +19,7 @@ import anyio
 import httpx
 import pytest
 
+from chertcast import api, present, runner
 from chertcast.campaign import gap_margin, load_campaign
 from chertcast.capacity import (
     CapacityRules,
@@ -323,6 +324,20 @@ def test_check_and_status_plan_with_send(tmp_path: Path) -> None:
     assert "calendar: 5 first-touch sends on 3 lines" in check  # the 3 sent are not counted again
     status = json.loads(run_cli("status", campaign, "--json").output)
     assert sorted(status["capacity"]["remaining_today"]) == sorted(LINES)  # every discovered line
+
+    # One source: check's estimate, its calendar and the send header plan the 5 rows left on the
+    # lines the send discovered, with today's 3 first touches counted (each line's 1 a day is
+    # spent): 3 tomorrow, 2 the day after. check's estimate used to say "list [capacity] lines".
+    now = clock.wall()
+    checked = api.check(campaign, now=now)
+    finish = "2 sending days (first-touch capacity on 3 lines; expected finish 2026-12-02)"
+    assert f"estimated send time: {finish}" in "\n".join(present.plan_summary(checked.plan, checked.eta))
+    calendar = "\n".join(present.calendar_lines(checked.plan.campaign, checked.outlook))
+    assert "5 first-touch sends on 3 lines" in calendar and "2 sending days, expected finish 2026-12-02" in calendar
+    options = runner.SendOptions(dry_run=True)
+    prepared = runner.prepare(campaign, options, now)
+    assert f"estimated {finish}" in "\n".join(present.send_header(prepared, options))
+    assert present.send_estimate(prepared) == checked.eta
 
 
 # ------------------------------------------------------------------ 7. values that mean something else

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from chertcast import present, runner
+from chertcast import cli, present, runner
 from chertcast.campaign import GAP_MARGIN_S, CapacitySettings
 from chertcast.capacity import QuietHours
 from chertcast.credentials import SecretSource
 from chertcast.engine import RunStats
+from chertcast.outlook import held_by_quiet_hours
 from chertcast.progress import LineProgress
 from chertcast.sandbox import DEFAULT_SECRET, SandboxServer
 from tests.helpers import run_cli, run_process, write_campaign, write_contacts
@@ -54,17 +55,22 @@ def test_dry_run_json_resume_command_has_no_dry_run(tmp_path: Path) -> None:
 
 def test_cron_line_is_absolute_has_yes_and_never_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CHERT_BASE_URL", raising=False)
     options = runner.SendOptions(journal=Path("j.sqlite"), rate=5, wait=True, yes=False)
     source = SecretSource("env_file", tmp_path / "secret")
-    line = present.cron_line(Path("c.toml"), options, source)
+    line = present.cron_line(Path("c.toml"), options, present.Invocation(cli._program(), "", source))
     assert line == (
         f"*/15 * * * * cd {tmp_path} && CHERT_SIGNING_SECRET_FILE={tmp_path / 'secret'} {sys.executable} -m chertcast "
         f"send {tmp_path / 'c.toml'} --journal {tmp_path / 'j.sqlite'} --rate 5 --yes >> {tmp_path / 'send.log'} 2>&1"
     )
     assert present.resume_command(Path("c.toml"), options) == "chertcast send c.toml --journal j.sqlite --rate 5 --wait"
-    from_env = present.cron_lines(Path("c.toml"), options, SecretSource("env"))
+    from_env = present.cron_lines(Path("c.toml"), options, present.Invocation(secret=SecretSource("env")))
     assert "cron does not see CHERT_SIGNING_SECRET from this shell" in from_env[1]
+    override = present.Invocation("chertcast", "https://chert.example/api/v1", source)
+    assert " && CHERT_BASE_URL=https://chert.example/api/v1 CHERT_SIGNING_SECRET_FILE=" in present.cron_line(
+        Path("c.toml"), options, override
+    )
+    rehearsal = runner.SendOptions(sandbox=True)  # the built-in sandbox ignores the override
+    assert "CHERT_BASE_URL" not in present.cron_line(Path("c.toml"), rehearsal, override)
 
 
 def test_sigterm_is_reported_as_sigterm_and_the_last_line_is_not_waiting(tmp_path: Path) -> None:
@@ -151,8 +157,8 @@ def test_estimates_follow_capacity_planning_with_the_send_margin(tmp_path: Path)
 def test_quiet_hours_count_uses_the_rows_own_time_zone() -> None:
     noon_utc = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC).timestamp()  # 07:00 in New York
     hours = QuietHours(dt.time(8), dt.time(21))
-    assert runner.held_by_quiet_hours([("+12125550100", None)], noon_utc, hours) == 1
-    assert runner.held_by_quiet_hours([("+12125550100", "Europe/London")], noon_utc, hours) == 0
+    assert held_by_quiet_hours([("+12125550100", None)], noon_utc, hours) == 1
+    assert held_by_quiet_hours([("+12125550100", "Europe/London")], noon_utc, hours) == 0
 
 
 def test_progress_counts_duplicates_apart_from_sent() -> None:

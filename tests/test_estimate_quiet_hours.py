@@ -25,10 +25,10 @@ from chertcast.capacity import CapacityRules, LinePlanner, QuietHours, estimate_
 from chertcast.client import ChertClient, Secret
 from chertcast.engine import Engine, EngineSettings, Scheduler
 from chertcast.journal import Journal
+from chertcast.outlook import CapacityFacts, _sampled_zone_groups, capacity_rules, outlook, quiet_hours, zone_groups
 from chertcast.pacing import LoopClock
-from chertcast.preflight import Plan, build_plan
-from chertcast.present import calendar_lines, estimate, plan_summary
-from chertcast.runner import _sampled_zone_groups, capacity_rules, quiet_hours, zone_groups
+from chertcast.preflight import Plan, Recipient, build_plan
+from chertcast.present import Estimate, calendar_lines, estimate, plan_summary
 from chertcast.sandbox import DEFAULT_SECRET, Faults, SandboxConfig, SandboxModel, sandbox_transport
 from tests.helpers import write_campaign
 from tests.test_realtime_engine import in_virtual_time
@@ -53,6 +53,13 @@ def west_coast_plan(tmp_path: Path, *, quiet: bool) -> Plan:
     contacts.write_text("phone,name\n" + "\n".join(rows) + "\n")
     hours = '[quiet_hours]\nstart = "08:00"\nend = "21:00"\n' if quiet else "[quiet_hours]\nenabled = false\n"
     return build_plan(load_campaign(write_campaign(folder, contacts, extra=CAPACITY + hours, planned=True)))
+
+
+def send_estimate(plan: Plan, recipients: list[Recipient], *, exact: bool = False) -> Estimate:
+    """The estimate for ``recipients`` from START, as the send header (sampled zones) or check (exact) makes it."""
+    campaign = plan.campaign
+    view = outlook(campaign, recipients, START, CapacityFacts.read(campaign, None), exact=exact)
+    return estimate(campaign, len(recipients), campaign.send.rate, view, START)
 
 
 def sender_days(tmp_path: Path, plan: Plan) -> list[tuple[dt.date, int]]:
@@ -94,15 +101,17 @@ def test_west_coast_sheet_from_new_york_gets_the_senders_finish_date(tmp_path: P
     assert truth_plain == [(dt.date(2026, 11, 30), 54), (dt.date(2026, 12, 1), 50)]
     assert truth_quiet == [(dt.date(2026, 11, 30), 46), (dt.date(2026, 12, 1), 42), (dt.date(2026, 12, 2), 16)]
 
-    with_hours = estimate(quiet.campaign, quiet.sendable, quiet.campaign.send.rate, START)
-    without = estimate(plain.campaign, plain.sendable, plain.campaign.send.rate, START)
+    with_hours = send_estimate(quiet, quiet.sendable)
+    without = send_estimate(plain, plain.sendable)
+    assert send_estimate(quiet, quiet.sendable, exact=True) == with_hours  # check says what send says
     assert with_hours.finish == truth_quiet[-1][0] == dt.date(2026, 12, 2)  # the honest, later date
     assert without.finish == truth_plain[-1][0] == dt.date(2026, 12, 1)
     assert with_hours.seconds is not None and without.seconds is not None and with_hours.seconds > without.seconds
 
-    summary = "\n".join(plan_summary(quiet, START))
+    summary = "\n".join(plan_summary(quiet, with_hours))
     assert "estimated send time: 3 sending days (first-touch capacity on 1 line; expected finish 2026-12-02)" in summary
-    calendar = "\n".join(calendar_lines(quiet, START))  # check's calendar line says the same
+    exact = outlook(quiet.campaign, quiet.sendable, START, CapacityFacts.read(quiet.campaign, None))
+    calendar = "\n".join(calendar_lines(quiet.campaign, exact))  # check's calendar line says the same
     assert "3 sending days, expected finish 2026-12-02" in calendar
 
 
@@ -110,7 +119,7 @@ def test_estimate_of_a_same_day_send_counts_quiet_hours_in_its_duration(tmp_path
     """Four Los Angeles numbers at 08:00 New York time: nothing can go before 11:00."""
     plan = west_coast_plan(tmp_path, quiet=True)
     la = [r for r in plan.sendable if r.phone and r.phone.startswith("+1310")][:4]
-    result = estimate(plan.campaign, la, plan.campaign.send.rate, START)
+    result = send_estimate(plan, la)
     three_hours, gaps = 3 * 3600, 3 * 605
     assert result.seconds == three_hours + gaps and result.finish == dt.date(2026, 11, 30)
     assert result.text == "3h 30m (first-touch capacity on 1 line)"

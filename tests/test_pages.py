@@ -13,6 +13,7 @@ from plotly.offline import get_plotlyjs
 from chertcast import present
 from chertcast.campaign import load_campaign
 from chertcast.journal import JournalRow
+from chertcast.outlook import CapacityFacts, outlook
 from chertcast.pages import preview_page, report_page
 from chertcast.pages.report import failures, funnel, sends_per_day
 from chertcast.preflight import build_plan
@@ -192,7 +193,8 @@ def test_report_page_sections(tmp_path: Path, capacity: bool) -> None:
     campaign = write_campaign(tmp_path, contacts, extra=extra if capacity else "", planned=capacity)
     plan = build_plan(load_campaign(campaign))
     rows = [journal_row(r.key or "", "pending", row=r.row, phone=r.phone) for r in plan.recipients]
-    page = report_page(plan, rows, DAY)
+    ahead = outlook(plan.campaign, plan.sendable, DAY, CapacityFacts.read(plan.campaign, None))
+    page = report_page(plan, rows, DAY, ahead)
     assert page.count("not synced yet") == 4
     assert "No message has been sent yet." in page and "No row has failed." in page
     table = script_json(page, "rows")

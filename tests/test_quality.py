@@ -31,6 +31,7 @@ FLOORS = {
     "chertcast.decide": 2,
     "chertcast.schedule": 2,
     "chertcast.engine": 3,
+    "chertcast.outlook": 3,
     "chertcast.progress": 4,
     "chertcast.runner": 4,
     "chertcast.present": 5,
@@ -100,3 +101,22 @@ def test_deciding_and_scheduling_are_pure() -> None:
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert not imported & {"anyio", "time", "os", "sys", "sqlite3", "httpx", "chertcast.journal"}, room
+
+
+def test_present_is_pure() -> None:
+    """present.py formats what it is handed: it imports nothing that reads the environment, the
+    command line, the clock or a file, and from the rooms beside it only types and constants
+    (no function of runner, outlook or the journal, so no journal read hides behind a format)."""
+    tree = ast.parse((SRC / "present.py").read_text(encoding="utf-8"))
+    modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not modules & {"os", "sys", "time", "shutil", "sqlite3", "subprocess", "httpx", "anyio"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in (
+            "chertcast.runner",
+            "chertcast.outlook",
+            "chertcast.journal",
+        ):
+            functions = [alias.name for alias in node.names if not alias.name[:1].isupper()]
+            assert functions == [], f"present imports {functions} from {node.module}"
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            assert (node.value.id, node.attr) not in {("sys", "argv"), ("os", "environ"), ("time", "time")}

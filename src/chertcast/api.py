@@ -14,6 +14,7 @@ command line reads ``CHERT_*``), and the caller decides what to print::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -30,10 +31,10 @@ from chertcast.errors import CampaignStopped, ChertcastError, ConfigError
 from chertcast.export import guard_output, write_table
 from chertcast.followups import report_columns, sequence_status
 from chertcast.journal import Journal
+from chertcast.outlook import CapacityFacts, CapacityOutlook, capacity_status, outlook, unfinished
 from chertcast.pacing import Clock
 from chertcast.preflight import Plan, build_plan
 from chertcast.runner import Endpoint, Prepared, SendOptions, SendResult, execute, journal_path_for, prepare
-from chertcast.runner import capacity_status as _capacity_status
 from chertcast.sync import PAGE_LIMIT, SyncResult, outcome_counts, outcomes_by_key, run_sync
 
 PlanHook = Callable[[Prepared], bool]
@@ -41,11 +42,19 @@ PlanHook = Callable[[Prepared], bool]
 
 @dataclass
 class CheckResult:
-    """What ``check`` found: the plan (every row, its phone, message and problems)."""
+    """What ``check`` found: the plan (every row, its phone, message and problems), and what is
+    left to send (sendable rows the campaign's journal has not finished) with its calendar."""
 
     plan: Plan
     now: float
     steps: dict[int, Plan] = field(default_factory=dict)  # follow-up steps 2, 3, … checked alike
+    to_send: int = 0
+    outlook: CapacityOutlook | None = None  # None: capacity planning off
+
+    @property
+    def eta(self) -> present.Estimate:
+        campaign = self.plan.campaign
+        return present.estimate(campaign, self.to_send, campaign.send.rate, self.outlook, self.now)
 
     @property
     def exit_code(self) -> int:
@@ -54,9 +63,9 @@ class CheckResult:
         return max([self.plan.exit_code(), *(step.exit_code() for step in self.steps.values())])
 
     def as_json(self) -> dict[str, Any]:
-        data = present.check_json(self.plan, self.now)
+        data = present.check_json(self.plan, self.eta, self.outlook)
         if self.steps:
-            data["follow_up"] = present.sequence_json(self.plan, self.steps, self.now)
+            data["follow_up"] = present.sequence_json(self.plan, self.steps, self.now, self.outlook, self.eta)
         return data
 
 
@@ -111,7 +120,12 @@ def check(campaign: Path | str, *, encoding: str | None = None, now: float | Non
     loaded = load_campaign(Path(campaign))
     plan = build_plan(loaded, encoding=encoding)
     steps = {n: _step_plan(loaded, n, encoding) for n in range(2, loaded.steps + 1)}
-    return CheckResult(plan, time.time() if now is None else now, steps)
+    moment = time.time() if now is None else now
+    path = loaded.default_journal
+    with Journal.open_existing(path, loaded.id) if path.exists() else contextlib.nullcontext() as journal:
+        waiting = unfinished(plan, journal)
+        view = outlook(loaded, waiting, moment, CapacityFacts.read(loaded, journal))
+    return CheckResult(plan, moment, steps, len(waiting), view)
 
 
 def _step_plan(campaign: Campaign, step: int, encoding: str | None) -> Plan:
@@ -165,7 +179,7 @@ async def asend(
 ) -> SendOutcome:
     """``send`` inside the caller's event loop (anyio: asyncio or trio)."""
     opts = _options_for(endpoint, options)
-    prepared = prepare(Path(campaign), opts)
+    prepared = prepare(Path(campaign), opts, clock.wall() if clock is not None else None)
     try:
         early = _before_sending(prepared, opts, endpoint, on_plan)
         if early is not None:
@@ -176,7 +190,7 @@ async def asend(
         except CampaignStopped as exc:  # before the first /send: nothing was sent, every row waits
             resume = present.resume_command(prepared.campaign.source, opts)
             raise CampaignStopped(f"{exc}. Nothing was sent; fix it, then resume with: {resume}") from None
-        return SendOutcome(prepared, opts, result, present.final_exit_code(prepared, result.run))
+        return SendOutcome(prepared, opts, result, present.final_exit_code(result.run))
     finally:
         prepared.release()
 
@@ -197,7 +211,7 @@ def _before_sending(
     if options.dry_run or not (prepared.to_send or prepared.step_plans):
         if on_plan is not None:
             on_plan(prepared)
-        code = 0 if options.dry_run else present.final_exit_code(prepared, None)
+        code = 0 if options.dry_run else present.final_exit_code(None)
         return SendOutcome(prepared, options, None, code)
     if on_plan is not None and not on_plan(prepared):
         return SendOutcome(prepared, options, None, 0, declined=True)
@@ -215,11 +229,13 @@ def status(
         data: dict[str, Any] = {"campaign": loaded.id, "journal": str(path), "running": holder.as_json()}
         return StatusResult(loaded.id, path, data, holder, journal_exists=False)
     with Journal.open_existing(path, loaded.id) as opened:
-        data = present.status_json(loaded.id, opened)
+        times = {name: opened.meta(name) for name in present.STATUS_TIMES}
+        data = present.status_json(loaded.id, opened.counts(), opened.top_errors(), times)
         data.update(outcome_counts(opened))
-        data["capacity"] = _capacity_status(loaded, opened, time.time() if now is None else now)
+        moment = time.time() if now is None else now
+        data["capacity"] = capacity_status(loaded, opened, moment)
         if loaded.follow_up:
-            data["follow_up"] = sequence_status(loaded, opened.connection(), time.time() if now is None else now)
+            data["follow_up"] = sequence_status(loaded, opened.connection(), moment)
     data["running"] = holder.as_json() if holder is not None else None
     return StatusResult(loaded.id, path, data, holder)
 

@@ -291,6 +291,13 @@ def zones_for(e164: str, override: str | None = None, fallback: str = "UTC") -> 
     return tuple(ZoneInfo(name) for name in known) or (ZoneInfo(fallback),)
 
 
+def recipient_zones(e164: str, override: str | None, hours: QuietHours | None) -> tuple[ZoneInfo, ...]:
+    """The zones a recipient's quiet hours are kept in — the one rule for send, follow-ups, check
+    and status: the row's own time zone, else the number's (``zones_for``), else the project's
+    fallback. None without quiet hours (the sending window alone is in the project's zone)."""
+    return zones_for(e164, override, hours.fallback_zone) if hours is not None else ()
+
+
 def quiet_ok(zones: Sequence[ZoneInfo], ts: float, hours: QuietHours) -> bool:
     return all(_in_window(dt.datetime.fromtimestamp(ts, zone), hours.start, hours.end) for zone in zones)
 
@@ -376,11 +383,10 @@ def unsendable(
     """Rows (row, phone, zone override) that can never be sent under the windows, with why."""
     if hours is None and (rules is None or rules.window_start is None):
         return []
-    fallback = hours.fallback_zone if hours is not None else "UTC"
     verdicts: dict[tuple[ZoneInfo, ...], bool] = {}
     found = []
     for row, phone, override in recipients:
-        zones = zones_for(phone, override, fallback) if hours is not None else ()
+        zones = recipient_zones(phone, override, hours)
         if zones not in verdicts:
             verdicts[zones] = next_allowed(now, zones, hours, rules) is not None
         if not verdicts[zones]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import sys
 import time
 import traceback
@@ -18,7 +20,7 @@ import click
 
 from chertcast import api, crashes, pages, present, runlock, runner
 from chertcast._version import __version__
-from chertcast.campaign import Campaign, load_campaign
+from chertcast.campaign import BASE_URL_ENV, Campaign, load_campaign
 from chertcast.capacity import parse_clock
 from chertcast.client import Secret
 from chertcast.crashes import scrub
@@ -293,10 +295,10 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(checked.as_json(), ensure_ascii=False))
     else:
-        plan, now = checked.plan, checked.now
-        for line in [*present.plan_summary(plan, now), *present.calendar_lines(plan, now)]:
+        plan, eta = checked.plan, checked.eta
+        for line in [*present.plan_summary(plan, eta), *present.calendar_lines(plan.campaign, checked.outlook)]:
             click.echo(line)
-        for line in present.sequence_lines(plan, checked.steps, now):
+        for line in present.sequence_lines(plan, checked.steps, checked.now, checked.outlook, eta):
             click.echo(line)
         if plan.issues:
             click.echo("")
@@ -508,8 +510,18 @@ def send(
             outcome.result.sandbox_deliveries = ledger()
     if outcome.declined:
         return
-    lines = present.send_summary(outcome.result, options, secret) if outcome.result is not None else []
+    invocation = present.Invocation(_program(), os.environ.get(BASE_URL_ENV, "").strip(), secret)
+    lines = present.send_summary(outcome.result, options, invocation) if outcome.result is not None else []
     _finish_send(outcome.as_json(), as_json, lines, outcome.exit_code)
+
+
+def _program() -> str:
+    """This chertcast, by absolute path: cron has neither this shell's PATH nor its venv."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name == "chertcast":
+        found = argv0 if os.sep in argv0 else (shutil.which(argv0) or argv0)
+        return shlex.quote(os.path.abspath(found))
+    return f"{shlex.quote(os.path.abspath(sys.executable))} -m chertcast"
 
 
 class _LateProgress:

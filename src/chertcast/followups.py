@@ -43,7 +43,7 @@ import anyio
 
 from chertcast import optout
 from chertcast.campaign import Campaign, FollowUpStep
-from chertcast.capacity import CapacityRules, QuietHours, next_allowed, zones_for
+from chertcast.capacity import CapacityRules, QuietHours, next_allowed, recipient_zones
 from chertcast.client import ChertClient, Outcome
 from chertcast.decide import STOP_CODES
 from chertcast.journal import Journal
@@ -418,8 +418,7 @@ class FollowUps:
         recipient = self.bodies.get(1, {}).get(key)
         if (self.quiet is None and self.rules is None) or recipient is None or recipient.phone is None:
             return at
-        fallback = self.quiet.fallback_zone if self.quiet is not None else "UTC"
-        zones = zones_for(recipient.phone, recipient.timezone, fallback)
+        zones = recipient_zones(recipient.phone, recipient.timezone, self.quiet)
         allowed = next_allowed(at, zones, self.quiet, self.rules)
         if allowed is None or allowed == math.inf:
             return math.inf

@@ -1,15 +1,16 @@
 """What commands show and return: text for people (summaries, problem tables, message bubbles),
 the ``--json`` objects the library's results give, the estimate, a send's exit code and the
-report's rows."""
+report's rows.
+
+Pure: nothing here reads a journal, the environment, the command line or the clock. Each
+function is handed what it describes — the plan, the capacity outlook (``chertcast.outlook``),
+the moment, the campaign path and the options of the command, and for the lines printed for
+cron the ``Invocation`` (the program, the base-URL override, where the secret comes from)."""
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
-import sys
 import textwrap
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,16 +23,10 @@ from chertcast.campaign import BASE_URL_ENV, DEFAULT_SECRET_FILE, SECRET_ENV, SE
 from chertcast.credentials import SecretSource
 from chertcast.engine import RunResult
 from chertcast.followups import FollowUpStats
-from chertcast.journal import STATES, UNFINISHED, Journal, JournalRow
+from chertcast.journal import STATES, UNFINISHED, JournalRow
+from chertcast.outlook import CapacityOutlook
 from chertcast.preflight import Issue, Plan, Recipient
-from chertcast.runner import (
-    Prepared,
-    SendOptions,
-    SendResult,
-    capacity_outlook,
-    journal_counts,
-    quiet_hours_calendar,
-)
+from chertcast.runner import Prepared, SendOptions, SendResult
 
 _FIX_WORDS: dict[str, tuple[str, str, str]] = {  # verb, one, many
     "phone_empty": ("fill", "empty phone cell", "empty phone cells"),
@@ -94,36 +89,34 @@ class Estimate:
     finish: date | None = None  # the last sending day, when a calendar was planned
 
 
-def estimate(campaign: Campaign, recipients: list[Recipient], rate: float, now: float) -> Estimate:
-    """The one estimate that `check`, the send header and the confirmation prompt all show.
+def estimate(campaign: Campaign, count: int, rate: float, outlook: CapacityOutlook | None, now: float) -> Estimate:
+    """The one estimate that `check`, the send header and the confirmation prompt all show, for
+    ``count`` messages from ``now``, with the calendar ``outlook`` planned for them.
 
     With capacity planning on, every message is counted as a first-touch send (the most a
-    plan can need): follow-ups to existing leads go faster. Each recipient's quiet hours are
-    kept as `send` keeps them (``runner.quiet_hours_calendar``): a sheet of West-Coast
-    numbers sent from New York starts three hours later each day.
+    plan can need): follow-ups to existing leads go faster. The outlook keeps each
+    recipient's quiet hours as `send` keeps them: a sheet of West-Coast numbers sent from New
+    York starts three hours later each day.
     """
-    count = len(recipients)
     paced = max(0.0, count - campaign.send.burst) / rate
     settings = campaign.capacity
-    if not settings.enabled or count == 0:
+    if outlook is None or count == 0:
         return Estimate(paced, duration(paced))
-    if not settings.lines:
+    if not outlook.lines:
         limits = f"{settings.line_daily_cap}/line/day, {settings.line_gap_minutes:g} min apart"
         return Estimate(
             None,
             (f"at least {duration(paced)}; " if paced >= 1 else "") + f"first-touch capacity ({limits}) decides — "
             "list [capacity] lines for a calendar",
         )
-    calendar = quiet_hours_calendar(campaign, recipients, now)
-    assert calendar is not None  # planning on, lines listed, recipients to send
-    never = sum(calendar.unplaced.values())
-    if calendar.finish is None:
+    calendar = outlook.calendar
+    if calendar is None or calendar.finish is None:
         return Estimate(
             None, "no row can be sent: quiet hours and the sending window never meet (see `chertcast check`)"
         )
     last = calendar.last_at
     seconds = max(paced, last - now) if last is not None else None
-    held = f"; {plural(never, 'row')} can never be sent" if never else ""
+    held = f"; {plural(outlook.never, 'row')} can never be sent" if outlook.never else ""
     if calendar.sending_days <= 1 and seconds is not None:
         text = f"{duration(seconds)} (first-touch capacity on {plural(calendar.lines, 'line')}{held})"
         return Estimate(seconds, text, calendar.finish)
@@ -138,10 +131,9 @@ def estimate(campaign: Campaign, recipients: list[Recipient], rate: float, now: 
 UNSENDABLE_SHOWN = 20
 
 
-def calendar_lines(plan: Plan, now: float) -> list[str]:
+def calendar_lines(campaign: Campaign, outlook: CapacityOutlook | None) -> list[str]:
     """check's calendar: rows that can never be sent (named), then the sending days the rest need."""
-    settings = plan.campaign.capacity
-    outlook = capacity_outlook(plan.campaign, plan, now)
+    settings = campaign.capacity
     if outlook is None:
         return ["  calendar: capacity planning is off ([capacity] enabled = false)"]
     lines = []
@@ -175,8 +167,7 @@ def calendar_lines(plan: Plan, now: float) -> list[str]:
     return lines
 
 
-def calendar_json(plan: Plan, now: float, journal_path: Path | None = None) -> dict[str, Any] | None:
-    outlook = capacity_outlook(plan.campaign, plan, now, journal_path)
+def calendar_json(campaign: Campaign, outlook: CapacityOutlook | None) -> dict[str, Any] | None:
     if outlook is None:
         return None
     calendar = outlook.calendar
@@ -187,12 +178,13 @@ def calendar_json(plan: Plan, now: float, journal_path: Path | None = None) -> d
         "sending_days": days if outlook.lines else None,
         "finish_date": calendar.finish.isoformat() if calendar and calendar.finish else None,
         "per_day": [[day.isoformat(), n] for day, n in calendar.per_day] if calendar else [],
-        "beyond_horizon": days > plan.campaign.capacity.horizon_days,
+        "beyond_horizon": days > campaign.capacity.horizon_days,
         "unsendable": [{"row": u.row, "phone": u.phone, "reason": u.reason} for u in outlook.unsendable],
     }
 
 
-def plan_summary(plan: Plan, now: float | None = None) -> list[str]:
+def plan_summary(plan: Plan, eta: Estimate) -> list[str]:
+    """check's summary; ``eta``: ``estimate`` for the rows still to send."""
     counts = plan.counts()
     errors = sum(1 for i in plan.issues if i.severity == "error")
     warnings = sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate")
@@ -207,14 +199,9 @@ def plan_summary(plan: Plan, now: float | None = None) -> list[str]:
         f"  warnings     {warnings:>7,}",
         f"  duplicates   {counts['duplicate']:>7,}",
         f"  suppressed   {counts['suppressed']:>7,}",
-        f"  estimated send time: {_plan_estimate(plan, now).text} at {settings.rate:g} msg/s",
+        f"  estimated send time: {eta.text} at {settings.rate:g} msg/s",
     ]
     return lines
-
-
-def _plan_estimate(plan: Plan, now: float | None) -> Estimate:
-    moment = time.time() if now is None else now
-    return estimate(plan.campaign, plan.sendable, plan.campaign.send.rate, moment)
 
 
 def contacts_name(plan: Plan) -> str:
@@ -249,7 +236,7 @@ def issue_table(issues: list[Issue], limit: int | None = 200) -> list[str]:
     return lines
 
 
-def check_json(plan: Plan, now: float) -> dict[str, Any]:
+def check_json(plan: Plan, eta: Estimate, outlook: CapacityOutlook | None) -> dict[str, Any]:
     counts = plan.counts()
     return {
         "campaign": plan.campaign.id,
@@ -267,8 +254,8 @@ def check_json(plan: Plan, now: float) -> dict[str, Any]:
         "duplicates": counts["duplicate"],
         "suppressed": counts["suppressed"],
         "warnings": sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate"),
-        "estimated_seconds": _rounded(_plan_estimate(plan, now).seconds),
-        "calendar": calendar_json(plan, now),
+        "estimated_seconds": _rounded(eta.seconds),
+        "calendar": calendar_json(plan.campaign, outlook),
         "issues": [issue.as_json() for issue in plan.issues],
     }
 
@@ -367,16 +354,18 @@ def resume_command(campaign: Path, options: SendOptions) -> str:
     return "chertcast " + shlex.join(send_args(campaign, options))
 
 
-def _program() -> str:
-    """This chertcast, by absolute path: cron has neither this shell's PATH nor its venv."""
-    argv0 = sys.argv[0]
-    if Path(argv0).name == "chertcast":
-        found = argv0 if os.sep in argv0 else (shutil.which(argv0) or argv0)
-        return shlex.quote(os.path.abspath(found))
-    return f"{shlex.quote(os.path.abspath(sys.executable))} -m chertcast"
+@dataclass(frozen=True)
+class Invocation:
+    """How this chertcast was started, for the line printed for cron (which has neither this
+    shell's PATH, its venv nor its environment): the program by absolute path, the base-URL
+    override in effect, and where the secret comes from. The command line makes it."""
+
+    program: str = "chertcast"
+    base_url: str = ""  # CHERT_BASE_URL, when set
+    secret: SecretSource | None = None
 
 
-def cron_line(campaign: Path, options: SendOptions, secret: SecretSource | None) -> str:
+def cron_line(campaign: Path, options: SendOptions, invocation: Invocation) -> str:
     """A crontab line that reruns this send every 15 minutes until the campaign is done.
 
     Cron runs without this shell's environment: paths are absolute, the base URL override
@@ -384,19 +373,20 @@ def cron_line(campaign: Path, options: SendOptions, secret: SecretSource | None)
     """
     directory = campaign.absolute().parent
     env = []
-    base_url = os.environ.get(BASE_URL_ENV, "").strip()
-    if base_url and not options.sandbox:
-        env.append(f"{BASE_URL_ENV}={shlex.quote(base_url)}")
+    if invocation.base_url and not options.sandbox:
+        env.append(f"{BASE_URL_ENV}={shlex.quote(invocation.base_url)}")
+    secret = invocation.secret
     if secret is not None and secret.kind == "env_file" and secret.path is not None:
         env.append(f"{SECRET_FILE_ENV}={shlex.quote(str(secret.path))}")
-    command = " ".join([*env, _program(), shlex.join(send_args(campaign, options, cron=True))])
+    command = " ".join([*env, invocation.program, shlex.join(send_args(campaign, options, cron=True))])
     log = shlex.quote(str(directory / "send.log"))
     line = f"*/15 * * * * cd {shlex.quote(str(directory))} && {command} >> {log} 2>&1"
     return line.replace("%", "\\%")  # cron reads a bare % as a newline
 
 
-def cron_lines(campaign: Path, options: SendOptions, secret: SecretSource | None) -> list[str]:
-    lines = [f"Run the same command then, or let cron do it: {cron_line(campaign, options, secret)}"]
+def cron_lines(campaign: Path, options: SendOptions, invocation: Invocation) -> list[str]:
+    lines = [f"Run the same command then, or let cron do it: {cron_line(campaign, options, invocation)}"]
+    secret = invocation.secret
     if not options.sandbox and (secret is None or not (secret.seen_by_cron or secret.kind == "env_file")):
         lines.append(
             f"  (cron does not see {SECRET_ENV} from this shell: put the secret in {DEFAULT_SECRET_FILE} "
@@ -405,10 +395,10 @@ def cron_lines(campaign: Path, options: SendOptions, secret: SecretSource | None
     return lines
 
 
-def send_header(prepared: Prepared, options: SendOptions, now: float | None = None) -> list[str]:
+def send_header(prepared: Prepared, options: SendOptions) -> list[str]:
     skipped = prepared.rows_read - prepared.status_counts["sendable"]
     mode = "DRY RUN: " if options.dry_run else ("SANDBOX: " if options.sandbox else "")
-    eta = _send_estimate(prepared, now)
+    eta = send_estimate(prepared)
     lines = [
         f"{mode}campaign {prepared.campaign.id}: {len(prepared.to_send):,} to send now, "
         f"{prepared.already_done:,} already done, {plural(skipped, 'row')} not sendable (see `chertcast check`)",
@@ -459,8 +449,7 @@ def _inputs_text(parts: tuple[str, ...]) -> str:
 
 def _nothing_left(prepared: Prepared, options: SendOptions) -> list[str]:
     """Nothing to send — said truthfully: rows that failed or never went are not 'finished'."""
-    counts = journal_counts(prepared.journal_path, prepared.campaign.id)
-    failed = counts.get("failed", 0)
+    failed = prepared.journal_counts.get("failed", 0)
     if not failed:
         return ["Nothing left to send: every sendable row is already finished."]
     return [
@@ -470,20 +459,20 @@ def _nothing_left(prepared: Prepared, options: SendOptions) -> list[str]:
     ]
 
 
-def _send_estimate(prepared: Prepared, now: float | None) -> Estimate:
-    moment = time.time() if now is None else now
-    return estimate(prepared.campaign, prepared.to_send, prepared.rate, moment)
+def send_estimate(prepared: Prepared) -> Estimate:
+    """The estimate for what this send has left, as planned (``Prepared.outlook``)."""
+    return estimate(prepared.campaign, len(prepared.to_send), prepared.rate, prepared.outlook, prepared.planned_at)
 
 
 def confirm_question(prepared: Prepared) -> str:
     recipients = len({r.phone for r in prepared.to_send})
     return (
         f"Send {plural(len(prepared.to_send), 'message')} to {plural(recipients, 'recipient')} at "
-        f"{prepared.rate:g} msg/s (about {_send_estimate(prepared, None).text})?"
+        f"{prepared.rate:g} msg/s (about {send_estimate(prepared).text})?"
     )
 
 
-def final_exit_code(prepared: Prepared, run: RunResult | None) -> int:
+def final_exit_code(run: RunResult | None) -> int:
     if run is None:
         return 0
     if run.stop_kind == "interrupted":
@@ -493,7 +482,7 @@ def final_exit_code(prepared: Prepared, run: RunResult | None) -> int:
     return 1 if run.stats.failed or run.stats.unknown else 0
 
 
-def send_summary(result: SendResult, options: SendOptions, secret: SecretSource | None = None) -> list[str]:
+def send_summary(result: SendResult, options: SendOptions, invocation: Invocation) -> list[str]:
     run = result.run
     assert run is not None
     stats = run.stats
@@ -516,7 +505,7 @@ def send_summary(result: SendResult, options: SendOptions, secret: SecretSource 
         zone = str(run.capacity["timezone"]) if run.capacity else "UTC"
         when = datetime.fromtimestamp(run.next_possible_at, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
         lines.append(f"Next send possible at {when} (in about {duration(run.next_possible_in_s or 0)}).")
-        lines += cron_lines(campaign, options, secret)
+        lines += cron_lines(campaign, options, invocation)
     elif run.stop_kind == "capacity" and run.next_possible_in_s is not None:
         lines.append(f"Next send possible in about {duration(run.next_possible_in_s)}.")
     remaining = sum(result.counts.get(state, 0) for state in UNFINISHED)
@@ -555,7 +544,7 @@ def _report_command(prepared: Prepared, options: SendOptions) -> str:
 
 def send_json(prepared: Prepared, result: SendResult | None, options: SendOptions, code: int) -> dict[str, Any]:
     run = result.run if result else None
-    counts = result.counts if result and result.counts else journal_counts(prepared.journal_path, prepared.campaign.id)
+    counts = result.counts if result and result.counts else prepared.journal_counts
     stats = run.stats if run else None
     return {
         "campaign": prepared.campaign.id,
@@ -583,16 +572,22 @@ def send_json(prepared: Prepared, result: SendResult | None, options: SendOption
 # ----------------------------------------------------------------- status
 
 
-def status_json(campaign_id: str, journal: Journal) -> dict[str, Any]:
-    counts = journal.counts()
+STATUS_TIMES = ("created_at", "last_run_started_at", "last_progress_at")  # journal meta keys status shows
+
+
+def status_json(
+    campaign_id: str,
+    counts: Mapping[str, int],
+    top_errors: Iterable[tuple[int | None, str, int]],
+    times: Mapping[str, str | None],
+) -> dict[str, Any]:
+    """``times``: the journal's ``STATUS_TIMES`` as stored (epoch seconds as text, or None)."""
     return {
         "campaign": campaign_id,
         "total": sum(counts.values()),
         **{state: counts.get(state, 0) for state in STATES},
-        "top_errors": [{"code": c, "message": m, "count": n} for c, m, n in journal.top_errors()],
-        "created_at": _iso(journal.meta("created_at")),
-        "last_run_started_at": _iso(journal.meta("last_run_started_at")),
-        "last_progress_at": _iso(journal.meta("last_progress_at")),
+        "top_errors": [{"code": c, "message": m, "count": n} for c, m, n in top_errors],
+        **{name: _iso(times.get(name)) for name in STATUS_TIMES},
     }
 
 
@@ -791,11 +786,13 @@ def _outcome(entry: JournalRow) -> list[object]:
 # ------------------------------------------------------------------ follow-up steps
 
 
-def sequence_json(plan: Plan, steps: Mapping[int, Plan], now: float) -> list[dict[str, Any]]:
+def sequence_json(
+    plan: Plan, steps: Mapping[int, Plan], now: float, outlook: CapacityOutlook | None, eta: Estimate
+) -> list[dict[str, Any]]:
     """Per follow-up step: its delay, stop rule, sendable rows, findings, and the calendar: the
     earliest and latest moment it falls due (the first touches' span plus the delays so far;
     quiet hours and the window can push each one later, within a day)."""
-    first_start, first_end = _first_touch_span(plan, now)
+    first_start, first_end = _first_touch_span(plan.campaign, now, outlook, eta)
     first_keys = {r.key for r in plan.sendable}
     known = {(issue.row, issue.column, issue.code) for issue in plan.issues}
     out, delay = [], 0.0
@@ -822,26 +819,28 @@ def sequence_json(plan: Plan, steps: Mapping[int, Plan], now: float) -> list[dic
     return out
 
 
-def _first_touch_span(plan: Plan, now: float) -> tuple[float, float]:
-    outlook = capacity_outlook(plan.campaign, plan, now)
+def _first_touch_span(
+    campaign: Campaign, now: float, outlook: CapacityOutlook | None, eta: Estimate
+) -> tuple[float, float]:
     calendar = outlook.calendar if outlook is not None else None
     if calendar is not None and calendar.last_at is not None:
         return now, max(now, calendar.last_at)
     if calendar is not None and calendar.finish is not None:
-        end = datetime.combine(calendar.finish, datetime.max.time(), plan.campaign.capacity.planning_rules().zone)
+        end = datetime.combine(calendar.finish, datetime.max.time(), campaign.capacity.planning_rules().zone)
         return now, max(now, end.timestamp())
-    seconds = _plan_estimate(plan, now).seconds
-    return now, now + (seconds or 0.0)
+    return now, now + (eta.seconds or 0.0)
 
 
 def _utc_minutes(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="minutes").replace("+00:00", "Z")
 
 
-def sequence_lines(plan: Plan, steps: Mapping[int, Plan], now: float) -> list[str]:
+def sequence_lines(
+    plan: Plan, steps: Mapping[int, Plan], now: float, outlook: CapacityOutlook | None, eta: Estimate
+) -> list[str]:
     """check's text for the steps after the first touch: the calendar, then each step's findings."""
     lines = []
-    for entry in sequence_json(plan, steps, now):
+    for entry in sequence_json(plan, steps, now, outlook, eta):
         stop = " or ".join(s.replace("_", "-") for s in entry["stop_on"])
         errors = f", {plural(entry['errors'], 'row')} with problems" if entry["errors"] else ""
         lines.append(

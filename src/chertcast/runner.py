@@ -11,31 +11,28 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import anyio
 import httpx
 
 from chertcast import rerun
 from chertcast.campaign import Campaign, load_campaign
-from chertcast.capacity import (
-    Calendar,
-    CapacityRules,
-    LinePlanner,
-    QuietHours,
-    Unsendable,
-    estimate_calendar,
-    quiet_ok,
-    season_reason,
-    unsendable,
-    zones_for,
-)
+from chertcast.capacity import LinePlanner
 from chertcast.client import ChertClient, Secret, UnsafeUploadURL
 from chertcast.decide import STOP_CODES, RetryPolicy
 from chertcast.engine import Engine, EngineSettings, Progress, RunHooks, RunResult, RunStats
 from chertcast.errors import CampaignStopped
 from chertcast.followups import FollowUps, FollowUpStats, refresh_replies
 from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
+from chertcast.outlook import (
+    LINES_META,
+    CapacityFacts,
+    CapacityOutlook,
+    capacity_rules,
+    capacity_snapshot,
+    outlook,
+    quiet_hours,
+)
 from chertcast.pacing import Clock, RealClock
 from chertcast.preflight import EarlierWork, Plan, Recipient, build_plan, campaign_attachments
 from chertcast.runlock import RunLock
@@ -88,6 +85,9 @@ class Prepared:
         return self.plan is None
 
     step_plans: dict[int, Plan] = field(default_factory=dict)  # follow-up steps (2, 3, …), when any
+    planned_at: float = 0.0  # epoch seconds the plan (and its estimate) were made
+    outlook: CapacityOutlook | None = None  # the calendar for to_send (None: capacity planning off)
+    journal_counts: dict[str, int] = field(default_factory=dict)  # the journal's rows by state, as planned
 
 
 @dataclass
@@ -108,9 +108,9 @@ def journal_path_for(campaign: Campaign, options: SendOptions) -> Path:
     return campaign.default_journal
 
 
-def prepare(campaign_path: Path, options: SendOptions) -> Prepared:
-    """The plan, checked against the journal. A dry run runs the very same checks (a changed
-    message is refused alike) and writes nothing."""
+def prepare(campaign_path: Path, options: SendOptions, now: float | None = None) -> Prepared:
+    """The plan, checked against the journal, at ``now`` (epoch seconds; default: the wall clock).
+    A dry run runs the very same checks (a changed message is refused alike) and writes nothing."""
     campaign = load_campaign(campaign_path)
     if options.sandbox:
         campaign = campaign.rehearsal()
@@ -119,7 +119,8 @@ def prepare(campaign_path: Path, options: SendOptions) -> Prepared:
     # run (cron) leaves at once instead of planning the same rows (runlock.AlreadyRunning).
     lock = None if options.dry_run else RunLock(path).acquire()
     try:
-        return _prepare(campaign, path, options, lock)
+        prepared = _prepare(campaign, path, options, lock)
+        return _with_outlook(prepared, time.time() if now is None else now)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -159,6 +160,21 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
         rows_reused=reused_rows, changed_inputs=earlier.changed if earlier is not None else (),
         step_plans=steps,
     )  # fmt: skip
+
+
+def _with_outlook(prepared: Prepared, now: float) -> Prepared:
+    """The plan with what the journal says now: its rows by state, and the calendar for the rows
+    to send from ``now`` on the lines and today's use it knows (``outlook``'s one rule, as check
+    and status). The calendar samples a long list's zones: it is shown before the first request."""
+    path, campaign = prepared.journal_path, prepared.campaign
+    if path.exists():
+        with Journal.open_existing(path, campaign.id) as journal:
+            facts, counts = CapacityFacts.read(campaign, journal), dict(journal.counts())
+    else:
+        facts, counts = CapacityFacts.read(campaign, None), {}
+    prepared.planned_at, prepared.journal_counts = now, counts
+    prepared.outlook = outlook(campaign, prepared.to_send, now, facts, exact=False)
+    return prepared
 
 
 def _reuse(
@@ -236,13 +252,13 @@ async def execute(
         follow: list[FollowUpStats] = []
         run = await _run(prepared, options, endpoint, progress, clock or RealClock(), hooks, follow)
         elapsed = time.monotonic() - started
-        counts = journal_counts(prepared.journal_path, prepared.campaign.id)
+        counts = _journal_counts(prepared.journal_path, prepared.campaign.id)
         return SendResult(prepared, run, None, elapsed, counts, follow[0] if follow else None)
     finally:
         prepared.release()
 
 
-def journal_counts(path: Path, campaign_id: str) -> dict[str, int]:
+def _journal_counts(path: Path, campaign_id: str) -> dict[str, int]:
     if not path.exists():
         return {}
     with Journal.open_existing(path, campaign_id) as journal:
@@ -359,116 +375,6 @@ async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Jour
     return Scheduler(planner, quiet_hours(campaign), wait, journal.planned_lines())
 
 
-LINES_META = "capacity_lines"
-
-
-def capacity_rules(campaign: Campaign) -> CapacityRules:
-    """The rules send, status and check all plan with (one place, one gap).
-
-    The engine already counts a line's gap from the *answer* to its last first touch (the
-    latest moment Chert can have timed it); the margin (campaign.gap_margin) covers Chert
-    timing a send a little after answering it (a queue, a clock's resolution)."""
-    return campaign.capacity.planning_rules()
-
-
-def quiet_hours(campaign: Campaign) -> QuietHours | None:
-    return campaign.quiet_hours.hours(campaign.capacity.timezone) if campaign.quiet_hours.enabled else None
-
-
-def known_lines(campaign: Campaign, journal: Journal | None) -> list[str]:
-    """[capacity] lines, else the lines the last send discovered (journal meta), else none."""
-    if campaign.capacity.lines:
-        return list(campaign.capacity.lines)
-    stored = journal.meta(LINES_META) if journal is not None else None
-    return [str(line) for line in json.loads(stored)] if stored else []
-
-
-@dataclass
-class CapacityOutlook:
-    """check's view: what is left to send, what never can be, and the days it takes."""
-
-    lines: list[str]
-    to_send: int
-    unsendable: list[Unsendable]
-    calendar: Calendar | None
-
-
-def capacity_outlook(
-    campaign: Campaign, plan: Plan, now: float, journal_path: Path | None = None
-) -> CapacityOutlook | None:
-    """Rows already sent (the journal, if one exists) are not counted; rows whose windows never
-    meet are named, not planned; today's use in the journal is counted; same rules as send.
-    The journal is the campaign's own unless ``journal_path`` names another (--journal, --sandbox)."""
-    if not campaign.capacity.enabled:
-        return None
-    path = journal_path or campaign.default_journal
-    journal = Journal.open_existing(path, campaign.id) if path.exists() else None
-    try:
-        states = journal.states() if journal is not None else {}
-        history = journal.first_touch_history() if journal is not None else []
-        lines = known_lines(campaign, journal)
-    finally:
-        if journal is not None:
-            journal.close()
-    waiting = [r for r in plan.sendable if states.get(r.key or "", "pending") in UNFINISHED and r.phone]
-    rules = capacity_rules(campaign)
-    hours = quiet_hours(campaign)
-    never = unsendable(((r.row, r.phone or "", r.timezone) for r in waiting), hours, rules, now)
-    excluded = {u.row for u in never}
-    groups = zone_groups([r for r in waiting if r.row not in excluded], hours)
-    count = sum(groups.values())
-    calendar = estimate_calendar(rules, lines, count, now, history, groups, hours) if lines and count else None
-    if calendar is not None and calendar.unplaced and hours is not None:  # the last rows of a zone set
-        late = dict(calendar.unplaced)
-        for r in reversed(waiting):
-            zones = zones_for(r.phone or "", r.timezone, hours.fallback_zone)
-            if r.row not in excluded and late.get(zones, 0) > 0:
-                late[zones] -= 1
-                never.append(Unsendable(r.row, r.phone or "", season_reason(zones, hours, rules)))
-        never.sort(key=lambda u: u.row)
-        count -= sum(calendar.unplaced.values())
-    return CapacityOutlook(lines, count, never, calendar)
-
-
-def zone_groups(recipients: list[Recipient], hours: QuietHours | None) -> Counter[tuple[ZoneInfo, ...]]:
-    """Recipients per set of time zones their quiet hours are kept in — the zones the engine's
-    scheduler holds each of them by (``zones_for``: the row's own zone, else the number's).
-    Without quiet hours every recipient is in one group."""
-    return Counter(
-        zones_for(r.phone or "", r.timezone, hours.fallback_zone) if hours is not None else () for r in recipients
-    )
-
-
-def quiet_hours_calendar(campaign: Campaign, recipients: list[Recipient], now: float) -> Calendar | None:
-    """The first-touch calendar for sending to ``recipients`` from ``now`` on the listed
-    ``[capacity] lines``, with each recipient's quiet hours kept as ``send`` keeps them; None
-    when capacity planning is off or no line is listed."""
-    settings = campaign.capacity
-    if not settings.enabled or not settings.lines or not recipients:
-        return None
-    hours = quiet_hours(campaign)
-    groups = _sampled_zone_groups(recipients, hours)
-    return estimate_calendar(capacity_rules(campaign), settings.lines, len(recipients), now, (), groups, hours)
-
-
-ZONE_SAMPLE = 5_000  # recipients whose zones an estimate looks up (~30 µs each): the rest are in proportion
-
-
-def _sampled_zone_groups(recipients: list[Recipient], hours: QuietHours | None) -> Counter[tuple[ZoneInfo, ...]]:
-    """``zone_groups`` of every recipient, or of a fixed random sample of a long list scaled to its
-    length: an estimate shown before the first request must not parse 100,000 numbers."""
-    total = len(recipients)
-    if total <= ZONE_SAMPLE or hours is None:
-        return zone_groups(recipients, hours)
-    # A fixed random sample, not a stride (a sorted sheet has patterns), with the first row in it:
-    # the calendar offers a slot to the zone groups in the order the sheet first names them.
-    picked = [0, *sorted(random.Random(0).sample(range(1, total), ZONE_SAMPLE - 1))]
-    sample = zone_groups([recipients[i] for i in picked], hours)
-    scaled = Counter({zones: n * total // ZONE_SAMPLE for zones, n in sample.items()})
-    scaled[max(sample, key=lambda zones: sample[zones])] += total - sum(scaled.values())  # rounding
-    return scaled
-
-
 async def discover_lines(client: ChertClient) -> list[str]:
     try:
         status, body = await client.get_json("/phone-numbers")
@@ -500,17 +406,6 @@ def _meaning(body: object) -> str:
     assert isinstance(error, dict)
     meaning = STOP_CODES.get(code) or str(error.get("message") or "")
     return f": {code}: {meaning}" if meaning else f": {code}"
-
-
-def capacity_snapshot(scheduler: Scheduler, now: float) -> dict[str, object]:
-    planner = scheduler.planner
-    _, next_at = planner.next_slot(now)
-    return {
-        "sent_today": planner.sent_today(now),
-        "remaining_today": planner.remaining_today(now),
-        "next_possible_at": next_at,
-        "timezone": planner.rules.timezone,
-    }
 
 
 def _engine_settings(prepared: Prepared, options: SendOptions) -> EngineSettings:
@@ -568,28 +463,3 @@ async def upload_file(client: ChertClient, path: Path, data: bytes) -> str:
     if put_status >= 300:
         raise CampaignStopped(f"uploading {path.name} failed: the PUT answered HTTP {put_status}")
     return str(body["attachment_id"])
-
-
-def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[str, object] | None:
-    """For `status`: today's first-touch use per line, what is left, the next slot, rows held now."""
-    settings = campaign.capacity
-    if not settings.enabled:
-        return None
-    history = journal.first_touch_history()
-    lines = known_lines(campaign, journal) or sorted({line for line, _ in history})
-    if not lines:
-        return {"lines_known": False}
-    scheduler = Scheduler(LinePlanner(capacity_rules(campaign), lines, history))
-    snapshot = capacity_snapshot(scheduler, now)
-    held = 0
-    if campaign.quiet_hours.enabled:
-        hours = campaign.quiet_hours.hours(settings.timezone)
-        # The row's own time-zone column wins over the number's zones, as when sending.
-        waiting = [(r.phone, r.timezone) for r in journal.rows() if r.state in UNFINISHED and r.phone]
-        held = held_by_quiet_hours(waiting, now, hours)
-    return {"lines_known": True, **snapshot, "held_by_quiet_hours": held}
-
-
-def held_by_quiet_hours(waiting: list[tuple[str, str | None]], now: float, hours: QuietHours) -> int:
-    """How many of these (phone, row time zone) recipients quiet hours hold at ``now``."""
-    return sum(1 for phone, zone in waiting if not quiet_ok(zones_for(phone, zone, hours.fallback_zone), now, hours))

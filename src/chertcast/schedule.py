@@ -14,7 +14,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from chertcast.capacity import LinePlanner, QuietHours, never_reason, next_allowed, zones_for
+from chertcast.capacity import LinePlanner, QuietHours, never_reason, next_allowed, recipient_zones
 from chertcast.outgoing import Outgoing
 
 
@@ -119,7 +119,7 @@ class Scheduler:
         window allow it; ``math.inf`` when they never meet (``never``); None when not held."""
         if self.quiet is None:
             return None
-        zones = zones_for(outgoing.phone, outgoing.timezone, self.quiet.fallback_zone)
+        zones = recipient_zones(outgoing.phone, outgoing.timezone, self.quiet)
         known = self._holds.get(zones)  # (asked at, answer): the answer holds until it is reached
         if known is not None and known[0] <= now < known[1] and now - known[0] < 3_600:
             until: float | None = known[1]
@@ -132,8 +132,8 @@ class Scheduler:
 
     def never(self, outgoing: Outgoing) -> str:
         """Why a recipient ``held_until`` calls never-sendable can never be sent."""
-        fallback = self.quiet.fallback_zone if self.quiet is not None else "UTC"
-        return never_reason(zones_for(outgoing.phone, outgoing.timezone, fallback), self.quiet, self.planner.rules)
+        zones = recipient_zones(outgoing.phone, outgoing.timezone, self.quiet)
+        return never_reason(zones, self.quiet, self.planner.rules)
 
     def may_wait(self, now: float, until: float) -> bool:
         """Within today's sending day we wait; past it, the run ends unless --wait."""

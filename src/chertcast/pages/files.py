@@ -10,6 +10,7 @@ from pathlib import Path
 from chertcast.campaign import journal_files, load_campaign
 from chertcast.export import guard_output
 from chertcast.journal import Journal
+from chertcast.outlook import CapacityFacts, outlook, unfinished
 from chertcast.pages.base import write_page
 from chertcast.pages.preview import preview_page
 from chertcast.pages.report import report_page
@@ -49,4 +50,5 @@ def write_report(
     with Journal.open_existing(path, loaded.id) as opened:
         rows = list(opened.rows())
         outcomes = outcomes_by_key(opened) if opened.meta("last_sync_at") else None
-    return Written(html, len(plan.recipients), write_page(html, report_page(plan, rows, now, path, outcomes)))
+        ahead = outlook(loaded, unfinished(plan, opened), now, CapacityFacts.read(loaded, opened))
+    return Written(html, len(plan.recipients), write_page(html, report_page(plan, rows, now, ahead, outcomes)))

@@ -13,7 +13,6 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,6 +22,7 @@ from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
 from chertcast.journal import DELIVERED, STATES, JournalRow
+from chertcast.outlook import CapacityOutlook
 from chertcast.pages.base import no_cycle_collection, render
 from chertcast.preflight import Plan
 from chertcast.present import _error_label, calendar_json, report_rows
@@ -55,28 +55,28 @@ def report_page(
     plan: Plan,
     journal_rows: list[JournalRow],
     now: float,
-    journal_path: Path | None = None,
+    outlook: CapacityOutlook | None = None,
     outcomes: Mapping[str, Sequence[object]] | None = None,
 ) -> str:
-    """``journal_path``: where ``journal_rows`` came from, when not the campaign's own journal
-    (--journal, --sandbox); the calendar of what is still to come counts that journal's sends.
+    """``outlook``: the calendar of what is still to come (``chertcast.outlook``, from the
+    journal ``journal_rows`` came from), None when capacity planning is off.
     ``outcomes``: what ``sync`` recorded, None when the journal was never synced."""
     with no_cycle_collection():
-        return _page(plan, journal_rows, now, journal_path, outcomes)
+        return _page(plan, journal_rows, now, outlook, outcomes)
 
 
 def _page(
     plan: Plan,
     journal_rows: list[JournalRow],
     now: float,
-    journal_path: Path | None,
+    outlook: CapacityOutlook | None,
     outcomes: Mapping[str, Sequence[object]] | None,
 ) -> str:
     headers, rows = report_rows(plan, journal_rows, None, {k: tuple(v) for k, v in (outcomes or {}).items()})
     stages = funnel(journal_rows, outcomes)
     zone = plan.campaign.capacity.timezone
     per_day = sends_per_day(journal_rows, zone)
-    calendar = calendar_json(plan, now, journal_path)
+    calendar = calendar_json(plan.campaign, outlook)
     cap = plan.campaign.capacity.line_daily_cap if plan.campaign.capacity.enabled else None
     counts = Counter(row.state for row in journal_rows)
     return render(
