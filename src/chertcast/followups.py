@@ -46,13 +46,12 @@ from chertcast.campaign import Campaign, FollowUpStep
 from chertcast.capacity import CapacityRules, QuietHours, next_allowed, recipient_zones
 from chertcast.client import ChertClient, Outcome
 from chertcast.decide import STOP_CODES
-from chertcast.journal import Journal
+from chertcast.journal import DELIVERED, Journal
 from chertcast.pacing import Clock, TokenBucket
 from chertcast.preflight import KEY_PREFIX, Plan, Recipient
 from chertcast.sync import Syncer, SyncFailed, SyncRunning, parse_time, sync_lock
 
 FOLLOW_UP_STATES = ("sending", "sent", "duplicate", "failed")
-DELIVERED_STATES = ("sent", "duplicate")
 STATUS_POLL_S = 60.0  # with --wait: how often undelivered steps are looked up again (at most)
 
 
@@ -144,7 +143,7 @@ def read_facts(db: sqlite3.Connection) -> dict[str, Facts]:
     failed_later: dict[str, set[int]] = {}
     for key, state in db.execute("SELECT key, state FROM recipients WHERE state IN ('sent', 'duplicate', 'failed')"):
         finished.setdefault(key, set()).add(1)
-        if state in DELIVERED_STATES:
+        if state in DELIVERED:
             sent.setdefault(key, set()).add(1)
     replied: set[str] = set()
     opted: set[str] = set()
@@ -164,7 +163,7 @@ def read_facts(db: sqlite3.Connection) -> dict[str, Facts]:
         for key, step, state, status, at in db.execute("SELECT key, step, state, status, delivered_at FROM follow_ups"):
             if state != "sending":
                 finished.setdefault(key, set()).add(step)
-            if state in DELIVERED_STATES:
+            if state in DELIVERED:
                 sent.setdefault(key, set()).add(step)
             if at is not None:
                 delivered.setdefault(key, {})[step] = float(at)

@@ -52,6 +52,7 @@ from chertcast.preflight import Plan, Recipient
 STATES = ("pending", "sending", "unknown", "sent", "duplicate", "failed", "skipped")
 UNFINISHED = ("pending", "sending", "unknown")  # resent, with the same key, by the next run
 DELIVERED = ("sent", "duplicate")
+RESENDABLE = (*UNFINISHED, "failed")  # what a later run may still send (failed ones with --retry-failed)
 SANDBOX_ENDPOINT = "sandbox:"  # prefix of a built-in sandbox's endpoint: new with every run
 
 

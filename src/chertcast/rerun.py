@@ -50,7 +50,16 @@ import polars as pl
 
 from chertcast.campaign import Campaign
 from chertcast.errors import ChertcastError, JournalError
-from chertcast.journal import UNFINISHED, Journal, KnownRow, _changed_message, compare_row, file_sha256, message_hash
+from chertcast.journal import (
+    RESENDABLE,
+    UNFINISHED,
+    Journal,
+    KnownRow,
+    _changed_message,
+    compare_row,
+    file_sha256,
+    message_hash,
+)
 from chertcast.phones import PhoneResult
 from chertcast.preflight import (
     AttachmentRef,
@@ -62,7 +71,6 @@ from chertcast.preflight import (
 from chertcast.render import MessageTemplate, TemplateProblem
 
 LIBRARIES = ("phonenumbers", "polars", "jinja2", "fastexcel")
-RESENDABLE = ("pending", "sending", "unknown", "failed")  # states a later run may still send
 
 
 @dataclass(frozen=True)
@@ -287,7 +295,7 @@ def reuse(
             )
         if retry_failed:
             journal.reset_failed()
-    retry = (*UNFINISHED, "failed") if retry_failed else UNFINISHED
+    retry = RESENDABLE if retry_failed else UNFINISHED
     to_send = sorted((r for r, state in candidates if state in retry), key=lambda r: r.row)
     return Reused(to_send, counts["sendable"] - len(to_send), counts, int(total), kept)
 

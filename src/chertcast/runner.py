@@ -23,7 +23,7 @@ from chertcast.decide import STOP_CODES, RetryPolicy
 from chertcast.engine import Engine, EngineSettings, Progress, RunHooks, RunResult, RunStats
 from chertcast.errors import CampaignStopped
 from chertcast.followups import FollowUps, FollowUpStats, refresh_replies
-from chertcast.journal import SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
+from chertcast.journal import RESENDABLE, SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
 from chertcast.outlook import (
     LINES_META,
     CapacityFacts,
@@ -144,7 +144,7 @@ def _prepare(campaign: Campaign, path: Path, options: SendOptions, lock: RunLock
     keep = inputs is not None and not options.dry_run  # a real send keeps its check for the next run
     plan = build_plan(campaign, encoding=options.encoding, earlier=earlier, keep_work=keep)
     synced, reused_rows = _sync(plan, path, options, inputs)
-    retry = ("pending", "sending", "unknown", "failed") if options.retry_failed else UNFINISHED
+    retry = RESENDABLE if options.retry_failed else UNFINISHED
     to_send = [r for r in plan.sendable if (synced.states or {}).get(r.key or "", "pending") in retry]
     done = len(plan.sendable) - len(to_send)
     if options.limit is not None:
