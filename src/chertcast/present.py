@@ -270,9 +270,8 @@ def bubble_view(recipient: Recipient, width: int = 64) -> list[str]:
     lines = [head + "─" * max(0, width - len(head))]
     if recipient.status != "sendable":
         lines.append(f"   not sent: {recipient.status}: {recipient.reason}")
-        if recipient.body is None:
-            return lines
-    assert recipient.body is not None
+    if recipient.body is None:  # a row whose message could not be made
+        return lines
     for index, bubble in enumerate(_bubbles_as_written(recipient.body)):
         if index:
             lines.append("")
