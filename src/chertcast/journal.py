@@ -39,7 +39,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -114,10 +114,11 @@ class JournalRow:
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    new: int
-    changed_allowed: int
+    """What syncing the journal with the plan found."""
+
+    new: int  # sendable rows the journal did not know yet
+    states: dict[str, str]  # key → state of every row the journal now holds (skipped rows aside)
     kept_original: int = 0  # changed in the sheet, but maybe delivered: resent as first sent
-    states: dict[str, str] | None = None
 
 
 class KnownRow(NamedTuple):
@@ -261,7 +262,7 @@ class Journal:
         return float(self._clock())
 
     def connection(self) -> sqlite3.Connection:
-        """For modules that keep their own tables in the journal (``sync``)."""
+        """For modules that keep their own tables in the journal (``sync``, ``rerun``, ``followups``)."""
         return self._db
 
     def __enter__(self) -> Journal:
@@ -332,7 +333,7 @@ class Journal:
         if write:
             self._write_sync(inserts, updates, moves, skipped, stale, now)
         states = {k: v.state for k, v in known.items() if k not in stale} | {r[0]: "pending" for r in inserts}
-        return SyncResult(len(inserts), len(changed), kept_original, states)
+        return SyncResult(len(inserts), states, kept_original)
 
     @staticmethod
     def _unsendable(plan: Plan, history: set[str], now: float) -> tuple[list[Any], list[Any]]:
@@ -389,10 +390,8 @@ class Journal:
 
     # ----------------------------------------------------------- transitions
 
-    def states(self, keys: Iterable[str] | None = None) -> dict[str, str]:
-        rows = self._db.execute("SELECT key, state FROM recipients WHERE state != 'skipped'")
-        wanted = set(keys) if keys is not None else None
-        return {k: s for k, s in rows if wanted is None or k in wanted}
+    def states(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, state FROM recipients WHERE state != 'skipped'").fetchall())
 
     def use_endpoint(self, endpoint: str) -> None:
         """Say where this run sends (a base URL, or ``sandbox:<id>`` for a built-in sandbox).

@@ -182,7 +182,7 @@ def _sync(
     changes = {"allow_changes": options.allow_changes, "retry_failed": options.retry_failed}
     if options.dry_run:
         if not path.exists():
-            return SyncResult(new=len(plan.sendable), changed_allowed=0, states={}), 0
+            return SyncResult(new=len(plan.sendable), states={}), 0
         with Journal.open_existing(path, plan.campaign.id) as journal:
             return journal.sync(plan, **changes, write=False), 0
     with Journal(path, plan.campaign.id) as journal:
