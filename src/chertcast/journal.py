@@ -113,7 +113,7 @@ class JournalRow:
 
 
 @dataclass(frozen=True, slots=True)
-class SyncResult:
+class PlanSync:
     """What syncing the journal with the plan found."""
 
     new: int  # sendable rows the journal did not know yet
@@ -282,9 +282,9 @@ class Journal:
 
     # ------------------------------------------------------------------ plan
 
-    def sync(
+    def sync_plan(
         self, plan: Plan, *, allow_changes: bool = False, retry_failed: bool = False, write: bool = True
-    ) -> SyncResult:
+    ) -> PlanSync:
         """Bring the journal up to the plan in one transaction; refuse changed messages.
 
         Rows are matched by key (who the recipient is), never by sheet row. A delivered row is
@@ -333,7 +333,7 @@ class Journal:
         if write:
             self._write_sync(inserts, updates, moves, skipped, stale, now)
         states = {k: v.state for k, v in known.items() if k not in stale} | {r[0]: "pending" for r in inserts}
-        return SyncResult(len(inserts), states, kept_original)
+        return PlanSync(len(inserts), states, kept_original)
 
     @staticmethod
     def _unsendable(plan: Plan, history: set[str], now: float) -> tuple[list[Any], list[Any]]:
