@@ -128,7 +128,7 @@ def run_sheet(tmp_path: Path, sheet: Sheet) -> None:
         for phone, line in sheet.known.items():
             model.seed_conversation(phone, line)
         with Journal(tmp_path / "j.sqlite", campaign.id, clock=clock.wall) as journal:
-            journal.sync(plan)
+            journal.sync_plan(plan)
             async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
                 client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET), clock=clock.wall)
                 scheduler = await runner.build_scheduler(campaign, client, journal, True)

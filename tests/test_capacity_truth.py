@@ -101,7 +101,7 @@ def run_engine(
             out.model.seed_conversation(phone, line)
         options = {"rate": 5.0, "burst": 1, "concurrency": 4, "handle_signals": False, **settings}
         with Journal(tmp_path / "j.sqlite", plan.campaign.id, clock=clock.wall) as journal:
-            journal.sync(plan)
+            journal.sync_plan(plan)
             async with httpx.AsyncClient(transport=sandbox_transport(out.model)) as http:
                 client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET), clock=clock.wall)
                 scheduler = Scheduler(LinePlanner(planned, lines), quiet) if planned is not None else None

@@ -43,7 +43,7 @@ async def run_engine(
     secret: str = DEFAULT_SECRET,
     **settings: object,
 ) -> Engine:
-    journal.sync(plan)
+    journal.sync_plan(plan)
     states = journal.states()
     todo = [r for r in plan.sendable if states[r.key or ""] in UNFINISHED]
     options = {"rate": 50.0, "burst": 5, "concurrency": 16, "handle_signals": False, **settings}
@@ -242,7 +242,7 @@ async def test_resume_sends_only_what_is_left_and_new_rows(tmp_path: Path) -> No
     model = SandboxModel()
     path = tmp_path / "j.sqlite"
     with Journal(path, plan.campaign.id) as journal:
-        journal.sync(plan)
+        journal.sync_plan(plan)
         todo = plan.sendable[:10]
         async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
             engine = Engine(
@@ -305,7 +305,7 @@ async def test_a_crash_mid_request_then_a_changed_template_resends_the_first_mes
     model = SandboxModel()
     path = tmp_path / "j.sqlite"
     with Journal(path, plan.campaign.id) as journal:
-        journal.sync(plan)
+        journal.sync_plan(plan)
         async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
             client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET))
             for recipient in plan.sendable[:3]:  # as the engine does, then the process dies unanswered
@@ -317,8 +317,8 @@ async def test_a_crash_mid_request_then_a_changed_template_resends_the_first_mes
     changed = build_plan(load_campaign(campaign))
     with Journal(path, plan.campaign.id) as journal:
         with pytest.raises(JournalError, match="3 of them may already have been delivered"):
-            journal.sync(changed)
-        assert journal.sync(changed, allow_changes=True).kept_original == 3
+            journal.sync_plan(changed)
+        assert journal.sync_plan(changed, allow_changes=True).kept_original == 3
         engine = await run_engine(changed, journal, model, FakeClock())
         assert_exactly_once(changed, journal, model)
     assert engine.stats.failed == 0 and model.stats()["replays"] == 3
@@ -343,7 +343,7 @@ async def test_the_engine_prints_nothing_and_its_hooks_hear_the_long_waits(
     model = SandboxModel(SandboxConfig(faults=Faults(saturated=0.3, retry_after_s=60, seed=5)))
     notices: list[str] = []
     with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
-        journal.sync(plan)
+        journal.sync_plan(plan)
         async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
             client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET))
             settings = EngineSettings(rate=50.0, burst=5, concurrency=16, handle_signals=False)
@@ -362,7 +362,7 @@ async def test_a_second_signal_cancels_the_run_at_once_when_the_hook_returns(tmp
     model = SandboxModel(SandboxConfig(faults=Faults(latency_ms=3_000)))
     heard: list[bool] = []
     with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
-        journal.sync(plan)
+        journal.sync_plan(plan)
         async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
             client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET))
             settings = EngineSettings(rate=100.0, burst=10, concurrency=4)

@@ -76,7 +76,7 @@ def sender_days(tmp_path: Path, plan: Plan) -> list[tuple[dt.date, int]]:
         scheduler = Scheduler(LinePlanner(capacity_rules(campaign), list(campaign.capacity.lines)), hours, wait=True)
         settings = EngineSettings(rate=5.0, burst=1, concurrency=4, handle_signals=False, scheduler=scheduler)
         with Journal(campaign.source.with_name("truth.sqlite"), campaign.id, clock=clock.wall) as journal:
-            journal.sync(plan)
+            journal.sync_plan(plan)
             async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
                 client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET), clock=clock.wall)
                 engine = Engine(client, journal, settings, clock, rng=random.Random(7))

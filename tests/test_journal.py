@@ -104,11 +104,11 @@ def test_a_newly_suppressed_delivered_recipient_is_counted_once(tmp_path: Path) 
     first = plan.sendable[0]
     assert first.key is not None
     with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
-        journal.sync(plan)
+        journal.sync_plan(plan)
         journal.mark_sending(first.key, None, first.payload())
         journal.mark_delivered(first.key, Outcome("sent", message_id="m-1"))
         (tmp_path / "optout.txt").write_text(f"{first.phone}\n")
-        journal.sync(plan_of(campaign))
+        journal.sync_plan(plan_of(campaign))
         counts = journal.counts()
         rows = {r.key: r for r in journal.rows()}
     assert sum(counts.values()) == 5 and counts["sent"] == 1 and counts["skipped"] == 0
@@ -120,7 +120,7 @@ def test_possibly_delivered_rows_end_unknown_never_failed_and_keep_their_first_r
     a, b, c = (r.key for r in plan.sendable)
     assert a is not None and b is not None and c is not None
     with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
-        journal.sync(plan)
+        journal.sync_plan(plan)
         journal.use_endpoint("https://chert.example/api/v1")
         for key in (a, b, c):
             journal.mark_sending(key, None, {"body": "first", "idempotency_key": key})
@@ -142,7 +142,7 @@ def test_attempts_on_another_sandbox_are_forgotten_but_a_real_apis_are_kept(tmp_
     rehearsed, real = (r.key for r in plan.sendable)
     assert rehearsed is not None and real is not None
     with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
-        journal.sync(plan)
+        journal.sync_plan(plan)
         journal.use_endpoint("sandbox:old")
         journal.mark_sending(rehearsed, None, {"body": "x"})
         journal.mark_failed(rehearsed, None, "ReadError", outcome_unknown=True)
@@ -171,13 +171,13 @@ def test_a_local_attachment_counts_by_content_not_path(tmp_path: Path) -> None:
     assert first.key is not None
     with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
         (tmp_path / "photo.png").write_bytes(b"one")
-        journal.sync(plan)
+        journal.sync_plan(plan)
         journal.mark_sending(first.key, None, first.payload({str((tmp_path / "photo.png").resolve()): "att_1"}))
         journal.mark_failed(first.key, None, "ReadError", outcome_unknown=True)
         (tmp_path / "photo.png").write_bytes(b"two")
         with pytest.raises(JournalError, match=r"1 recipient changed .*1 of them may already have been"):
-            journal.sync(plan)
-        assert journal.sync(plan, allow_changes=True).kept_original == 1
+            journal.sync_plan(plan)
+        assert journal.sync_plan(plan, allow_changes=True).kept_original == 1
 
 
 def test_a_0_1_0_path_hash_is_not_a_change(tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_a_0_1_0_path_hash_is_not_a_change(tmp_path: Path) -> None:
                     "UPDATE recipients SET body_hash = ? WHERE key = ?",
                     (_legacy_message_hash(recipient), recipient.key),
                 )
-        journal.sync(plan)  # no refusal for the row left 'sending'
+        journal.sync_plan(plan)  # no refusal for the row left 'sending'
 
 
 def test_a_dry_run_sync_refuses_alike_and_writes_nothing(tmp_path: Path) -> None:
@@ -206,14 +206,14 @@ def test_a_dry_run_sync_refuses_alike_and_writes_nothing(tmp_path: Path) -> None
     key = plan.sendable[0].key
     assert key is not None
     with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
-        journal.sync(plan)
+        journal.sync_plan(plan)
         journal.mark_sending(key, None, plan.sendable[0].payload())
     campaign.write_text(campaign.read_text().replace("Hi {{", "Hello {{"))
     changed = plan_of(campaign)
     with Journal.open_existing(tmp_path / "j.sqlite", plan.campaign.id) as journal:
         with pytest.raises(JournalError, match="changed since it was attempted"):
-            journal.sync(changed, write=False)
-        assert journal.sync(changed, allow_changes=True, write=False).kept_original == 1
+            journal.sync_plan(changed, write=False)
+        assert journal.sync_plan(changed, allow_changes=True, write=False).kept_original == 1
         assert [r.maybe_delivered for r in journal.rows()] == [False, False, False]  # nothing written
 
 

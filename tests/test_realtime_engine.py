@@ -107,7 +107,7 @@ def run_scheduled(
         )
         options = {"rate": 5.0, "burst": 1, "concurrency": 8, "handle_signals": False, **settings}
         with Journal(tmp_path / "j.sqlite", plan.campaign.id, clock=clock.wall) as journal:
-            journal.sync(plan)
+            journal.sync_plan(plan)
             async with httpx.AsyncClient(transport=run.order) as http:
                 client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET), clock=clock.wall)
                 scheduler = Scheduler(LinePlanner(planned, lines), quiet)
@@ -293,7 +293,7 @@ def test_run_ends_the_moment_the_last_answer_lands(tmp_path: Path) -> None:
         clock = LoopClock(MONDAY_10AM)
         model = SandboxModel(SandboxConfig(clock=clock.wall, faults=Faults(latency_ms=1234)))
         with Journal(tmp_path / "j.sqlite", plan.campaign.id, clock=clock.wall) as journal:
-            journal.sync(plan)
+            journal.sync_plan(plan)
             async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
                 client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET), clock=clock.wall)
                 settings = EngineSettings(rate=100.0, burst=3, concurrency=3, handle_signals=False)

@@ -64,7 +64,6 @@ class Outcome:
     lead_created: bool | None = None
     convo_id: str | None = None
     phone_line_id: str | None = None
-    trace_id: str | None = None
     extra: Mapping[str, Any] | None = None
     request_sent: bool = True  # False only when the connection never opened (nothing reached Chert)
 
@@ -102,7 +101,7 @@ def _parse_retry_after(body_value: Any, header: str | None) -> float | None:
             return None if math.isnan(seconds) else min(MAX_RETRY_AFTER_S, max(0.0, seconds))
         if isinstance(value, str):
             try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+                return min(MAX_RETRY_AFTER_S, max(0.0, parsedate_to_datetime(value).timestamp() - time.time()))
             except (TypeError, ValueError):
                 pass
     return None
@@ -110,13 +109,12 @@ def _parse_retry_after(body_value: Any, header: str | None) -> float | None:
 
 def parse_response(response: httpx.Response) -> Outcome:
     """Turn any answer into an Outcome: success, flat error, envelope error, or junk."""
-    trace = response.headers.get("x-trace-id")
     try:
         data = response.json()
     except (ValueError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict):
-        return _non_json(response, trace)
+        return _non_json(response)
     status = data.get("status")
     if response.is_success and status in ("sent", "duplicate"):
         return Outcome(
@@ -127,12 +125,11 @@ def parse_response(response: httpx.Response) -> Outcome:
             lead_created=data.get("lead_created") if isinstance(data.get("lead_created"), bool) else None,
             convo_id=_opt_str(data.get("convo_id")),
             phone_line_id=_opt_str(data.get("phone_line_id")),
-            trace_id=trace,
         )
     error = data["error"] if isinstance(data.get("error"), dict) else data
     code = error.get("code")
     if not isinstance(code, int):  # JSON, but not Chert's error shape (another service, a gateway)
-        return _non_json(response, trace)
+        return _non_json(response)
     retryable = error.get("retryable")
     if not isinstance(retryable, bool):  # a 2xx we cannot read may have been delivered: retry, same key
         retryable = response.status_code >= 500 or response.status_code == 429 or response.is_success
@@ -144,12 +141,11 @@ def parse_response(response: httpx.Response) -> Outcome:
         message=str(error.get("message") or f"HTTP {response.status_code}")[:500],
         retryable=retryable,
         retry_after=_parse_retry_after(error.get("retry_after"), response.headers.get("retry-after")),
-        trace_id=_opt_str(data.get("trace_id")) or trace,
         extra=extra or None,
     )
 
 
-def _non_json(response: httpx.Response, trace: str | None) -> Outcome:
+def _non_json(response: httpx.Response) -> Outcome:
     """A proxy's HTML page, an empty 502, a success without the fields we need."""
     status = response.status_code
     retryable = status >= 500 or status == 429 or response.is_success or status in SETUP_STATUSES
@@ -160,7 +156,6 @@ def _non_json(response: httpx.Response, trace: str | None) -> Outcome:
         message=f"HTTP {status}{reason}{_from(response)} without a Chert error code",
         retryable=retryable,
         retry_after=_parse_retry_after(None, response.headers.get("retry-after")),
-        trace_id=trace,
     )
 
 

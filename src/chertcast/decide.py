@@ -16,7 +16,6 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
 
 from chertcast.client import SETUP_STATUSES, Outcome
 from chertcast.preflight import AttachmentRef
@@ -108,7 +107,6 @@ class Stop:
 
     reason: str
     maybe_delivered: bool = False
-    kind: Literal["campaign"] = "campaign"
 
 
 Decision = Retry | CapacityWait | Fail | Stop
@@ -174,7 +172,7 @@ def retry_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: random
     """Seconds to wait before the next attempt, or None to give up on this row.
 
     Network errors and ``retryable: true`` answers are retried; ``retry_after`` is honoured
-    exactly; otherwise exponential backoff 1 s, 2 s, 4 s… with full jitter in [½, 1]×.
+    exactly; otherwise exponential backoff 1 s, 2 s, 4 s… (up to ``max_delay_s``), each drawn in [½, 1]×.
     """
     if not (outcome.kind in ("network", "unreachable") or outcome.retryable) or attempt >= policy.max_attempts:
         return None

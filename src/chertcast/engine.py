@@ -3,8 +3,9 @@
 The engine decides nothing itself. What to do with an answer is ``decide.decide`` (pure);
 which row goes next, on which line, or why we wait is ``schedule.step`` (pure). The engine owns
 the task group, the in-flight limit, the token bucket, the journal writes and the waits, all on
-an injectable clock. It never prints and never ends the process: long waits and signals are
-reported through ``RunHooks``, and the caller (the CLI) decides what a second Ctrl-C does.
+an injectable clock (but for the grace period after a stop, the event loop's own). It never
+prints and never ends the process: long waits and signals are reported through ``RunHooks``,
+and the caller (the CLI) decides what a second Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -372,7 +373,7 @@ class Engine:
         state = "sending" if maybe_delivered else "pending"  # it may have been delivered: keep 'sending'
         self.journal.note_error(row.key, outcome.code, outcome.message, state=state)
         if isinstance(decision, Stop):
-            self.stop(decision.kind, decision.reason)
+            self.stop("campaign", decision.reason)
             return None
         if isinstance(decision, CapacityWait):
             return self._capacity_wait(decision, row, line)

@@ -39,7 +39,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -114,11 +114,12 @@ class JournalRow:
 
 
 @dataclass(frozen=True, slots=True)
-class SyncResult:
-    new: int
-    changed_allowed: int
+class PlanSync:
+    """What syncing the journal with the plan found."""
+
+    new: int  # sendable rows the journal did not know yet
+    states: dict[str, str]  # key → state of every row the journal now holds (skipped rows aside)
     kept_original: int = 0  # changed in the sheet, but maybe delivered: resent as first sent
-    states: dict[str, str] | None = None
 
 
 class KnownRow(NamedTuple):
@@ -262,7 +263,7 @@ class Journal:
         return float(self._clock())
 
     def connection(self) -> sqlite3.Connection:
-        """For modules that keep their own tables in the journal (``sync``)."""
+        """For modules that keep their own tables in the journal (``sync``, ``rerun``, ``followups``)."""
         return self._db
 
     def __enter__(self) -> Journal:
@@ -282,9 +283,9 @@ class Journal:
 
     # ------------------------------------------------------------------ plan
 
-    def sync(
+    def sync_plan(
         self, plan: Plan, *, allow_changes: bool = False, retry_failed: bool = False, write: bool = True
-    ) -> SyncResult:
+    ) -> PlanSync:
         """Bring the journal up to the plan in one transaction; refuse changed messages.
 
         Rows are matched by key (who the recipient is), never by sheet row. A delivered row is
@@ -333,7 +334,7 @@ class Journal:
         if write:
             self._write_sync(inserts, updates, moves, skipped, stale, now)
         states = {k: v.state for k, v in known.items() if k not in stale} | {r[0]: "pending" for r in inserts}
-        return SyncResult(len(inserts), len(changed), kept_original, states)
+        return PlanSync(len(inserts), states, kept_original)
 
     @staticmethod
     def _unsendable(plan: Plan, history: set[str], now: float) -> tuple[list[Any], list[Any]]:
@@ -390,10 +391,8 @@ class Journal:
 
     # ----------------------------------------------------------- transitions
 
-    def states(self, keys: Iterable[str] | None = None) -> dict[str, str]:
-        rows = self._db.execute("SELECT key, state FROM recipients WHERE state != 'skipped'")
-        wanted = set(keys) if keys is not None else None
-        return {k: s for k, s in rows if wanted is None or k in wanted}
+    def states(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, state FROM recipients WHERE state != 'skipped'").fetchall())
 
     def use_endpoint(self, endpoint: str) -> None:
         """Say where this run sends (a base URL, or ``sandbox:<id>`` for a built-in sandbox).

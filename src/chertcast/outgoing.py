@@ -1,8 +1,9 @@
-"""What will be sent: a sendable row as the engine sees it, its phone, body and key never optional.
+"""What will be sent: a sendable row as the engine sees it, its key and phone never optional.
 
 A ``Recipient`` describes any row of the sheet, so its phone, body and key may be missing (a row
-with an error has none). ``Outgoing.of`` is the one place that checks a row is sendable; past it,
-the decision function, the scheduler and the engine hold values that cannot lack them.
+with an error has none). ``Outgoing.of`` is the one place that checks a row is sendable (phone,
+body and key all there); past it, the scheduler and the engine hold values that cannot lack
+them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from chertcast.preflight import AttachmentRef, Recipient
 class Outgoing:
     key: str  # the idempotency key: the journal's primary key and Chert's dedup key
     phone: str  # E.164
-    body: str
-    row: int  # the spreadsheet's own row number
     recipient: Recipient  # the row it came from (its /send payload is built from it)
 
     @classmethod
@@ -25,7 +24,7 @@ class Outgoing:
         """The row as something to send; a row without a phone, body or key is a bug upstream."""
         if recipient.key is None or recipient.phone is None or recipient.body is None:
             raise ValueError(f"row {recipient.row} is not sendable ({recipient.status}): it has no phone, body or key")
-        return cls(recipient.key, recipient.phone, recipient.body, recipient.row, recipient)
+        return cls(recipient.key, recipient.phone, recipient)
 
     @property
     def phone_line_id(self) -> str | None:

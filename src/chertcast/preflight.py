@@ -121,7 +121,6 @@ class Plan:
     phone_column_detected: bool
     recipients: list[Recipient]
     issues: list[Issue]
-    suppressed_numbers: int = 0
     notes: list[str] = field(default_factory=list)
     lists: list[SuppressionList] = field(default_factory=list)
     work: RowWork | None = None  # kept when asked (build_plan(keep_work=True)), for a later rerun
@@ -145,7 +144,8 @@ class Plan:
         return Counter(r.status for r in self.recipients)
 
     def exit_code(self) -> int:
-        """0: every row can go; 1: some rows (or suppression-list lines) have problems."""
+        """0: no row has a problem (suppressed rows are none); 1: some rows have errors or repeat a
+        number, or a suppression list has lines that could not be read."""
         counts = self.counts()
         unread = any(issue.row is None and issue.severity == "error" for issue in self.issues)
         return 1 if counts["error"] or counts["duplicate"] or unread else 0
@@ -231,7 +231,6 @@ def build_plan(
         choice.detected,
         [],
         [],
-        len(suppressed),
         lists=lists,
         phone_columns_unused=[(sheet.headers[i], why) for i, why in choice.unused],
     )
@@ -355,7 +354,8 @@ def load_suppression(campaign: Campaign) -> list[SuppressionList]:
     column, every number matched as E.164, and every line that is not a number reported.
 
     A list whose number column cannot be found, or that yields no number at all, is a
-    campaign error: silently suppressing nobody would message the people who opted out.
+    campaign error: silently suppressing nobody would message the people who opted out. The
+    opt-out list ``sync`` writes is the exception: it may not exist yet, or hold no opt-out.
     """
     lists = [_load_list(path, campaign.default_region) for path in campaign.suppress]
     path = campaign.opt_out_list
@@ -461,7 +461,6 @@ class _RowBuilder:
         self.used = {name: variables[name] for name in template.variables}
         self.headers = sheet.headers
         self.phone_indexes = phone_indexes
-        self.mapped = mapped
         self.suppressed = suppressed
         self.sheet = sheet
         self.row_problems = sheet.row_problems
@@ -682,7 +681,7 @@ class _RowBuilder:
 
     def _attachments(self, row: int, cells: tuple[str, ...], problems: list[Issue]) -> tuple[AttachmentRef, ...]:
         refs = list(self.shared_attachments)
-        index = self.mapped.get("attachments")
+        index = self.attachment_index
         if index is not None and cells[index]:
             for item in cells[index].replace(";", ",").split(","):
                 ref = attachment_ref(item.strip(), self.campaign.source.resolve().parent)

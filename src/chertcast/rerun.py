@@ -265,7 +265,7 @@ def reuse(
     write: bool = True,
 ) -> Reused | None:
     """The stored check, when every input matches it and the journal is as that check left it;
-    None otherwise. Compares the journal with the stored plan as ``Journal.sync`` does (a changed
+    None otherwise. Compares the journal with the stored plan as ``Journal.sync_plan`` does (a changed
     message is refused alike) for the rows that can still be sent, the only ones a sync can change
     when the plan is the same."""
     db = journal.connection()
@@ -314,7 +314,7 @@ def _resendable_rows(db: sqlite3.Connection) -> Iterable[tuple[Any, ...]]:
 def _compare(
     rows: Iterable[tuple[Any, ...]], retry_failed: bool
 ) -> tuple[list[tuple[Recipient, str]], list[str], list[tuple[Recipient, str]], list[Recipient], int]:
-    """``Journal.sync``'s comparison, row by row, for the rows a sync can change when the plan is the same."""
+    """``Journal.sync_plan``'s comparison, row by row, for the rows a sync can change when the plan is the same."""
     candidates: list[tuple[Recipient, str]] = []
     stale: list[str] = []
     updates: list[tuple[Recipient, str]] = []

@@ -23,7 +23,7 @@ from chertcast.decide import STOP_CODES, RetryPolicy
 from chertcast.engine import Engine, EngineSettings, Progress, RunHooks, RunResult, RunStats
 from chertcast.errors import CampaignStopped
 from chertcast.followups import FollowUps, FollowUpStats, refresh_replies
-from chertcast.journal import RESENDABLE, SANDBOX_ENDPOINT, UNFINISHED, Journal, SyncResult
+from chertcast.journal import RESENDABLE, SANDBOX_ENDPOINT, UNFINISHED, Journal, PlanSync
 from chertcast.outlook import (
     LINES_META,
     CapacityFacts,
@@ -193,18 +193,18 @@ def _reuse(
 
 def _sync(
     plan: Plan, path: Path, options: SendOptions, inputs: rerun.Fingerprint | None = None
-) -> tuple[SyncResult, int]:
+) -> tuple[PlanSync, int]:
     """The journal synced with the plan, and how many rows' work came from the last check."""
     changes = {"allow_changes": options.allow_changes, "retry_failed": options.retry_failed}
     if options.dry_run:
         if not path.exists():
-            return SyncResult(new=len(plan.sendable), changed_allowed=0, states={}), 0
+            return PlanSync(new=len(plan.sendable), states={}), 0
         with Journal.open_existing(path, plan.campaign.id) as journal:
-            return journal.sync(plan, **changes, write=False), 0
+            return journal.sync_plan(plan, **changes, write=False), 0
     with Journal(path, plan.campaign.id) as journal:
         rerun.forget(journal)
         reused_rows = rerun.keep_work(journal, plan)
-        synced = journal.sync(plan, **changes)
+        synced = journal.sync_plan(plan, **changes)
         if options.retry_failed:
             journal.reset_failed()
         if inputs is not None:

@@ -76,7 +76,6 @@ class SyncStats:
     status_checked: int = 0
     status_requests: int = 0
     retries: int = 0
-    waited_s: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -143,8 +142,6 @@ class Syncer:
         *,
         clock: Clock | None = None,
         rate: float | None = None,
-        concurrency: int | None = None,
-        rng: random.Random | None = None,
         page_size: int = PAGE_LIMIT,
     ) -> None:
         self.campaign = campaign
@@ -154,10 +151,9 @@ class Syncer:
         self.clock = clock or RealClock()
         settings = campaign.send
         self.bucket = TokenBucket(rate or settings.rate, settings.burst, self.clock)
-        self.concurrency = concurrency or settings.concurrency
+        self.concurrency = settings.concurrency
         self.max_attempts = settings.max_attempts
         self.max_backoff_s = settings.max_backoff_s
-        self.rng = rng or random.Random()
         self.stats = SyncStats()
         self.stopped: str | None = None  # why this sync ends early (a long retry_after)
         self.page_size = page_size
@@ -192,9 +188,7 @@ class Syncer:
             if last.retry_after is not None:
                 self.bucket.pause(last.retry_after)  # everyone waits, not just this task
                 continue
-            wait = min(self.max_backoff_s, 0.25 * 2 ** (attempt - 1)) * self.rng.uniform(0.5, 1.0)
-            self.stats.waited_s += wait
-            await self.clock.sleep(wait)
+            await self.clock.sleep(min(self.max_backoff_s, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
         assert last is not None
         return Lookup(failure=last)
 

@@ -1,4 +1,5 @@
-"""The sandbox's behaviour: Chert's ``/send`` as documented, as a plain-Python model.
+"""The sandbox's behaviour: Chert's API as documented (``/send``, attachments, message lookups,
+the event log, phone numbers), as a plain-Python model.
 
 Every choice the documentation leaves UNSPECIFIED is listed in ``docs/sandbox.md``; the
 constants below are those choices. The model is thread-safe (one lock) because the uvicorn
@@ -137,8 +138,6 @@ class _Lead:
 
 @dataclass
 class _Attachment:
-    attachment_id: str
-    filename: str
     content_type: str
     size_bytes: int
     uploaded: bool = False
@@ -527,7 +526,7 @@ class SandboxModel:
             return self._error(5003, f"Attachment MIME type not supported: {mime}", envelope=True)
         attachment_id = "att_" + secrets.token_hex(12)
         with self._lock:
-            self._attachments[attachment_id] = _Attachment(attachment_id, str(payload["filename"]), mime, size)
+            self._attachments[attachment_id] = _Attachment(mime, size)
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.config.clock() + 3600))
         return Reply(
             200,
