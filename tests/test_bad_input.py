@@ -31,6 +31,12 @@ CASES = {
     "duplicate_headers": ("dup_headers.csv", None, "", ["dup_headers.csv", "duplicate column header 'phone'"]),
     "unknown_key": (None, None, "colour = 'red'\n", ["campaign.toml", "colour: unknown key"]),
     "bad_send_key": (None, None, "[send]\nrate = 'fast'\n", ["campaign.toml", "send.rate"]),
+    "misspelt_key": (
+        None,
+        None,
+        "[send]\nrat = 5\n",
+        ["campaign.toml", "send.rat: unknown key (did you mean `rate`?)"],
+    ),
     "plain_http": (None, None, "[api]\nbase_url = 'http://chert.example.com/api/v1'\n", ["api.base_url", "plain http"]),
     "missing_sheet": ("numbers.xlsx", None, "sheet = 'Nope'\n", ["numbers.xlsx", "no sheet named 'Nope'"]),
 }

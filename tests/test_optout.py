@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from chertcast.campaign import load_campaign
 from chertcast.phones import normalise
 from chertcast.preflight import build_plan
 from chertcast.sandbox.outcomes import CONTAINS_WORD_FORMS, OPT_OUT_FORMS, ORDINARY_FORMS
-from tests.helpers import numbers, write_campaign, write_contacts
+from tests.helpers import numbers, run_cli, write_campaign, write_contacts
 
 RULE_TABLE = [
     # exact opt-out words, in the forms people type them
@@ -133,3 +134,38 @@ def test_check_reads_the_opt_out_list_like_a_suppression_list(tmp_path: Path) ->
     plan = build_plan(load_campaign(campaign))
     assert plan.counts()["suppressed"] == 2 and plan.counts()["sendable"] == 8
     assert any(entry.path == path for entry in plan.lists)
+
+
+def test_check_says_when_the_opt_out_list_does_not_exist_yet(tmp_path: Path) -> None:
+    contacts = write_contacts(tmp_path / "contacts.csv", 3)
+    campaign = write_campaign(tmp_path, contacts, extra='opt_out_list = "optouts.csv"\n')
+    path = tmp_path / "optouts.csv"
+    text = run_cli("check", campaign)
+    data = json.loads(run_cli("check", campaign, "--json").output)
+    assert text.exit_code == 0 and not path.exists()  # check never creates it
+    assert (
+        "  suppression list optouts.csv: not created yet (the opt-out list: `chertcast sync` creates it "
+        "and adds each opt-out it records)\n" in text.output
+    )
+    assert "0 numbers" not in text.output
+    (listed,) = data["suppression_lists"]
+    assert listed["file"] == str(path) and listed["numbers"] == 0
+    assert listed["exists"] is False and listed["opt_out_list"] is True
+
+    optout.ensure(path)  # what the first `sync` does: the header, no opt-out yet
+    text = run_cli("check", campaign)
+    assert "  suppression list optouts.csv: no opt-outs yet (the opt-out list `chertcast sync` adds" in text.output
+    (listed,) = json.loads(run_cli("check", campaign, "--json").output)["suppression_lists"]
+    assert listed["exists"] is True and listed["opt_out_list"] is True and listed["numbers"] == 0
+
+    optout.merge(path, [entry(normalise(numbers(3)[0], "US").e164 or "")], "US")
+    (tmp_path / "dnc.txt").write_text(numbers(3)[1] + "\n", encoding="utf-8")
+    both = write_campaign(tmp_path, contacts, extra='opt_out_list = "optouts.csv"\nsuppress = ["dnc.txt"]\n')
+    text = run_cli("check", both)
+    assert "  suppression list dnc.txt: 1 number\n" in text.output
+    assert "  suppression list optouts.csv: 1 number, column 'phone'\n" in text.output
+    lists = json.loads(run_cli("check", both, "--json").output)["suppression_lists"]
+    assert [(item["opt_out_list"], item["exists"], item["numbers"]) for item in lists] == [
+        (False, True, 1),
+        (True, True, 1),
+    ]

@@ -121,6 +121,47 @@ def test_campaign_file_errors_name_the_key(tmp_path: Path, extra: str, message: 
         load_campaign(campaign)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[send]\nrat = 5\n", "send.rat: unknown key (did you mean `rate`?)"),
+        ('[capacity]\nline = ["pl_a"]\n', "capacity.line: unknown key (did you mean `lines`?)"),
+        ("[send]\nMax-Attempts = 3\n", "send.Max-Attempts: unknown key (did you mean `max_attempts`?)"),
+        ("[sends]\nrate = 5\n", "sends: unknown key (did you mean `send`?)"),
+        ('opt_out = "optouts.csv"\n', "opt_out: unknown key (did you mean `opt_out_list`?)"),
+        ('[quiet_hours]\nstrat = "08:00"\n', "quiet_hours.strat: unknown key (did you mean `start`?)"),
+        (
+            '[[follow_up]]\nafter = "1d"\nbody = "x"\nstop_onn = ["opt_out"]\n',
+            "follow_up step 2.stop_onn: unknown key (did you mean `stop_on`?)",
+        ),
+        ('[send]\nattachments = [{ idd = "att_1" }]\n', "AttachmentSpec].idd: unknown key (did you mean `id`?)"),
+    ],
+)
+def test_a_misspelt_key_gets_the_close_known_key_at_its_level(tmp_path: Path, extra: str, message: str) -> None:
+    campaign = write_campaign(tmp_path, DATA / "cp1252.csv", body="Hi", extra=extra, planned=True)
+    with pytest.raises(ConfigError) as raised:
+        load_campaign(campaign)
+    text = str(raised.value)
+    assert text.startswith(f"{campaign}: ") and "\n" not in text
+    assert message in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("bogus = 1\n", "bogus: unknown key"),
+        ("[send]\nxyzzy = 5\n", "send.xyzzy: unknown key"),
+        ("[capacity]\nsource = 1\n", "capacity.source: unknown key"),  # a key of another table: not a hint
+        ("[api]\nsource = 1\n", "api.source: unknown key"),
+    ],
+)
+def test_a_key_far_from_every_known_key_gets_no_suggestion(tmp_path: Path, extra: str, message: str) -> None:
+    campaign = write_campaign(tmp_path, DATA / "cp1252.csv", body="Hi", extra=extra, planned=True)
+    with pytest.raises(ConfigError) as raised:
+        load_campaign(campaign)
+    assert str(raised.value).endswith(f"{campaign}: {message}") and "did you mean" not in str(raised.value)
+
+
 def test_campaign_id_is_required_and_a_slug(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text('contacts = "x.csv"\nbody = "Hi"\n')
     with pytest.raises(ConfigError, match="id: Field required"):

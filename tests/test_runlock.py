@@ -59,7 +59,7 @@ def test_second_lock_is_refused_with_the_holder_and_sigkill_frees_it(tmp_path: P
             assert json.loads(lock_path(journal).read_text())["pid"] == os.getpid()
             with pytest.raises(AlreadyRunning):  # one process, two runs: refused as well
                 RunLock(journal).acquire()
-    assert running(journal) is None and lock_path(journal).exists()
+    assert running(journal) is None and not lock_path(journal).exists()  # the run that ended deleted it
 
 
 def test_status_during_a_first_run_before_its_journal_exists(tmp_path: Path) -> None:
@@ -107,3 +107,69 @@ def test_send_while_another_run_holds_the_journal(tmp_path: Path) -> None:
     assert sandbox_rehearsal.returncode == 0 and "sent 5" in sandbox_rehearsal.stdout
     after = run_process("status", campaign, "--json", env=env)
     assert json.loads(after.stdout)["running"] is None
+
+
+# Each worker takes and releases the real RunLock until it has held it `rounds` times, writing
+# "<pid> in" and "<pid> out" to a shared log (O_APPEND: one write each, never interleaved)
+# while it holds the lock. A short retry (`waits`) on the same open file is the dangerous
+# moment: the holder may delete the file meanwhile, so the lock it then gets is on a deleted file.
+RACE = """
+import os, sys, time
+from pathlib import Path
+from chertcast.runlock import AlreadyRunning, RunLock
+journal, log, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+held = tries = 0
+deadline = time.monotonic() + 60
+while held < rounds and time.monotonic() < deadline:
+    tries += 1
+    try:
+        lock = RunLock(journal, waits=(0.0, 0.0005, 0.001)).acquire()
+    except AlreadyRunning:
+        continue
+    os.write(out, f"{os.getpid()} in\\n".encode())
+    time.sleep(0.0005)
+    os.write(out, f"{os.getpid()} out\\n".encode())
+    lock.release()
+    held += 1
+print(held, tries)
+"""
+
+
+def test_racing_processes_never_both_hold_the_lock_that_each_run_deletes(tmp_path: Path) -> None:
+    journal, log, rounds = tmp_path / "c.journal.sqlite", tmp_path / "held.log", 300
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, str(journal), str(log), str(rounds)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    results = [worker.communicate(timeout=120)[0].split() for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers)
+    assert [int(held) for held, _ in results] == [rounds] * 3
+    assert sum(int(tries) for _, tries in results) > 3 * rounds  # they did contend
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 * 3 * rounds
+    for entered, left in zip(lines[::2], lines[1::2], strict=True):  # never two holders at once
+        pid = entered.split()[0]
+        assert entered == f"{pid} in" and left == f"{pid} out", (entered, left)
+    assert not lock_path(journal).exists()
+
+
+def test_a_send_leaves_no_lock_file_and_a_killed_runs_file_is_reused(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, write_contacts(tmp_path / "contacts.csv", 3))
+    journal = tmp_path / "campaign.journal.sqlite"
+    with SandboxServer(SandboxModel()) as server:
+        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        sent = run_process("send", campaign, "--yes", "--limit", "1", env=env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert journal.exists() and not lock_path(journal).exists()
+        with holder_process(journal) as proc:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        assert lock_path(journal).exists()  # a killed run cannot delete it: the next run reuses it
+        rest = run_process("send", campaign, "--yes", env=env)
+        assert rest.returncode == 0 and "sent 2" in rest.stdout, rest.stdout + rest.stderr
+        status = run_process("status", campaign, "--json", env=env)
+    assert not lock_path(journal).exists()
+    assert json.loads(status.stdout)["running"] is None

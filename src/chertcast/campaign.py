@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import difflib
 import ipaddress
 import os
 import re
 import tomllib
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -453,15 +455,48 @@ def load_campaign(path: Path | str) -> Campaign:
         raise ConfigError(f"{source}: {format_validation(exc)}") from None
 
 
-def format_validation(exc: ValidationError) -> str:
+def format_validation(exc: ValidationError, model: type[BaseModel] = Campaign) -> str:
     problems = []
     for error in exc.errors():
         loc = list(error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key" + _did_you_mean(model, loc)
         if len(loc) >= 2 and loc[0] == "follow_up" and isinstance(loc[1], int):
             loc[:2] = [f"follow_up step {loc[1] + 2}"]  # step 1 is the first touch
         key = ".".join(str(part) for part in loc) or "(file)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         if error["type"] == "value_error":  # our own validators' words, without pydantic's "Value error, "
             message = str(error.get("ctx", {}).get("error", message))
         problems.append(f"{key}: {message}")
     return "; ".join(problems)
+
+
+def _did_you_mean(model: type[BaseModel], loc: Sequence[int | str]) -> str:
+    """ " (did you mean `rate`?)" when a known key at the unknown key's level is close to it."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    known = _known_keys(model, loc[:-1])
+    close = difflib.get_close_matches(loc[-1].casefold().replace("-", "_"), known, n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _known_keys(model: type[BaseModel], path: Sequence[int | str]) -> list[str]:
+    """The keys accepted in the table at ``path``, a pydantic error location (whose steps are
+    keys, list indexes and the name of the union member that was tried)."""
+    models = [model]
+    for part in path:
+        if isinstance(part, int):  # an item of a list of tables (`[[follow_up]]`)
+            continue
+        fields = [f for m in models for name, f in m.model_fields.items() if part in (name, f.alias)]
+        if fields:
+            models = [inner for f in fields for inner in _models_in(f.annotation)]
+        else:  # which member of a union was tried: "AttachmentSpec", "function-after[…, AttachmentSpec]"
+            models = [m for m in models if re.search(rf"\b{m.__name__}\b", part)]
+    return [f.alias or name for m in models for name, f in m.model_fields.items() if not f.exclude]
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    """The pydantic models a field's type holds: ``SendSettings``, ``list[FollowUpStep]``, ``str | AttachmentSpec``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [inner for arg in get_args(annotation) for inner in _models_in(arg)]

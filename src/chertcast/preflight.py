@@ -12,7 +12,7 @@ import os
 import zoneinfo
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -322,8 +322,17 @@ class SuppressionList:
     unreadable: tuple[tuple[int, str, str], ...]  # (line, cell, why)
     sheet: str | None = None
     columns: tuple[str, ...] = ()  # every header the numbers were read from
+    opt_out_list: bool = False  # the campaign's `opt_out_list`, which `sync` writes
+    exists: bool = True  # False: an opt-out list no `sync` has created yet
 
     def summary(self) -> str:
+        if not self.exists:
+            return (
+                f"{self.path.name}: not created yet (the opt-out list: `chertcast sync` creates it "
+                "and adds each opt-out it records)"
+            )
+        if self.opt_out_list and not self.numbers and not self.unreadable:
+            return f"{self.path.name}: no opt-outs yet (the opt-out list `chertcast sync` adds each opt-out to)"
         where = f" (sheet {self.sheet!r})" if self.sheet else ""
         column = f", column {self.column!r}" if self.column else ""
         if len(self.columns) > 1:
@@ -346,6 +355,8 @@ class SuppressionList:
             "columns": list(self.columns),
             "numbers": len(self.numbers),
             "unreadable": [{"line": line, "value": cell, "reason": why} for line, cell, why in self.unreadable],
+            "opt_out_list": self.opt_out_list,
+            "exists": self.exists,
         }
 
 
@@ -360,10 +371,12 @@ def load_suppression(campaign: Campaign) -> list[SuppressionList]:
     lists = [_load_list(path, campaign.default_region) for path in campaign.suppress]
     path = campaign.opt_out_list
     if path is not None:  # written by `sync`: may not exist yet, or hold no opt-out so far
-        empty = optout.is_empty(path)
-        lists.append(
-            SuppressionList(path, "phone", frozenset(), ()) if empty else _load_list(path, campaign.default_region)
-        )
+        if not path.exists():
+            lists.append(SuppressionList(path, "phone", frozenset(), (), opt_out_list=True, exists=False))
+        elif optout.is_empty(path):
+            lists.append(SuppressionList(path, "phone", frozenset(), (), opt_out_list=True))
+        else:
+            lists.append(replace(_load_list(path, campaign.default_region), opt_out_list=True))
     return lists
 
 

@@ -5,13 +5,22 @@ runs of one campaign meeting is the normal case. The second must not plan the sa
 and double-book line capacity: it finds the lock held and leaves at once (exit 0).
 
 ``flock`` belongs to the open file, so the kernel releases it when the process ends in any
-way, SIGKILL included: no stale lock can block tomorrow's cron. The file itself stays (it
-is never deleted: removing a locked file lets two runs lock two different files); it holds
-the holder's pid, host and start time, for the message and for ``status``.
+way, SIGKILL included: no stale lock can block tomorrow's cron. The file holds the holder's
+pid, host and start time, for the message and for ``status``.
+
+A run deletes the file as it ends, which is only safe with the whole of the usual protocol:
+deleting a file another process has open and is about to lock would let two runs lock two
+different files (one deleted, one new). So the lock is held only once, *after* ``flock``
+succeeds, the path is seen to still name the very file that was locked (``fstat`` of the open
+file = ``stat`` of the path); otherwise the holder deleted it meanwhile, and the run opens
+the path afresh. And a run deletes the file only while it still holds the lock on it. A path
+therefore changes its file only in the hands of the lock's holder: two runs can never both
+hold it. A killed run leaves its file; the next run locks and reuses it, and deletes it in turn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -65,25 +74,25 @@ def lock_path(journal: Path) -> Path:
 class RunLock:
     """Held for a whole send, from before the journal is first written until the run ends."""
 
-    def __init__(self, journal: Path) -> None:
+    def __init__(self, journal: Path, *, waits: tuple[float, ...] = (0.0, 0.05, 0.2)) -> None:
         self.journal = journal
         self.path = lock_path(journal)
+        self.waits = waits  # `status` probes for a microsecond: don't mistake it for a run
         self._file: IO[str] | None = None
 
     def acquire(self) -> RunLock:
         """Take the lock or raise ``AlreadyRunning``; never waits for the holder."""
-        try:  # "a+" never truncates: the holder's details stay readable
-            handle = self.path.open("a+", encoding="utf-8")
-        except OSError as exc:
-            raise JournalError(f"{self.path}: cannot create the run lock: {exc.strerror}") from None
-        for pause in (0.0, 0.05, 0.2):  # `status` probes for a microsecond: don't mistake it for a run
-            time.sleep(pause)
-            if _try_lock(handle, fcntl.LOCK_EX):
+        for _ in range(_REOPENS):
+            handle = self._open()
+            if not _lock_soon(handle, self.waits):
+                holder = _read(handle)
+                handle.close()
+                raise AlreadyRunning(self.journal, holder)
+            if _names(self.path, handle):
                 break
+            handle.close()  # the holder ended and deleted this file meanwhile: lock the path's new one
         else:
-            holder = _read(handle)
-            handle.close()
-            raise AlreadyRunning(self.journal, holder)
+            raise JournalError(f"{self.path}: the run lock file kept being replaced; try again")
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}) + "\n")
@@ -91,10 +100,20 @@ class RunLock:
         self._file = handle
         return self
 
+    def _open(self) -> IO[str]:
+        try:  # "a+" never truncates: the holder's details stay readable
+            return self.path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise JournalError(f"{self.path}: cannot create the run lock: {exc.strerror}") from None
+
     def release(self) -> None:
+        """Delete the lock file while still holding it (see the module's docstring), then unlock."""
         if self._file is not None:
             self._file.seek(0)
             self._file.truncate()
+            if _names(self.path, self._file):  # not if someone deleted or replaced it by hand meanwhile
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
             self._file.close()  # closing the file drops the flock
             self._file = None
 
@@ -123,6 +142,27 @@ def running(journal: Path) -> Holder | None:
             fcntl.flock(handle, fcntl.LOCK_UN)
             return None
         return _read(handle)
+
+
+_REOPENS = 1000  # each reopen means another run ended in between: never reached in practice
+
+
+def _lock_soon(handle: IO[str], waits: tuple[float, ...]) -> bool:
+    for pause in waits:
+        time.sleep(pause)
+        if _try_lock(handle, fcntl.LOCK_EX):
+            return True
+    return False
+
+
+def _names(path: Path, handle: IO[str]) -> bool:
+    """Whether ``path`` still names the file ``handle`` has open (not deleted, not replaced)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle.fileno())
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _try_lock(handle: IO[str], kind: int) -> bool:
