@@ -104,7 +104,9 @@ def run_sheet(tmp_path: Path, sheet: Sheet) -> None:
     contacts.write_text("phone,name,tz\n" + "".join(f"{p},Lead {i},{z}\n" for i, (p, z) in enumerate(sheet.rows)))
     campaign = load_campaign(write_campaign(tmp_path, contacts, extra=sheet.toml, planned=True))
     plan = build_plan(campaign)
-    view = outlook(campaign, plan.sendable, sheet.start, CapacityFacts.read(campaign, None))  # what `check` says
+    view = outlook(
+        campaign, plan.sendable, sheet.start, CapacityFacts.read(campaign, None, sheet.start)
+    )  # what `check` says
     assert view is not None
     never = {u.phone for u in view.unsendable if "stop overlapping" not in u.reason}
     seasonal = {u.phone for u in view.unsendable} - never  # depends on which row a slot reaches first

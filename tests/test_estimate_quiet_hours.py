@@ -58,7 +58,7 @@ def west_coast_plan(tmp_path: Path, *, quiet: bool) -> Plan:
 def send_estimate(plan: Plan, recipients: list[Recipient], *, exact: bool = False) -> Estimate:
     """The estimate for ``recipients`` from START, as the send header (sampled zones) or check (exact) makes it."""
     campaign = plan.campaign
-    view = outlook(campaign, recipients, START, CapacityFacts.read(campaign, None), exact=exact)
+    view = outlook(campaign, recipients, START, CapacityFacts.read(campaign, None, START), exact=exact)
     return estimate(campaign, len(recipients), campaign.send.rate, view, START)
 
 
@@ -110,7 +110,7 @@ def test_west_coast_sheet_from_new_york_gets_the_senders_finish_date(tmp_path: P
 
     summary = "\n".join(plan_summary(quiet, with_hours))
     assert "estimated send time: 3 sending days (first-touch capacity on 1 line; expected finish 2026-12-02)" in summary
-    exact = outlook(quiet.campaign, quiet.sendable, START, CapacityFacts.read(quiet.campaign, None))
+    exact = outlook(quiet.campaign, quiet.sendable, START, CapacityFacts.read(quiet.campaign, None, START))
     calendar = "\n".join(calendar_lines(quiet.campaign, exact))  # check's calendar line says the same
     assert "3 sending days, expected finish 2026-12-02" in calendar
 

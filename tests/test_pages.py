@@ -193,7 +193,7 @@ def test_report_page_sections(tmp_path: Path, capacity: bool) -> None:
     campaign = write_campaign(tmp_path, contacts, extra=extra if capacity else "", planned=capacity)
     plan = build_plan(load_campaign(campaign))
     rows = [journal_row(r.key or "", "pending", row=r.row, phone=r.phone) for r in plan.recipients]
-    ahead = outlook(plan.campaign, plan.sendable, DAY, CapacityFacts.read(plan.campaign, None))
+    ahead = outlook(plan.campaign, plan.sendable, DAY, CapacityFacts.read(plan.campaign, None, DAY))
     page = report_page(plan, rows, DAY, ahead)
     assert page.count("not synced yet") == 4
     assert "No message has been sent yet." in page and "No row has failed." in page

@@ -43,7 +43,8 @@ PlanHook = Callable[[Prepared], bool]
 @dataclass
 class CheckResult:
     """What ``check`` found: the plan (every row, its phone, message and problems), and what is
-    left to send (sendable rows the campaign's journal has not finished) with its calendar."""
+    left to send with its calendar: with capacity planning on, the sendable rows the campaign's
+    journal has not finished; with it off, every sendable row (check then reads no journal)."""
 
     plan: Plan
     now: float
@@ -121,10 +122,12 @@ def check(campaign: Path | str, *, encoding: str | None = None, now: float | Non
     plan = build_plan(loaded, encoding=encoding)
     steps = {n: _step_plan(loaded, n, encoding) for n in range(2, loaded.steps + 1)}
     moment = time.time() if now is None else now
+    if not loaded.capacity.enabled:  # paced only: every sendable row counted, no journal read
+        return CheckResult(plan, moment, steps, len(plan.sendable), None)
     path = loaded.default_journal
     with Journal.open_existing(path, loaded.id) if path.exists() else contextlib.nullcontext() as journal:
         waiting = unfinished(plan, journal)
-        view = outlook(loaded, waiting, moment, CapacityFacts.read(loaded, journal))
+        view = outlook(loaded, waiting, moment, CapacityFacts.read(loaded, journal, moment))
     return CheckResult(plan, moment, steps, len(waiting), view)
 
 

@@ -294,7 +294,7 @@ def zones_for(e164: str, override: str | None = None, fallback: str = "UTC") -> 
 def recipient_zones(e164: str, override: str | None, hours: QuietHours | None) -> tuple[ZoneInfo, ...]:
     """The zones a recipient's quiet hours are kept in — the one rule for send, follow-ups, check
     and status: the row's own time zone, else the number's (``zones_for``), else the project's
-    fallback. None without quiet hours (the sending window alone is in the project's zone)."""
+    fallback. No zones (``()``) without quiet hours: the sending window alone is in the project's zone."""
     return zones_for(e164, override, hours.fallback_zone) if hours is not None else ()
 
 

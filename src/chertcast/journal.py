@@ -446,13 +446,26 @@ class Journal:
         )
         return dict(rows.fetchall())
 
-    def first_touch_history(self) -> list[tuple[str, float]]:
-        """(line, time) of every first-touch send so far, and of unresolved attempts (conservative)."""
+    def first_touch_history(self, since: float = 0.0) -> list[tuple[str, float]]:
+        """(line, time) of every first-touch send from ``since`` on, and of unresolved attempts
+        (conservative). Planning needs only today's and the last gap's (``outlook.history_since``):
+        a journal of a million sends replays a few hundred, not a million."""
         rows = self._db.execute(
-            "SELECT phone_line_id, COALESCE(finished_at, updated_at) FROM recipients WHERE phone_line_id IS NOT NULL "
-            "AND ((state IN ('sent', 'duplicate') AND lead_created = 1) OR state IN ('sending', 'unknown'))"
+            "SELECT phone_line_id, at FROM (SELECT phone_line_id, COALESCE(finished_at, updated_at) AS at "
+            "FROM recipients WHERE phone_line_id IS NOT NULL "
+            "AND ((state IN ('sent', 'duplicate') AND lead_created = 1) OR state IN ('sending', 'unknown'))) "
+            "WHERE at >= ?",
+            (since,),
         )
         return [(line, float(at)) for line, at in rows]
+
+    def first_touch_lines(self) -> list[str]:
+        """Every line a first touch (or an unresolved attempt) went out on, ever."""
+        rows = self._db.execute(
+            "SELECT DISTINCT phone_line_id FROM recipients WHERE phone_line_id IS NOT NULL "
+            "AND ((state IN ('sent', 'duplicate') AND lead_created = 1) OR state IN ('sending', 'unknown'))"
+        )
+        return sorted(line for (line,) in rows)
 
     def mark_delivered(self, key: str, outcome: Outcome) -> None:
         now = self._clock()

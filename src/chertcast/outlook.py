@@ -1,5 +1,7 @@
-"""What capacity planning expects of a campaign — one source for `check`, the send header and
-`status` alike, so the three never disagree.
+"""What capacity planning expects of a campaign — one source for `check`, the send header,
+`status` and the report page: the same rules, lines, today's use and calendar code. (The send
+header looks up the zones of a sample of a list over 5,000 rows, so there its count of rows
+that can never be sent is "about"; `check` names each one.)
 
 - ``capacity_rules``: the rules (with the planning margin) send, status and check plan with;
 - ``CapacityFacts.read``: what a journal knows that planning needs — the sender lines (listed
@@ -15,6 +17,7 @@ commands print from it is ``chertcast.present``'s, which reads nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 from collections import Counter
@@ -24,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from chertcast.campaign import Campaign
 from chertcast.capacity import (
+    DAY,
     Calendar,
     CapacityRules,
     LinePlanner,
@@ -55,24 +59,35 @@ def quiet_hours(campaign: Campaign) -> QuietHours | None:
     return campaign.quiet_hours.hours(campaign.capacity.timezone) if campaign.quiet_hours.enabled else None
 
 
+def history_since(rules: CapacityRules, now: float) -> float:
+    """The earliest first touch that can still bear on a plan from ``now``: the planner counts
+    today's sends (the project's day) and waits a line's gap after its last one; a day more is
+    kept for safety. Older sends change nothing."""
+    today = dt.datetime.combine(dt.datetime.fromtimestamp(now, rules.zone).date(), dt.time(0), rules.zone)
+    return min(today.timestamp(), now - rules.line_gap_s) - DAY
+
+
 @dataclass(frozen=True)
 class CapacityFacts:
     """What the journal knows that capacity planning needs."""
 
     lines: list[str]  # empty: not known yet (discovered at the first send)
-    history: list[tuple[str, float]]  # (line, time) of every first touch so far (journal.first_touch_history)
+    history: list[tuple[str, float]]  # (line, time) of the first touches (and unresolved attempts) that bear on now
 
     @classmethod
-    def read(cls, campaign: Campaign, journal: Journal | None) -> CapacityFacts:
+    def read(cls, campaign: Campaign, journal: Journal | None, now: float) -> CapacityFacts:
         """The one rule for which lines a campaign plans with: ``[capacity] lines``, else those the
-        last send discovered (journal meta), else those the journal's first touches went out on."""
-        history = journal.first_touch_history() if journal is not None and campaign.capacity.enabled else []
+        last send discovered (journal meta), else those the journal's first touches went out on
+        (a journal from before discovered lines were remembered)."""
+        if journal is None or not campaign.capacity.enabled:
+            return cls(list(campaign.capacity.lines), [])
+        history = journal.first_touch_history(history_since(capacity_rules(campaign), now))
         if campaign.capacity.lines:
             return cls(list(campaign.capacity.lines), history)
-        stored = journal.meta(LINES_META) if journal is not None else None
+        stored = journal.meta(LINES_META)
         if stored:
             return cls([str(line) for line in json.loads(stored)], history)
-        return cls(sorted({line for line, _ in history}), history)
+        return cls(journal.first_touch_lines(), history)
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,7 @@ class CapacityOutlook:
     never: int  # rows that can never be sent
     unsendable: list[Unsendable]  # ... named, row by row (an exact outlook; a sampled one only counts them)
     calendar: Calendar | None  # None: no line known, or nothing to place
+    sampled: bool = False  # zones looked up for a sample of the rows: ``never`` is an estimate
 
 
 def outlook(
@@ -125,7 +141,8 @@ def outlook(
                     late[zones] -= 1
                     never.append(Unsendable(r.row, r.phone or "", season_reason(zones, hours, rules)))
             never.sort(key=lambda u: u.row)
-    return CapacityOutlook(lines, count, counted, never, calendar)
+    sampled = not exact and hours is not None and len(waiting) > ZONE_SAMPLE
+    return CapacityOutlook(lines, count, counted, never, calendar, sampled)
 
 
 def unfinished(plan: Plan, journal: Journal | None) -> list[Recipient]:
@@ -174,7 +191,7 @@ def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[st
     """For `status`: today's first-touch use per line, what is left, the next slot, rows held now."""
     if not campaign.capacity.enabled:
         return None
-    facts = CapacityFacts.read(campaign, journal)
+    facts = CapacityFacts.read(campaign, journal, now)
     if not facts.lines:
         return {"lines_known": False}
     scheduler = Scheduler(LinePlanner(capacity_rules(campaign), facts.lines, facts.history))

@@ -116,7 +116,8 @@ def estimate(campaign: Campaign, count: int, rate: float, outlook: CapacityOutlo
         )
     last = calendar.last_at
     seconds = max(paced, last - now) if last is not None else None
-    held = f"; {plural(outlook.never, 'row')} can never be sent" if outlook.never else ""
+    about = "about " if outlook.sampled else ""
+    held = f"; {about}{plural(outlook.never, 'row')} can never be sent" if outlook.never else ""
     if calendar.sending_days <= 1 and seconds is not None:
         text = f"{duration(seconds)} (first-touch capacity on {plural(calendar.lines, 'line')}{held})"
         return Estimate(seconds, text, calendar.finish)

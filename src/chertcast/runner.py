@@ -30,6 +30,7 @@ from chertcast.outlook import (
     CapacityOutlook,
     capacity_rules,
     capacity_snapshot,
+    history_since,
     outlook,
     quiet_hours,
 )
@@ -167,11 +168,12 @@ def _with_outlook(prepared: Prepared, now: float) -> Prepared:
     to send from ``now`` on the lines and today's use it knows (``outlook``'s one rule, as check
     and status). The calendar samples a long list's zones: it is shown before the first request."""
     path, campaign = prepared.journal_path, prepared.campaign
+    facts, counts = CapacityFacts.read(campaign, None, now), {}
     if path.exists():
         with Journal.open_existing(path, campaign.id) as journal:
-            facts, counts = CapacityFacts.read(campaign, journal), dict(journal.counts())
-    else:
-        facts, counts = CapacityFacts.read(campaign, None), {}
+            counts = dict(journal.counts())
+            if prepared.to_send:  # nothing to send: no calendar to plan
+                facts = CapacityFacts.read(campaign, journal, now)
     prepared.planned_at, prepared.journal_counts = now, counts
     prepared.outlook = outlook(campaign, prepared.to_send, now, facts, exact=False)
     return prepared
@@ -371,7 +373,8 @@ async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Jour
         return None
     lines = list(settings.lines) or await discover_lines(client)
     journal.set_meta(LINES_META, json.dumps(lines))  # status and check plan with the same lines
-    planner = LinePlanner(capacity_rules(campaign), lines, journal.first_touch_history())
+    rules = capacity_rules(campaign)
+    planner = LinePlanner(rules, lines, journal.first_touch_history(history_since(rules, journal.now())))
     return Scheduler(planner, quiet_hours(campaign), wait, journal.planned_lines())
 
 

@@ -50,5 +50,5 @@ def write_report(
     with Journal.open_existing(path, loaded.id) as opened:
         rows = list(opened.rows())
         outcomes = outcomes_by_key(opened) if opened.meta("last_sync_at") else None
-        ahead = outlook(loaded, unfinished(plan, opened), now, CapacityFacts.read(loaded, opened))
+        ahead = outlook(loaded, unfinished(plan, opened), now, CapacityFacts.read(loaded, opened, now))
     return Written(html, len(plan.recipients), write_page(html, report_page(plan, rows, now, ahead, outcomes)))
