@@ -131,3 +131,29 @@ def test_sigkilled_run_is_taken_over_at_once(tmp_path: Path) -> None:
     assert_capacity_respected(ledger)
     counts = journal_counts(tmp_path)
     assert counts["sent"] == LINES * CAP and counts.get("failed", 0) == 0 and counts.get("sending", 0) == 0
+
+
+def _zone_at(hour: int) -> str:
+    """A fixed-offset zone where the local hour is ``hour`` right now (Etc/GMT-5 is UTC+5)."""
+    offset = ((hour - time.gmtime().tm_hour + 12) % 24) - 12
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
+def test_quiet_hours_without_capacity_planning_in_real_time(tmp_path: Path) -> None:
+    """Capacity planning off, quiet hours on (a new user's Los Angeles numbers got a message at
+    04:13): the row whose local time is 14:00 goes, the one at 03:00 is held and the run ends
+    (its 08:00 is past the project's day, which is at 22:00), to be sent by a later run."""
+    day, night, project = _zone_at(14), _zone_at(3), _zone_at(22)
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(f"phone,name,tz\n(212) 555-0101,Day,{day}\n(212) 555-0102,Night,{night}\n")
+    extra = f'[columns]\ntimezone = "tz"\n[capacity]\nenabled = false\ntimezone = "{project}"\n'
+    campaign = write_campaign(tmp_path, contacts, extra=extra + "[quiet_hours]\nenabled = true\n", planned=True)
+    with sandbox("--latency-ms", "300", "--jitter-ms", "300", "--seed", "3") as server:
+        result = run_process("send", campaign, "--yes", env=server.env(), timeout=60)
+        ledger = server.deliveries()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [d["phone"] for d in ledger] == ["+12125550101"]
+    assert "Stopped: 1 row is held by quiet hours" in result.stdout
+    assert "Next send possible at " in result.stdout and "To resume, run: chertcast send" in result.stdout
+    counts = journal_counts(tmp_path)
+    assert counts["sent"] == 1 and counts["pending"] == 1

@@ -96,7 +96,7 @@ def test_quiet_hours_hold_a_row_until_its_morning_and_others_go_first() -> None:
     morning = dt.datetime(2026, 3, 2, 23, 0, tzinfo=dt.UTC).timestamp()  # 08:00 in Tokyo
     assert todo.held == [(morning, row(1, zone="Asia/Tokyo"))]
     launch(todo, plan, NOON)
-    assert step(todo, plan, NOON, in_flight=1) == Wait(morning, "1 rows are held by quiet hours")
+    assert step(todo, plan, NOON, in_flight=1) == Wait(morning, "1 row is held by quiet hours")
     plan.finished("a")
     plan.answered("a", NOON + 1, first_touch=True)
     assert step(todo, plan, morning, in_flight=0) == Send(row(1, zone="Asia/Tokyo"), "a")
@@ -119,7 +119,7 @@ def test_a_handed_back_row_waits_for_its_retry_after() -> None:
     plan.refused("a", NOON + 1, NOON + 901)
     todo.hand_back(row(1), NOON + 901)
     plan.finished("a")
-    assert step(todo, plan, NOON + 1, in_flight=0) == Wait(NOON + 901, "1 rows wait for a 4002's retry_after")
+    assert step(todo, plan, NOON + 1, in_flight=0) == Wait(NOON + 901, "1 row waits for a 4002's retry_after")
     assert step(todo, plan, NOON + 901, in_flight=0) == Send(row(1), "a")
 
 

@@ -256,7 +256,7 @@ class Engine:
         if until - now < LONG_WAIT_S:
             return
         scheduler = self.settings.scheduler
-        zone = scheduler.planner.rules.zone if scheduler is not None else None
+        zone = scheduler.zone if scheduler is not None else None
         when = datetime.fromtimestamp(until, zone or UTC).strftime("%Y-%m-%d %H:%M:%S %Z")
         self.notice(f"waiting: {why}; until {when} (in {remaining(until, now):,.0f}s)")
 
@@ -339,7 +339,7 @@ class Engine:
                 return
 
     def _attempt(self, row: Outgoing, number: int, outcome: Outcome) -> Attempt:
-        planned = self.settings.scheduler is not None
+        planned = self.settings.scheduler is not None and self.settings.scheduler.plans_capacity
         setup_stop = self._setup.observe(outcome, self.client.base_url)
         return Attempt(number, planned, row.effect, row.phone_line_id, row.attachments, setup_stop)
 

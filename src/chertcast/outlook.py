@@ -41,7 +41,6 @@ from chertcast.capacity import (
 )
 from chertcast.journal import UNFINISHED, Journal
 from chertcast.preflight import Plan, Recipient
-from chertcast.schedule import Scheduler
 
 LINES_META = "capacity_lines"  # the sender lines the last send discovered (GET /phone-numbers)
 
@@ -176,8 +175,7 @@ def _sampled_zone_groups(recipients: Sequence[Recipient], hours: QuietHours | No
     return scaled
 
 
-def capacity_snapshot(scheduler: Scheduler, now: float) -> dict[str, object]:
-    planner = scheduler.planner
+def capacity_snapshot(planner: LinePlanner, now: float) -> dict[str, object]:
     _, next_at = planner.next_slot(now)
     return {
         "sent_today": planner.sent_today(now),
@@ -194,8 +192,7 @@ def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[st
     facts = CapacityFacts.read(campaign, journal, now)
     if not facts.lines:
         return {"lines_known": False}
-    scheduler = Scheduler(LinePlanner(capacity_rules(campaign), facts.lines, facts.history))
-    snapshot = capacity_snapshot(scheduler, now)
+    snapshot = capacity_snapshot(LinePlanner(capacity_rules(campaign), facts.lines, facts.history), now)
     hours = quiet_hours(campaign)
     held = 0
     if hours is not None:

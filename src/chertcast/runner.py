@@ -306,8 +306,8 @@ async def _run(
                 result = await _run_with_follow_ups(prepared, options, journal, client, clock, engine, follow)
             else:
                 result = await engine.run(prepared.to_send)
-            if engine_settings.scheduler is not None:
-                result.capacity = capacity_snapshot(engine_settings.scheduler, clock.wall())
+            if engine_settings.scheduler is not None and engine_settings.scheduler.planner is not None:
+                result.capacity = capacity_snapshot(engine_settings.scheduler.planner, clock.wall())
             return result
 
 
@@ -367,10 +367,12 @@ class _Nudging:
 
 
 async def build_scheduler(campaign: Campaign, client: ChertClient, journal: Journal, wait: bool) -> Scheduler | None:
-    """Capacity planning, unless the campaign turns it off; lines from the file or from Chert."""
+    """Capacity planning, unless the campaign turns it off (lines from the file or from Chert),
+    and recipients' quiet hours, kept whether capacity is planned or not; None when both are off."""
     settings = campaign.capacity
     if not settings.enabled:
-        return None
+        hours = quiet_hours(campaign)
+        return Scheduler(None, hours, wait, journal.planned_lines()) if hours is not None else None
     lines = list(settings.lines) or await discover_lines(client)
     journal.set_meta(LINES_META, json.dumps(lines))  # status and check plan with the same lines
     rules = capacity_rules(campaign)

@@ -1,6 +1,7 @@
 """Which row goes next, on which line, or why we wait: capacity planning as a pure step.
 
-``Scheduler`` plans first touches per sender line (``LinePlanner``) and quiet hours;
+``Scheduler`` plans first touches per sender line (``LinePlanner``, when capacity planning is
+on) and keeps recipients' quiet hours (always, when they are on);
 ``step`` looks at the rows still to launch at one moment and chooses: send this row on this
 line, note a row that can never be sent, wait until a moment (and why), wait for an answer in
 flight, or stop. It does no I/O, reads no clock and never waits: the engine hands it ``now`` and
@@ -12,9 +13,10 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from chertcast.capacity import LinePlanner, QuietHours, never_reason, next_allowed, recipient_zones
+from chertcast.capacity import CapacityRules, LinePlanner, QuietHours, never_reason, next_allowed, recipient_zones
 from chertcast.outgoing import Outgoing
 
 
@@ -29,7 +31,7 @@ class Scheduler:
     cannot bring two first touches on a line closer than the gap, on any network.
     """
 
-    planner: LinePlanner
+    planner: LinePlanner | None  # None: capacity planning off, quiet hours only
     quiet: QuietHours | None = None
     wait: bool = False  # --wait: stay up across days instead of ending today's run
     fixed_lines: dict[str, str] = field(default_factory=dict)  # lines already used by rows in 'sending'
@@ -40,12 +42,25 @@ class Scheduler:
     pool_blocked: float = float("-inf")  # a 4002 on a pooled send: every line is saturated until then
     _holds: dict[tuple[ZoneInfo, ...], tuple[float, float]] = field(default_factory=dict, repr=False)
 
+    @property
+    def plans_capacity(self) -> bool:
+        return self.planner is not None
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The project's time zone: its days and the times the engine shows."""
+        if self.planner is not None:
+            return self.planner.rules.zone
+        return ZoneInfo(self.quiet.fallback_zone if self.quiet is not None else "UTC")
+
     def line_for(self, outgoing: Outgoing) -> str | None:
         return self.fixed_lines.get(outgoing.key) or outgoing.phone_line_id
 
     def slot(self, outgoing: Outgoing, now: float) -> tuple[str | None, float]:
         """The line to send on (None: Chert picks, see ``pool_slot``) and the moment it may go."""
         line = self.line_for(outgoing)
+        if self.planner is None:  # no capacity planning: the row goes now, on its own line if it names one
+            return line, now
         if line is not None and line in self.planner.lines:
             return line, self.earliest(line, now)
         if line is not None:  # a line we do not plan for: Chert decides, but a 4002's wait holds
@@ -59,6 +74,7 @@ class Scheduler:
         No ``phone_line_id`` is sent for a row that does not name one, so a recipient with an
         existing conversation keeps its pinned line (sending one re-pins, SPEC §7), and a new
         recipient gets a line Chert picks among those with room."""
+        assert self.planner is not None  # slot() asks only when planning capacity
         times = sorted(self.earliest(line, now) for line in self.planner.lines)
         gap = self.planner.rules.line_gap_s
         at = times[self.pooled] if self.pooled < len(times) else now + gap  # an answer wakes us sooner
@@ -68,6 +84,7 @@ class Scheduler:
         return max(at, self.pool_blocked)
 
     def earliest(self, line: str, now: float) -> float:
+        assert self.planner is not None  # slot() asks only when planning capacity
         at = self.planner.earliest(line, now)
         if self.unanswered[line]:  # a placeholder: the answer sets the real slot
             at = max(at, now + self.planner.rules.line_gap_s)
@@ -77,15 +94,19 @@ class Scheduler:
         if line is None:
             self.pooled += 1
             return
+        self.unanswered[line] += 1
+        if self.planner is None:
+            return
         if key in self.carried_over:  # its first touch is in the history already: resent, not counted twice
             self.carried_over.discard(key)
             self.planner.block(line, now + self.planner.rules.line_gap_s)
         else:
             self.planner.record(line, now)
-        self.unanswered[line] += 1
 
     def answered(self, line: str, now: float, *, first_touch: bool) -> None:
         """A planned send was delivered: a first touch starts the gap now; a follow-up gives its slot back."""
+        if self.planner is None:
+            return
         if first_touch:
             self.planner.block(line, now + self.planner.rules.line_gap_s)
         else:
@@ -93,13 +114,15 @@ class Scheduler:
 
     def answered_pooled(self, line: str | None, now: float, *, first_touch: bool) -> None:
         """A pooled send was delivered on the line Chert's answer names; only a first touch counts for it."""
-        if first_touch and line is not None:
+        if first_touch and line is not None and self.planner is not None:
             self.planner.record(line, now)
             self.planner.block(line, now + self.planner.rules.line_gap_s)
 
     def refused(self, line: str | None, now: float, until: float) -> None:
         """Chert answered 4002 for a send on ``line``: its slot is given back, the line waits
         (a pooled send: every line was saturated for it, so pooled sends wait)."""
+        if self.planner is None:  # never planned (a 4002 then waits in the engine): nothing to give back
+            return
         if line is None:
             self.pool_blocked = max(self.pool_blocked, until)
         elif line in self.planner.lines:
@@ -124,7 +147,7 @@ class Scheduler:
         if known is not None and known[0] <= now < known[1] and now - known[0] < 3_600:
             until: float | None = known[1]
         else:
-            until = next_allowed(now, zones, self.quiet, self.planner.rules)
+            until = next_allowed(now, zones, self.quiet, self._rules)
             self._holds[zones] = (now, math.inf if until is None else until)
         if until is None or until == math.inf:
             return math.inf
@@ -133,11 +156,17 @@ class Scheduler:
     def never(self, outgoing: Outgoing) -> str:
         """Why a recipient ``held_until`` calls never-sendable can never be sent."""
         zones = recipient_zones(outgoing.phone, outgoing.timezone, self.quiet)
-        return never_reason(zones, self.quiet, self.planner.rules)
+        return never_reason(zones, self.quiet, self._rules)
+
+    @property
+    def _rules(self) -> CapacityRules | None:
+        """The sending window comes with capacity planning; without it, quiet hours alone hold rows."""
+        return self.planner.rules if self.planner is not None else None
 
     def may_wait(self, now: float, until: float) -> bool:
         """Within today's sending day we wait; past it, the run ends unless --wait."""
-        return self.wait or self.planner.day(until) == self.planner.day(now)
+        zone = self.zone
+        return self.wait or datetime.fromtimestamp(until, zone).date() == datetime.fromtimestamp(now, zone).date()
 
 
 @dataclass
@@ -161,8 +190,10 @@ class Rows:
     def held_reason(self) -> str:
         by_4002 = sum(1 for _, row in self.held if row.key in self.capacity_held)
         quiet = len(self.held) - by_4002
-        parts = [f"{quiet:,} rows are held by quiet hours"] if quiet else []
-        parts += [f"{by_4002:,} rows wait for a 4002's retry_after"] if by_4002 else []
+        parts = [f"{quiet:,} {'row is' if quiet == 1 else 'rows are'} held by quiet hours"] if quiet else []
+        parts += (
+            [f"{by_4002:,} {'row waits' if by_4002 == 1 else 'rows wait'} for a 4002's retry_after"] if by_4002 else []
+        )
         parts += [never_text(self.never)] if self.never else []
         return "; ".join(parts) or "rows are held"
 
