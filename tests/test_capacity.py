@@ -205,6 +205,39 @@ def test_quiet_hours_hold_rows_with_capacity_planning_off(tmp_path: Path) -> Non
     assert held.counts["pending"] == 1
 
 
+def test_a_rehearsal_sends_on_the_listed_lines_and_an_unlisted_line_is_named(tmp_path: Path) -> None:
+    """`send --sandbox` used the sandbox's own lines, so a rehearsal never exercised [capacity]
+    lines and status counted nothing on them; a first touch on a line the plan does not know is
+    counted for the project only, which the user is now told (once per line)."""
+    import json
+
+    from chertcast.engine import RunHooks
+    from tests.helpers import run_cli, write_contacts
+
+    contacts = write_contacts(tmp_path / "contacts.csv", 2)
+    extra = '[capacity]\nlines = ["pl_a", "pl_b"]\n[quiet_hours]\nenabled = false\n'
+    campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
+    sent = run_cli("send", campaign, "--sandbox", "--yes")
+    assert sent.exit_code == 0, sent.output
+    assert "not in [capacity] lines" not in sent.output
+    status = json.loads(run_cli("status", campaign, "--sandbox", "--json").output)
+    assert status["capacity"]["sent_today"] == {"pl_a": 1, "pl_b": 1}
+
+    notices: list[str] = []
+    other = tmp_path / "other"
+    other.mkdir()
+    elsewhere = write_campaign(other, contacts, extra=extra, planned=True)
+    with SandboxServer(SandboxModel(SandboxConfig(lines=("pl_x",)))) as server:
+        endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
+        options = runner.SendOptions(journal=other / "j.sqlite", handle_signals=False)
+        chertcast.send(elsewhere, endpoint=endpoint, options=options, hooks=RunHooks(notice=notices.append))
+    warnings = [n for n in notices if "not in [capacity] lines" in n]
+    assert warnings == [
+        "warning: Chert sent on line pl_x, which is not in [capacity] lines (pl_a, pl_b): list every active line, "
+        "or leave [capacity] lines out to discover them"
+    ]
+
+
 def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Path) -> None:
     import json
     import os

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -555,7 +556,11 @@ def _endpoint(
         return
     from chertcast.sandbox import SandboxConfig, SandboxModel, SandboxServer
 
-    with SandboxServer(SandboxModel(SandboxConfig(reject_links=True))) as server:  # refuses links as Chert does
+    listed = tuple(load_campaign(campaign).capacity.lines)  # a rehearsal sends on the lines the campaign plans with
+    config = SandboxConfig(reject_links=True)  # refuses links as Chert does
+    if listed:
+        config = dataclasses.replace(config, lines=listed)
+    with SandboxServer(SandboxModel(config)) as server:
         endpoint = Endpoint.sandbox(server.base_url, Secret(server.model.config.secret))
         yield endpoint, lambda: len(server.model.deliveries())
 

@@ -146,6 +146,7 @@ class Engine:
         self.in_flight = InFlight(settings.concurrency)
         hooks = hooks or RunHooks()
         self.notice = hooks.notice
+        self._unlisted: set[str] = set()  # lines Chert answered with that the plan does not know
         self._interrupted = hooks.interrupted
         self._payload_for = payload_for or (lambda r: r.payload())
         self._rules = settings.rules()
@@ -349,6 +350,7 @@ class Engine:
             now, first_touch = self.clock.wall(), outcome.lead_created is not False
             if line is None:
                 scheduler.answered_pooled(outcome.phone_line_id, now, first_touch=first_touch)
+                self._unlisted_line(scheduler, outcome.phone_line_id)
             else:
                 scheduler.answered(line, now, first_touch=first_touch)
         self.journal.mark_delivered(row.key, outcome)
@@ -356,6 +358,18 @@ class Engine:
         self.stats.duplicate += outcome.kind == "duplicate"
         self._setup.success()
         self._finished(failed=False)
+
+    def _unlisted_line(self, scheduler: Scheduler, line: str | None) -> None:
+        """Chert sent a first touch on a line the plan does not know: say so once per line, since
+        those sends are counted for the project only (the listed lines' capacity is then guessed)."""
+        planner = scheduler.planner
+        if planner is None or line is None or line in planner.lines or line in self._unlisted:
+            return
+        self._unlisted.add(line)
+        self.notice(
+            f"warning: Chert sent on line {line}, which is not in [capacity] lines "
+            f"({', '.join(planner.lines)}): list every active line, or leave [capacity] lines out to discover them"
+        )
 
     def _execute(self, decision: Decision, row: Outgoing, line: str | None, outcome: Outcome) -> float | None:
         """Journal the answer and carry out the decision; the delay before retrying, or None when the row is done."""
