@@ -192,7 +192,9 @@ def test_check_names_rows_that_can_never_be_sent(tmp_path: Path) -> None:
         'timezone = "America/New_York"\n[quiet_hours]\nstart = "08:00"\nend = "21:00"\n'
     )
     campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
-    output = run_cli("check", campaign).output
+    checked = run_cli("check", campaign)
+    output = checked.output
+    assert checked.exit_code == 1  # not "every row can be sent" (exit 0), as it said before
     assert "unsendable: 2 rows can never be sent" in output
     assert "row 2 (+61412345678): never sendable" in output and "row 3 (+61412345679)" in output
     assert "calendar: 1 first-touch send on 1 line" in output

@@ -132,3 +132,18 @@ def test_a_row_without_phone_body_or_key_is_not_something_to_send() -> None:
     broken = Recipient(row=7, raw_phone="n/a", phone=None, body=None, key=None, status="error")
     with pytest.raises(ValueError, match="row 7 is not sendable"):
         Outgoing.of(broken)
+
+
+def test_a_row_the_sending_window_holds_is_not_said_to_be_held_by_quiet_hours() -> None:
+    """At 08:30 London, inside quiet hours (08:00-21:00) but before the 09:00 sending window, the
+    wait line said "held by quiet hours" (new-user walkthrough); it names the window now."""
+    rules = CapacityRules(line_gap_s=GAP, window_start=dt.time(9), window_end=dt.time(18), timezone="Europe/London")
+    plan = scheduler(rules=rules)
+    early = dt.datetime(2026, 3, 2, 8, 30, tzinfo=dt.UTC).timestamp()  # 08:30 in London
+    nine = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC).timestamp()
+    assert step(rows(row(1)), plan, early, in_flight=0) == Wait(nine, "1 row waits for the sending window")
+    night = dt.datetime(2026, 3, 2, 12, 30, tzinfo=dt.UTC).timestamp()  # 21:30 in Tokyo: its quiet hours
+    tomorrow = dt.datetime(2026, 3, 3, 9, 0, tzinfo=dt.UTC).timestamp()  # 18:00 in Tokyo, 09:00 in London
+    assert step(rows(row(2, zone="Asia/Tokyo")), plan, night, in_flight=0) == Done(
+        "1 row is held by quiet hours", tomorrow
+    )

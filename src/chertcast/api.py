@@ -59,9 +59,11 @@ class CheckResult:
 
     @property
     def exit_code(self) -> int:
-        """0: every row can be sent; 1: some rows have problems, in the first touch or a follow-up step
-        (a campaign that cannot run at all raises ChertcastError instead: exit 2 on the command line)."""
-        return max([self.plan.exit_code(), *(step.exit_code() for step in self.steps.values())])
+        """0: every row can be sent; 1: some rows have problems, in the first touch or a follow-up step,
+        or can never be sent (quiet hours and the sending window never meet for them) (a campaign
+        that cannot run at all raises ChertcastError instead: exit 2 on the command line)."""
+        never = 1 if self.outlook is not None and self.outlook.never else 0
+        return max([self.plan.exit_code(), never, *(step.exit_code() for step in self.steps.values())])
 
     def as_json(self) -> dict[str, Any]:
         data = present.check_json(self.plan, self.eta, self.outlook)

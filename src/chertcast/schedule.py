@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from chertcast.capacity import CapacityRules, LinePlanner, QuietHours, never_reason, next_allowed, recipient_zones
+from chertcast.capacity import (
+    CapacityRules,
+    LinePlanner,
+    QuietHours,
+    never_reason,
+    next_allowed,
+    quiet_ok,
+    recipient_zones,
+)
 from chertcast.outgoing import Outgoing
 
 
@@ -153,6 +161,12 @@ class Scheduler:
             return math.inf
         return None if until <= now else until
 
+    def quiet_holds(self, outgoing: Outgoing, now: float) -> bool:
+        """Whether the recipient's quiet hours (not the sending window) hold this row at ``now``."""
+        if self.quiet is None:
+            return False
+        return not quiet_ok(recipient_zones(outgoing.phone, outgoing.timezone, self.quiet), now, self.quiet)
+
     def never(self, outgoing: Outgoing) -> str:
         """Why a recipient ``held_until`` calls never-sendable can never be sent."""
         zones = recipient_zones(outgoing.phone, outgoing.timezone, self.quiet)
@@ -176,6 +190,7 @@ class Rows:
     waiting: deque[Outgoing] = field(default_factory=deque)
     held: list[tuple[float, Outgoing]] = field(default_factory=list)
     capacity_held: set[str] = field(default_factory=set)  # keys held because of a 4002
+    window_held: set[str] = field(default_factory=set)  # keys held by the sending window alone, not quiet hours
     never: int = 0  # rows quiet hours and the sending window never allow
 
     def hand_back(self, outgoing: Outgoing, until: float) -> None:
@@ -189,8 +204,10 @@ class Rows:
 
     def held_reason(self) -> str:
         by_4002 = sum(1 for _, row in self.held if row.key in self.capacity_held)
-        quiet = len(self.held) - by_4002
+        window = sum(1 for _, row in self.held if row.key in self.window_held and row.key not in self.capacity_held)
+        quiet = len(self.held) - by_4002 - window
         parts = [f"{quiet:,} {'row is' if quiet == 1 else 'rows are'} held by quiet hours"] if quiet else []
+        parts += [f"{window:,} {'row waits' if window == 1 else 'rows wait'} for the sending window"] if window else []
         parts += (
             [f"{by_4002:,} {'row waits' if by_4002 == 1 else 'rows wait'} for a 4002's retry_after"] if by_4002 else []
         )
@@ -249,6 +266,10 @@ def step(rows: Rows, scheduler: Scheduler, now: float, in_flight: int) -> Choice
             return Never(outgoing, scheduler.never(outgoing))
         if until is not None:
             rows.held.append((until, rows.waiting.popleft()))
+            if not scheduler.quiet_holds(outgoing, now):
+                rows.window_held.add(outgoing.key)
+            else:
+                rows.window_held.discard(outgoing.key)
             continue
         line, at = scheduler.slot(outgoing, now)
         if at <= now:
