@@ -134,3 +134,27 @@ def test_north_american_fast_path_matches_the_general_parser() -> None:
     assert checked > 5000
     assert _parse_nanp("(415) 555-2671", "GB") is None  # national layout outside +1: general parser
     assert _parse_nanp("+44 7400 123456", "US") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        # an invalid number names its own country, not the campaign's default region
+        ("+44 7700 900123", "'+44 7700 900123' is not a valid number for GB"),
+        # 00 is the international prefix in Europe, not in North America (011): say how to write it
+        (
+            "001 415 555 0111",
+            "'001 415 555 0111' is too long (00 is not the international prefix in US: write it as +14155550111)",
+        ),
+        (
+            "0044 7400 123414",
+            "'0044 7400 123414' is too long (00 is not the international prefix in US: write it as +447400123414)",
+        ),
+        # a letter O typed for a zero: phonenumbers reads letters as a vanity number's digits
+        ("415-555-O128", "'415-555-O128' is too short (it holds the letter 'O': a digit typed as a letter?)"),
+        ("12", "'12' is too short"),
+    ],
+)
+def test_an_invalid_number_says_what_the_user_most_likely_typed(raw: str, reason: str) -> None:
+    result = normalise(raw, "US")
+    assert result.e164 is None and result.reason == reason

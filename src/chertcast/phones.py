@@ -117,17 +117,40 @@ def _parse_nanp(text: str, region: str | None) -> phonenumbers.PhoneNumber | Non
     return phonenumbers.PhoneNumber(country_code=1, national_number=int("".join(match.groups())))
 
 
+_INTERNATIONAL_00 = re.compile(r"^\s*00\s*([1-9].*)$")
+_LETTER = re.compile(r"[^\W\d_]")
+_EXTENSION_WORDS = re.compile(r"(?i)(ext\.?|extension|x)\s*\d+\s*$")
+
+
 def _explain(text: str, region: str) -> PhoneResult:
+    return PhoneResult(None, "phone_invalid", _why(text, region) + _hint(text, region))
+
+
+def _why(text: str, region: str) -> str:
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException as exc:
         if exc.error_type == NumberParseException.INVALID_COUNTRY_CODE:
-            return PhoneResult(None, "phone_invalid", f"{text!r} has an unknown country code")
+            return f"{text!r} has an unknown country code"
         if exc.error_type == NumberParseException.TOO_LONG:
-            return PhoneResult(None, "phone_invalid", f"{text!r} is too long to be a phone number")
-        return PhoneResult(None, "phone_invalid", f"{text!r} is not a phone number")
+            return f"{text!r} is too long to be a phone number"
+        return f"{text!r} is not a phone number"
     length = phonenumbers.is_possible_number_with_reason(number)
     if length in _LENGTH_REASONS:
-        return PhoneResult(None, "phone_invalid", f"{text!r} is {_LENGTH_REASONS[length]}")
-    where = phonenumbers.region_code_for_number(number) or region
-    return PhoneResult(None, "phone_invalid", f"{text!r} is not a valid number for {where}")
+        return f"{text!r} is {_LENGTH_REASONS[length]}"
+    # An invalid number has no region of its own: name its country code's, not the default region.
+    where = phonenumbers.region_code_for_country_code(number.country_code)
+    return f"{text!r} is not a valid number for {where if where != 'ZZ' else region}"
+
+
+def _hint(text: str, region: str) -> str:
+    """What the user most likely typed: a 00 international prefix, or a letter for a digit."""
+    international = _INTERNATIONAL_00.match(text)
+    if international and _parse("+" + international.group(1), None) is not None:
+        number = phonenumbers.parse("+" + international.group(1), None)
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return f" (00 is not the international prefix in {region}: write it as {e164})"
+    letters = _LETTER.findall(_EXTENSION_WORDS.sub("", text))
+    if letters:
+        return f" (it holds the letter {letters[0]!r}: a digit typed as a letter?)"
+    return ""
