@@ -139,7 +139,7 @@ def _why(text: str, region: str) -> str:
     if length in _LENGTH_REASONS:
         return f"{text!r} is {_LENGTH_REASONS[length]}"
     # An invalid number has no region of its own: name its country code's, not the default region.
-    where = phonenumbers.region_code_for_country_code(number.country_code)
+    where = phonenumbers.region_code_for_country_code(number.country_code or 0)
     return f"{text!r} is not a valid number for {where if where != 'ZZ' else region}"
 
 
