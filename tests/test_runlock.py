@@ -3,6 +3,7 @@ blocked, `status` shows the run, and a SIGKILLed holder leaves no stale lock."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -117,9 +118,11 @@ RACE = """
 import os, sys, time
 from pathlib import Path
 from chertcast.runlock import AlreadyRunning, RunLock
-journal, log, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+journal, log, rounds, go = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 held = tries = 0
+while not go.exists():  # all start together, once every worker has imported chertcast
+    time.sleep(0.001)
 deadline = time.monotonic() + 60
 while held < rounds and time.monotonic() < deadline:
     tries += 1
@@ -138,17 +141,24 @@ print(held, tries)
 
 def test_racing_processes_never_both_hold_the_lock_that_each_run_deletes(tmp_path: Path) -> None:
     journal, log, rounds = tmp_path / "c.journal.sqlite", tmp_path / "held.log", 300
+    go = tmp_path / "go"
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", RACE, str(journal), str(log), str(rounds)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", RACE, str(journal), str(log), str(rounds), str(go)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(3)
     ]
+    time.sleep(1.0)  # let each import chertcast and wait at the start line
+    go.touch()
     results = [worker.communicate(timeout=120)[0].split() for worker in workers]
     assert all(worker.returncode == 0 for worker in workers)
     assert [int(held) for held, _ in results] == [rounds] * 3
-    assert sum(int(tries) for _, tries in results) > 3 * rounds  # they did contend
     lines = log.read_text().splitlines()
+    holders = [line.split()[0] for line in lines[::2]]
+    switches = sum(1 for a, b in itertools.pairwise(holders) if a != b)
+    assert switches >= 3, "the workers never took turns: the race was not run"
     assert len(lines) == 2 * 3 * rounds
     for entered, left in zip(lines[::2], lines[1::2], strict=True):  # never two holders at once
         pid = entered.split()[0]
