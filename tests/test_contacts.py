@@ -15,8 +15,25 @@ def test_bom_semicolon_crlf_quoted_newline() -> None:
     sheet = load_sheet(DATA / "bom_semicolon.csv")
     assert sheet.headers == ["First Name", "Phone", "Note"]
     assert sheet.column(0) == ["Zoë", "Ana"]
-    assert sheet.column(2)[0] == "line one line two; still note"
+    assert sheet.column(2)[0] == "line one\nline two; still note"  # the cell's line break, as the user sees it
     assert sheet.row_numbers == [2, 3]
+
+
+def test_a_cells_line_breaks_are_kept_and_its_spaces_folded(tmp_path: Path) -> None:
+    """A line break inside a cell (Alt+Enter in Excel, a quoted newline in CSV) was sent as a
+    space (new-user walkthrough). It is kept; runs of spaces still fold and ends are trimmed."""
+    from openpyxl import Workbook
+
+    csv = tmp_path / "c.csv"
+    csv.write_bytes(b'phone,note\r\n+12125550100,"  one  \r\n  two\n\nthree\t "\r\n')
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["phone", "note"])
+    sheet.append(["+12125550100", "  one  \n  two\n\nthree\t "])
+    book.save(tmp_path / "c.xlsx")
+    for path in (csv, tmp_path / "c.xlsx"):
+        assert load_sheet(path).column(1) == ["one\ntwo\n\nthree"], path.name
 
 
 @pytest.mark.parametrize(("name", "first"), [("cp1252.csv", "José Müller"), ("utf16.csv", "Søren")])

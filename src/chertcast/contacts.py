@@ -31,6 +31,9 @@ MAX_XLSX_RATIO = 200
 EXTRA_COLUMNS = 8  # CSV columns read beyond the header, to see rows with too many cells
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _SPACES = re.compile(r"[\s\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+# Cells keep their line breaks (Alt+Enter in Excel, a quoted newline in CSV): the user sees them.
+_CELL_SPACES = r"[^\S\n]+"  # runs of spaces, tabs and odd spaces, not line breaks: one space
+_AROUND_BREAKS = r" ?\n ?"
 _HEADER_NOISE = re.compile(r"[\s_\-]+")
 
 
@@ -320,7 +323,9 @@ def _tabulate(
         pl.all()
         .fill_null("")
         .str.replace_all(_INVISIBLE.pattern, "")
-        .str.replace_all(_SPACES.pattern, " ")
+        .str.replace_all(r"\r\n?", "\n")
+        .str.replace_all(_CELL_SPACES, " ")
+        .str.replace_all(_AROUND_BREAKS, "\n")
         .str.strip_chars()
         .str.normalize("NFC")  # macOS writes "é" as e + U+0301; matched and sent composed
     )
