@@ -153,6 +153,7 @@ def test_north_american_fast_path_matches_the_general_parser() -> None:
         # a letter O typed for a zero: phonenumbers reads letters as a vanity number's digits
         ("415-555-O128", "'415-555-O128' is too short (it holds the letter 'O': a digit typed as a letter?)"),
         ("12", "'12' is too short"),
+        ("n/a", "'n/a' is not a phone number"),  # words are not a digit typed as a letter
     ],
 )
 def test_an_invalid_number_says_what_the_user_most_likely_typed(raw: str, reason: str) -> None:

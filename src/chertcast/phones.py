@@ -151,6 +151,6 @@ def _hint(text: str, region: str) -> str:
         e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
         return f" (00 is not the international prefix in {region}: write it as {e164})"
     letters = _LETTER.findall(_EXTENSION_WORDS.sub("", text))
-    if letters:
+    if 0 < len(letters) <= 2 and sum(c.isdigit() for c in text) >= 7:  # a number with a slip, not "n/a"
         return f" (it holds the letter {letters[0]!r}: a digit typed as a letter?)"
     return ""
