@@ -379,3 +379,21 @@ async def test_a_second_signal_cancels_the_run_at_once_when_the_hook_returns(tmp
     assert heard == [False, True] and engine.result.stop_kind == "interrupted"
     assert elapsed < 2.0  # the answers in flight (3 s away) were not waited for
     assert counts["sending"] == 4 and counts["pending"] == 16 and model.deliveries() == []
+
+
+async def test_a_long_wait_is_said_once_even_when_answers_wake_it(tmp_path: Path) -> None:
+    """An answer landing cuts a wait short and the step plans the same wait again: the user saw
+    the same `waiting:` line twice (new-user walkthrough). A new wait, or a new moment, is said."""
+    plan = make_plan(tmp_path, 1)
+    notices: list[str] = []
+    with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
+        async with httpx.AsyncClient(transport=sandbox_transport(SandboxModel())) as http:
+            client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET))
+            settings = EngineSettings(rate=50.0, burst=5, concurrency=4, handle_signals=False)
+            clock = FakeClock(1_000_000.0)
+            engine = Engine(client, journal, settings, clock, hooks=RunHooks(notice=notices.append))
+            later = clock.wall() + 3_600
+            engine._announce("1 row is held by quiet hours", later)
+            engine._announce("1 row is held by quiet hours", later)  # woken by an answer: the same wait
+            engine._announce("1 row is held by quiet hours", later + 600)
+    assert len(notices) == 2 and all(n.startswith("waiting: 1 row is held by quiet hours; until ") for n in notices)

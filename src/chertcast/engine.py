@@ -147,6 +147,7 @@ class Engine:
         hooks = hooks or RunHooks()
         self.notice = hooks.notice
         self._unlisted: set[str] = set()  # lines Chert answered with that the plan does not know
+        self._announced: tuple[str, float] | None = None  # the last long wait said to the user
         self._interrupted = hooks.interrupted
         self._payload_for = payload_for or (lambda r: r.payload())
         self._rules = settings.rules()
@@ -254,8 +255,9 @@ class Engine:
     def _announce(self, why: str, until: float) -> None:
         """A line for people about a long wait: what we wait for and until when."""
         now = self.clock.wall()
-        if until - now < LONG_WAIT_S:
+        if until - now < LONG_WAIT_S or (why, until) == self._announced:  # woken early, same wait: said already
             return
+        self._announced = (why, until)
         scheduler = self.settings.scheduler
         zone = scheduler.zone if scheduler is not None else None
         when = datetime.fromtimestamp(until, zone or UTC).strftime("%Y-%m-%d %H:%M:%S %Z")
