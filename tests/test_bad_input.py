@@ -3,6 +3,7 @@ nothing sent, and the journal untouched."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -126,3 +127,12 @@ def test_formula_date_and_merged_cells_are_read_as_text(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["total"] == 2 and data["sendable"] == 1
     assert data["issues"][0]["row"] == 2 and data["issues"][0]["column"] == "Phone"
+
+
+def test_a_json_command_that_cannot_run_says_so_in_json_too(tmp_path: Path) -> None:
+    """`check --json` at exit 2 printed nothing on stdout: a script parsing it got no JSON."""
+    result = run_process("check", tmp_path / "missing.toml", "--json")
+    assert result.returncode == 2
+    said = result.stderr.strip().removeprefix("chertcast: error: ")
+    assert json.loads(result.stdout) == {"error": said, "exit_code": 2}
+    assert result.stderr.startswith("chertcast: error: ") and str(tmp_path / "missing.toml") in result.stderr

@@ -63,6 +63,8 @@ def friendly(func: F) -> F:
             sys.exit(exc.exit_code)
         except ChertcastError as exc:
             click.echo(f"chertcast: error: {exc}", err=True)
+            if kwargs.get("as_json"):  # a script reading --json gets the error as JSON too
+                click.echo(json.dumps({"error": str(exc), "exit_code": exc.exit_code}, ensure_ascii=False))
             sys.exit(exc.exit_code)
         except (KeyboardInterrupt, click.exceptions.Abort):
             click.echo("chertcast: interrupted", err=True)
