@@ -265,6 +265,15 @@ def test_formats_that_cannot_be_reproduced_stop_the_rows_that_use_them(tmp_path:
         (3, "0.00E+00", None),
         (12345, "#,##0,", None),
         (0.5, "# ?/?", None),
+        # Excel's Special formats (new-user walkthrough: ZIP+4 was refused): digit groups with
+        # literal text between, filled from the right, and the Phone Number format's condition
+        (21390123, "00000-0000", "02139-0123"),
+        (123456789, "000-00-0000", "123-45-6789"),
+        (2125550100, "(000) 000-0000", "(212) 555-0100"),
+        (5550100, "[<=9999999]###-####;(###) ###-####", "555-0100"),
+        (2125550100, "[<=9999999]###-####;(###) ###-####", "(212) 555-0100"),
+        (-5, "[<=9999999]###-####;(###) ###-####", None),
+        (12.5, "00.00-00", None),
     ],
 )
 def test_number_formats(value: float, code: str, shown: str | None) -> None:

@@ -13,6 +13,7 @@ separators, percent; literal text, quoted strings, ``\\x`` escapes, currency sym
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,6 +78,9 @@ def is_plain(code: str) -> bool:
 
 
 def show(value: float, code: str, *, date1904: bool = False) -> str | None:
+    conditional = _conditional(code)
+    if conditional is not None:
+        return _show_conditional(value, conditional)
     parsed = _parse(code)
     if parsed is None:
         return None
@@ -91,6 +95,8 @@ def show(value: float, code: str, *, date1904: bool = False) -> str | None:
         return None
     if isinstance(section, _DateSection):
         return _show_date(value if not sign else -value, section, date1904)
+    if isinstance(section, _SplitSection):
+        return sign + _fill_groups(value, section)
     return sign + section.prefix + _format_digits(value * section.scale, section.pattern) + section.suffix
 
 
@@ -98,6 +104,14 @@ def show(value: float, code: str, *, date1904: bool = False) -> str | None:
 class _DateSection:
     tokens: tuple[tuple[str, str], ...]  # ("literal", text) or ("field", d/mm/yyyy/minute …)
     twelve_hour: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _SplitSection:
+    """Whole-number digit groups with literal text between them: ``00000-0000`` (ZIP+4),
+    ``000-00-0000`` (SSN), ``(###) ###-####`` (phone): digits fill the placeholders from the right."""
+
+    parts: tuple[tuple[str, str], ...]  # ("digits", "000") or ("literal", "-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +123,7 @@ class _NumberSection:
 
 
 @lru_cache(maxsize=1024)
-def _parse(code: str) -> tuple[_DateSection | _NumberSection | None, ...] | None:
+def _parse(code: str) -> tuple[_DateSection | _NumberSection | _SplitSection | None, ...] | None:
     """A format code, parsed once: each section, or None for a section not understood."""
     sections = _split_sections(code)
     if not code.strip() or len(sections) > 4 or any(_BRACKET_CONDITION.search(s) for s in sections):
@@ -117,7 +131,7 @@ def _parse(code: str) -> tuple[_DateSection | _NumberSection | None, ...] | None
     return tuple(_parse_section(section) for section in sections)
 
 
-def _parse_section(section: str) -> _DateSection | _NumberSection | None:
+def _parse_section(section: str) -> _DateSection | _NumberSection | _SplitSection | None:
     if _is_date(section):
         if re.search(r"\[[hms]+\]", section.lower()):
             return None  # elapsed-time formats ([h]:mm) are not guessed
@@ -133,6 +147,8 @@ def _parse_section(section: str) -> _DateSection | _NumberSection | None:
     if re.search(r"[eE][+-]|/|@", literal_free):
         return None  # scientific, fractions, text placeholders: not guessed
     runs = [r for r in _PLACEHOLDERS.finditer(_mask_literals(section)) if re.search(r"[0#?]", r.group(0))]
+    if len(runs) > 1 and not re.search(r"[.,%]", literal_free):
+        return _split_section(section, runs)
     if len(runs) > 1 or (runs and runs[0].group(0).endswith(",")):
         return None  # two digit groups, or a trailing comma that scales by 1000
     if not runs:
@@ -142,7 +158,71 @@ def _parse_section(section: str) -> _DateSection | _NumberSection | None:
     return _NumberSection(_literal_text(section[:start]), runs[0].group(0), _literal_text(section[end:]), scale)
 
 
+_COMPARE = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "=": operator.eq,
+    "<>": operator.ne,
+}
 _BRACKET_CONDITION = re.compile(r"\[[<>=]")
+_CONDITION = re.compile(r"^\[(<=|>=|<>|<|>|=)(-?\d+(?:\.\d+)?)\]")
+
+
+def _split_section(section: str, runs: list[re.Match[str]]) -> _SplitSection:
+    parts: list[tuple[str, str]] = []
+    at = 0
+    for run in runs:
+        parts += [("literal", _literal_text(section[at : run.start()])), ("digits", run.group(0))]
+        at = run.end()
+    parts.append(("literal", _literal_text(section[at:])))
+    return _SplitSection(tuple(part for part in parts if part[1]))
+
+
+def _fill_groups(value: float, section: _SplitSection) -> str:
+    """Excel fills the placeholders from the right; the leftmost group takes any extra digits;
+    a ``0`` with no digit left shows 0, a ``#`` nothing, a ``?`` a space."""
+    digits = list(str(int(Decimal(repr(value)).quantize(Decimal(1), rounding=ROUND_HALF_UP))).lstrip("0"))
+    groups = [i for i, (kind, _) in enumerate(section.parts) if kind == "digits"]
+    shown = [text for _, text in section.parts]
+    for index in reversed(groups):
+        placeholders = section.parts[index][1]
+        out = []
+        for char in reversed(placeholders):
+            out.append(digits.pop() if digits else {"0": "0", "#": "", "?": " "}[char])
+        if index == groups[0] and digits:
+            out.extend(reversed(digits))
+        shown[index] = "".join(reversed(out))
+    return "".join(shown)
+
+
+def _conditional(code: str) -> tuple[tuple[tuple[str, float] | None, str], ...] | None:
+    """``[<=9999999]###-####;(###) ###-####`` (Excel's Special: Phone Number): each section and
+    its condition, when the first section has one; None for a code without conditions."""
+    sections = _split_sections(code)
+    if not _CONDITION.match(sections[0].strip()) or len(sections) > 3:
+        return None
+    out: list[tuple[tuple[str, float] | None, str]] = []
+    for section in sections:
+        match = _CONDITION.match(section.strip())
+        condition = (match.group(1), float(match.group(2))) if match else None
+        out.append((condition, section.strip()[match.end() :] if match else section))
+    return tuple(out)
+
+
+def _show_conditional(value: float, sections: tuple[tuple[tuple[str, float] | None, str], ...]) -> str | None:
+    if value < 0:
+        return None  # a negative number under a conditional format: not guessed
+    for condition, section in sections:
+        chosen = section
+        if condition is not None and not _COMPARE[condition[0]](value, condition[1]):
+            continue
+        parsed = _parse(chosen)
+        if parsed is None or len(parsed) != 1 or parsed[0] is None or isinstance(parsed[0], _DateSection):
+            return None
+        return show(value, chosen)
+    return None
 
 
 def _split_sections(code: str) -> list[str]:
