@@ -450,3 +450,20 @@ def test_xlsx_cells_beyond_the_last_header_are_reported_too(tmp_path: Path) -> N
     sheet_read = load_sheet(path)
     assert list(sheet_read.row_problems) == [3]
     assert "this row has 4 cells but the header has 2" in sheet_read.row_problems[3][1]
+
+
+def test_a_workbook_lists_unreadable_entries_by_row_not_line(tmp_path: Path) -> None:
+    """An XLSX suppression list said "line 4" for its row 4 (new-user walkthrough)."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for value in ("Phone", "+12125550100", "+12125550101", "07400 123456"):
+        sheet.append([value])
+    book.save(tmp_path / "optouts.xlsx")
+    extra = f'suppress = ["{(tmp_path / "optouts.xlsx").as_posix()}"]\n'
+    campaign = write_campaign(tmp_path, _contacts(tmp_path), body="Hi", extra=extra)
+    output = run_cli("check", campaign).output
+    assert "optouts.xlsx (sheet 'Sheet'): 2 numbers, column 'Phone', 1 row unreadable (row 4)" in output
+    assert "row 4: '07400 123456' is too long for region US; this opt-out is not applied" in output

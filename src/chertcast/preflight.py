@@ -242,7 +242,8 @@ def build_plan(
                     entry.path.name,
                     "error",
                     "suppress_unreadable",
-                    f"line {line}: {why} for region {campaign.default_region}; this opt-out is not applied "
+                    f"{_line_word(entry.path)} {line}: {why} for region {campaign.default_region}; "
+                    "this opt-out is not applied "
                     "(write numbers from other countries with + and the country code)",
                 )
             )
@@ -341,10 +342,9 @@ class SuppressionList:
         if self.unreadable:
             lines = ", ".join(str(line) for line, _, _ in self.unreadable[:10])
             more = ", …" if len(self.unreadable) > 10 else ""
-            count = len(self.unreadable)
-            text += (
-                f", {count} line{'s' if count != 1 else ''} unreadable (line{'s' if count != 1 else ''} {lines}{more})"
-            )
+            count, word = len(self.unreadable), _line_word(self.path)
+            words = word if count == 1 else word + "s"
+            text += f", {count} {words} unreadable ({words} {lines}{more})"
         return text
 
     def as_json(self) -> dict[str, Any]:
@@ -419,7 +419,7 @@ def _load_list(path: Path, region: str) -> SuppressionList:
             else:
                 unreadable.append((line, text, result.reason))
     if not numbers:
-        detail = f"; line {unreadable[0][0]}: {unreadable[0][2]}" if unreadable else ""
+        detail = f"; {_line_word(path)} {unreadable[0][0]}: {unreadable[0][2]}" if unreadable else ""
         raise InputError(
             f"{path}: suppression list yielded no phone number{detail}. "
             "Nobody would be suppressed; fix the list or remove it from `suppress`"
@@ -759,3 +759,8 @@ def campaign_attachments(campaign: Campaign) -> tuple[AttachmentRef, ...]:
         if ref.is_file and not Path(ref.value).is_file():
             raise ConfigError(f"{campaign.source}: send.attachments: file {ref.value} does not exist")
     return tuple(refs)
+
+
+def _line_word(path: Path) -> str:
+    """What the user calls a list's entries: a workbook has rows, a text file lines."""
+    return "row" if path.suffix.lower() in (".xlsx", ".xlsm") else "line"
