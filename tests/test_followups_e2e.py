@@ -208,3 +208,87 @@ def test_a_refused_secret_stops_follow_ups_without_failing_the_step(tmp_path: Pa
         again = run_cli("send", campaign, "--yes", "--journal", journal, env=env_for(server))
         assert again.exit_code == 0, again.output
         assert table(journal, "SELECT step, state, COUNT(*) FROM follow_ups GROUP BY 1, 2") == [(2, "sent", 5)]
+
+
+def _wait_for(predicate: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _send_wait(campaign: Path, journal: Path, server: SandboxServer) -> subprocess.Popen[str]:
+    args = [sys.executable, "-m", "chertcast", "send", str(campaign), "--yes", "--wait", "--journal", str(journal)]
+    env = {**os.environ, **env_for(server)}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _has_table(journal: Path, name: str) -> bool:
+    return bool(table(journal, f"SELECT 1 FROM sqlite_master WHERE name = '{name}'"))
+
+
+DELIVERED_SOON = OutcomeConfig(seed=1, reply_share=0.0, delay_s=0.05, failed_share=0)
+
+
+def test_ctrl_c_while_follow_ups_go_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
+    """Found by a new-user walkthrough: Ctrl-C once the first touches were done (the follow-up
+    phase of `send --wait`) left with a bare `chertcast: interrupted`, no summary, sometimes a
+    traceback: the signal was watched only while the first touches went."""
+    count = 20
+    model = SandboxModel(SandboxConfig(outcomes=DELIVERED_SOON))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, count)
+        journal = tmp_path / "j.sqlite"
+        process = _send_wait(campaign, journal, server)
+        _wait_for(lambda: len(model.deliveries()) > count)  # a step 2 went: the first touches are done
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 130, out + err
+        assert "chertcast: stopping: waiting for messages in flight" in err
+        assert "This run: sent 20," in out and "Journal: " in out
+        assert "Stopped: interrupted (Ctrl-C)" in out
+        assert "Traceback" not in err and "chertcast: interrupted" not in err
+        stopped_at = len(model.deliveries())
+        assert stopped_at < 3 * count  # it did stop: step 3 had not gone to everyone
+        final = run_cli("send", campaign, "--yes", "--wait", "--journal", journal, env=env_for(server))
+        assert final.exit_code == 0, final.output
+        by_step = check_sequence(model, journal, count)
+    assert by_step == {1: count, 2: count, 3: count}  # each step once to each (no replies here)
+
+
+def test_a_second_ctrl_c_leaves_follow_ups_in_flight_sending_and_the_rerun_resends_them_with_their_key(
+    tmp_path: Path,
+) -> None:
+    count = 20
+    model = SandboxModel(SandboxConfig(outcomes=DELIVERED_SOON))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, count)
+        journal = tmp_path / "j.sqlite"
+        process = _send_wait(campaign, journal, server)
+        delivered = "SELECT COUNT(*) FROM outcomes WHERE delivered_at IS NOT NULL"
+        _wait_for(
+            lambda: journal.exists() and _has_table(journal, "outcomes") and table(journal, delivered) == [(count,)]
+        )
+        model.config.faults.latency_ms = 2_000  # the first touches are delivered: step 2's requests hang
+        in_flight = (
+            "SELECT key, step, json_extract(payload, '$.idempotency_key') FROM follow_ups WHERE state = 'sending'"
+        )
+        _wait_for(lambda: len(table(journal, in_flight)) >= 4)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 130, out + err
+        assert "chertcast: stopping: waiting for messages in flight" in err
+        assert err.endswith("chertcast: stopped at once; the journal is consistent. Rerun to resume.\n"), err
+        assert "Traceback" not in err
+        caught = table(journal, in_flight)
+        assert caught and all(sent == step_key(key, step) for key, step, sent in caught)
+        model.config.faults.latency_ms = 0
+        final = run_cli("send", campaign, "--yes", "--wait", "--journal", journal, env=env_for(server))
+        assert final.exit_code == 0, final.output
+        by_step = check_sequence(model, journal, count)  # at most once per key, whatever reached the sandbox
+        delivered_keys = {d.idempotency_key for d in model.deliveries()}
+    assert by_step == {1: count, 2: count, 3: count}
+    assert {sent for _, _, sent in caught} <= delivered_keys  # resent under the very key they had
+    assert table(journal, "SELECT COUNT(*) FROM follow_ups WHERE state = 'sending'") == [(0,)]
