@@ -292,3 +292,67 @@ def test_a_second_ctrl_c_leaves_follow_ups_in_flight_sending_and_the_rerun_resen
     assert by_step == {1: count, 2: count, 3: count}
     assert {sent for _, _, sent in caught} <= delivered_keys  # resent under the very key they had
     assert table(journal, "SELECT COUNT(*) FROM follow_ups WHERE state = 'sending'") == [(0,)]
+
+
+def _closed_window_in_berlin(now: float) -> tuple[str, str, float]:
+    """Quiet hours (start, end) in Berlin that hold a message sent at ``now`` for an hour or
+    more, and the moment they next open."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    local = datetime.fromtimestamp(now, ZoneInfo("Europe/Berlin"))
+    if local.hour <= 21:
+        start, end, day = local.hour + 2, f"{local.hour + 2:02d}:30", local.date()
+    else:
+        start, end, day = 1, "02:00", local.date() + timedelta(days=1)
+    opens = datetime(day.year, day.month, day.day, start, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
+    return f"{start:02d}:00", end, opens
+
+
+def test_follow_ups_held_by_quiet_hours_are_said_so_by_send_status_and_a_waiting_send(tmp_path: Path) -> None:
+    """Found by a new-user walkthrough: with quiet hours holding 2 due follow-ups (recipients in
+    Berlin at night there), `status` said `due now 2`, `send` said none were due, and
+    `send --wait` waited for the morning without saying so."""
+    from datetime import UTC, datetime
+
+    from chertcast.engine import RunHooks
+
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,name\n+4915123456780,Ada\n+4915123456781,Max\n", encoding="utf-8")
+    base = write_campaign(tmp_path, contacts, extra=STEPS, planned=True)
+    settings = base.read_text(encoding="utf-8") + "[capacity]\nenabled = false\n"
+    base.write_text(settings + "[quiet_hours]\nenabled = false\n", encoding="utf-8")
+    model = SandboxModel(SandboxConfig(outcomes=DELIVERED_SOON))
+    with SandboxServer(model) as server:
+        journal = tmp_path / "j.sqlite"
+        endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
+        options = SendOptions(journal=journal, handle_signals=False)
+        assert chertcast.send(base, endpoint=endpoint, options=options).exit_code == 0  # the first touches
+        time.sleep(1.2)  # step 2 is due for both now
+        start, end, opens = _closed_window_in_berlin(time.time())
+        base.write_text(settings + f'[quiet_hours]\nstart = "{start}"\nend = "{end}"\n', encoding="utf-8")
+
+        held = chertcast.send(base, endpoint=endpoint, options=options)
+        stats = held.result.follow_ups if held.result is not None else None
+        assert stats is not None and stats.by_step == {} and len(model.deliveries()) == 2  # nothing sent
+        assert stats.held == {"quiet hours": 2} and stats.held_until == opens
+        status = chertcast.status(base, journal=journal).as_json()["follow_up"]
+        assert status["sequences"] == {"held by quiet hours": 2}  # as send held them; not "due now"
+        assert status["held_until"] == datetime.fromtimestamp(opens, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+        notices: list[str] = []
+        waiting = SendOptions(journal=journal, handle_signals=False, wait=True)
+
+        async def a_waiting_send() -> None:
+            hooks = RunHooks(notice=notices.append)
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(partial(chertcast.asend, base, endpoint=endpoint, options=waiting, hooks=hooks))
+                    while not notices:
+                        await anyio.sleep(0.02)
+                    group.cancel_scope.cancel()  # it would wait for the morning
+
+        anyio.run(a_waiting_send)
+    when = datetime.fromtimestamp(opens, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert notices[0].startswith(f"waiting: 2 follow-ups due, held by quiet hours; until {when} (in "), notices
+    assert len(model.deliveries()) == 2
