@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 from pathlib import Path
@@ -191,3 +192,23 @@ def test_preview_shows_a_steps_bubbles(tmp_path: Path) -> None:
     assert second.exit_code == 0 and "Still there, Lead 0?" in second.output and "Reply STOP" in second.output
     missing = run_cli("preview", path, "--step", "3")
     assert missing.exit_code == 2 and "there is no step 3: this campaign has steps 1 to 2" in missing.output
+
+
+def test_preview_of_a_step_shows_and_exports_the_key_that_step_sends(tmp_path: Path) -> None:
+    """Found by a new-user walkthrough: `preview --step 2` showed (and `--out` wrote) step 1's key."""
+    steps = (
+        '[[follow_up]]\nafter = "3d"\nbody = "Still there, {{ name }}?"\n[[follow_up]]\nafter = "1d"\nbody = "Last"\n'
+    )
+    path = campaign_with(tmp_path, steps)
+    plan = build_plan(load_campaign(path))
+    first = {r.row: r.key for r in plan.sendable}
+    for step in (1, 2, 3):
+        shown = run_cli("preview", path, "--rows", "1", "--step", step)
+        assert shown.exit_code == 0, shown.output
+        key = step_key(first[2], step)
+        assert f"   key {key}\n" in shown.output
+        assert step == 1 or f"key {first[2]}" not in shown.output
+        out = tmp_path / f"step{step}.csv"
+        assert run_cli("preview", path, "--step", step, "--out", out).exit_code == 0
+        written = {int(r["row"]): r["idempotency_key"] for r in csv.DictReader(out.open(encoding="utf-8-sig"))}
+        assert written == {row: step_key(k, step) for row, k in first.items() if k is not None}

@@ -208,3 +208,151 @@ def test_a_refused_secret_stops_follow_ups_without_failing_the_step(tmp_path: Pa
         again = run_cli("send", campaign, "--yes", "--journal", journal, env=env_for(server))
         assert again.exit_code == 0, again.output
         assert table(journal, "SELECT step, state, COUNT(*) FROM follow_ups GROUP BY 1, 2") == [(2, "sent", 5)]
+
+
+def _wait_for(predicate: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _send_wait(campaign: Path, journal: Path, server: SandboxServer) -> subprocess.Popen[str]:
+    args = [sys.executable, "-m", "chertcast", "send", str(campaign), "--yes", "--wait", "--journal", str(journal)]
+    env = {**os.environ, **env_for(server)}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _has_table(journal: Path, name: str) -> bool:
+    return bool(table(journal, f"SELECT 1 FROM sqlite_master WHERE name = '{name}'"))
+
+
+DELIVERED_SOON = OutcomeConfig(seed=1, reply_share=0.0, delay_s=0.05, failed_share=0)
+
+
+def test_ctrl_c_while_follow_ups_go_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
+    """Found by a new-user walkthrough: Ctrl-C once the first touches were done (the follow-up
+    phase of `send --wait`) left with a bare `chertcast: interrupted`, no summary, sometimes a
+    traceback: the signal was watched only while the first touches went."""
+    count = 20
+    model = SandboxModel(SandboxConfig(outcomes=DELIVERED_SOON))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, count)
+        journal = tmp_path / "j.sqlite"
+        process = _send_wait(campaign, journal, server)
+        _wait_for(lambda: len(model.deliveries()) > count)  # a step 2 went: the first touches are done
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 130, out + err
+        assert "chertcast: stopping: waiting for messages in flight" in err
+        assert "This run: sent 20," in out and "Journal: " in out
+        assert "Stopped: interrupted (Ctrl-C)" in out
+        assert "Traceback" not in err and "chertcast: interrupted" not in err
+        stopped_at = len(model.deliveries())
+        assert stopped_at < 3 * count  # it did stop: step 3 had not gone to everyone
+        final = run_cli("send", campaign, "--yes", "--wait", "--journal", journal, env=env_for(server))
+        assert final.exit_code == 0, final.output
+        by_step = check_sequence(model, journal, count)
+    assert by_step == {1: count, 2: count, 3: count}  # each step once to each (no replies here)
+
+
+def test_a_second_ctrl_c_leaves_follow_ups_in_flight_sending_and_the_rerun_resends_them_with_their_key(
+    tmp_path: Path,
+) -> None:
+    count = 20
+    model = SandboxModel(SandboxConfig(outcomes=DELIVERED_SOON))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, count)
+        journal = tmp_path / "j.sqlite"
+        process = _send_wait(campaign, journal, server)
+        delivered = "SELECT COUNT(*) FROM outcomes WHERE delivered_at IS NOT NULL"
+        _wait_for(
+            lambda: journal.exists() and _has_table(journal, "outcomes") and table(journal, delivered) == [(count,)]
+        )
+        model.config.faults.latency_ms = 2_000  # the first touches are delivered: step 2's requests hang
+        in_flight = (
+            "SELECT key, step, json_extract(payload, '$.idempotency_key') FROM follow_ups WHERE state = 'sending'"
+        )
+        _wait_for(lambda: len(table(journal, in_flight)) >= 4)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 130, out + err
+        assert "chertcast: stopping: waiting for messages in flight" in err
+        assert err.endswith("chertcast: stopped at once; the journal is consistent. Rerun to resume.\n"), err
+        assert "Traceback" not in err
+        caught = table(journal, in_flight)
+        assert caught and all(sent == step_key(key, step) for key, step, sent in caught)
+        model.config.faults.latency_ms = 0
+        final = run_cli("send", campaign, "--yes", "--wait", "--journal", journal, env=env_for(server))
+        assert final.exit_code == 0, final.output
+        by_step = check_sequence(model, journal, count)  # at most once per key, whatever reached the sandbox
+        delivered_keys = {d.idempotency_key for d in model.deliveries()}
+    assert by_step == {1: count, 2: count, 3: count}
+    assert {sent for _, _, sent in caught} <= delivered_keys  # resent under the very key they had
+    assert table(journal, "SELECT COUNT(*) FROM follow_ups WHERE state = 'sending'") == [(0,)]
+
+
+def _closed_window_in_berlin(now: float) -> tuple[str, str, float]:
+    """Quiet hours (start, end) in Berlin that hold a message sent at ``now`` for an hour or
+    more, and the moment they next open."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    local = datetime.fromtimestamp(now, ZoneInfo("Europe/Berlin"))
+    if local.hour <= 21:
+        start, end, day = local.hour + 2, f"{local.hour + 2:02d}:30", local.date()
+    else:
+        start, end, day = 1, "02:00", local.date() + timedelta(days=1)
+    opens = datetime(day.year, day.month, day.day, start, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
+    return f"{start:02d}:00", end, opens
+
+
+def test_follow_ups_held_by_quiet_hours_are_said_so_by_send_status_and_a_waiting_send(tmp_path: Path) -> None:
+    """Found by a new-user walkthrough: with quiet hours holding 2 due follow-ups (recipients in
+    Berlin at night there), `status` said `due now 2`, `send` said none were due, and
+    `send --wait` waited for the morning without saying so."""
+    from datetime import UTC, datetime
+
+    from chertcast.engine import RunHooks
+
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,name\n+4915123456780,Ada\n+4915123456781,Max\n", encoding="utf-8")
+    base = write_campaign(tmp_path, contacts, extra=STEPS, planned=True)
+    settings = base.read_text(encoding="utf-8") + "[capacity]\nenabled = false\n"
+    base.write_text(settings + "[quiet_hours]\nenabled = false\n", encoding="utf-8")
+    model = SandboxModel(SandboxConfig(outcomes=DELIVERED_SOON))
+    with SandboxServer(model) as server:
+        journal = tmp_path / "j.sqlite"
+        endpoint = Endpoint(server.base_url, Secret(DEFAULT_SECRET))
+        options = SendOptions(journal=journal, handle_signals=False)
+        assert chertcast.send(base, endpoint=endpoint, options=options).exit_code == 0  # the first touches
+        time.sleep(1.2)  # step 2 is due for both now
+        start, end, opens = _closed_window_in_berlin(time.time())
+        base.write_text(settings + f'[quiet_hours]\nstart = "{start}"\nend = "{end}"\n', encoding="utf-8")
+
+        held = chertcast.send(base, endpoint=endpoint, options=options)
+        stats = held.result.follow_ups if held.result is not None else None
+        assert stats is not None and stats.by_step == {} and len(model.deliveries()) == 2  # nothing sent
+        assert stats.held == {"quiet hours": 2} and stats.held_until == opens
+        status = chertcast.status(base, journal=journal).as_json()["follow_up"]
+        assert status["sequences"] == {"held by quiet hours": 2}  # as send held them; not "due now"
+        assert status["held_until"] == datetime.fromtimestamp(opens, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+        notices: list[str] = []
+        waiting = SendOptions(journal=journal, handle_signals=False, wait=True)
+
+        async def a_waiting_send() -> None:
+            hooks = RunHooks(notice=notices.append)
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(partial(chertcast.asend, base, endpoint=endpoint, options=waiting, hooks=hooks))
+                    while not notices:
+                        await anyio.sleep(0.02)
+                    group.cancel_scope.cancel()  # it would wait for the morning
+
+        anyio.run(a_waiting_send)
+    when = datetime.fromtimestamp(opens, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert notices[0].startswith(f"waiting: 2 follow-ups due, held by quiet hours; until {when} (in "), notices
+    assert len(model.deliveries()) == 2

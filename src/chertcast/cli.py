@@ -29,6 +29,7 @@ from chertcast.credentials import locate_secret, read_secret
 from chertcast.engine import RunHooks, RunStats
 from chertcast.errors import ChertcastError, InputError, JournalError
 from chertcast.export import guard_output, write_table
+from chertcast.followups import step_recipient
 from chertcast.journal import STATES
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
@@ -362,6 +363,9 @@ def preview(
     if out is not None:
         guard_output(out, loaded.inputs(), force=force)
     plan = build_plan(loaded.for_step(step), encoding=encoding)
+    if step > 1:  # each row under the key that step really sends with, not the first touch's
+        stepped = [step_recipient(r, step) if r.key is not None else r for r in plan.recipients]
+        plan = dataclasses.replace(plan, recipients=stepped)
     if out is not None:
         headers = ["row", *plan.sheet.headers, *present.PREVIEW_HEADERS]
         written = write_table(out, headers, present.preview_rows(plan))

@@ -181,8 +181,8 @@ class Engine:
     async def run(self, recipients: Sequence[Recipient]) -> RunResult:
         outgoing = [Outgoing.of(r) for r in recipients]
         async with anyio.create_task_group() as group:
-            if self.settings.handle_signals and threading.current_thread() is threading.main_thread():
-                group.start_soon(self._watch_signals, group.cancel_scope)
+            if self.settings.handle_signals:
+                group.start_soon(self.watch_signals, group.cancel_scope)
             if self.settings.scheduler is None:
                 for row in outgoing:
                     if not await self._launch(group, row):
@@ -290,9 +290,16 @@ class Engine:
             group.start_soon(landed)
             group.start_soon(grace)
 
-    async def _watch_signals(self, run_scope: anyio.CancelScope) -> None:
-        """First SIGINT/SIGTERM: stop launching and let what is in flight land. Any later one:
-        the hook decides (the CLI leaves the process at once); if it returns, the run is cancelled."""
+    async def watch_signals(self, run_scope: anyio.CancelScope, also: Callable[[], None] = _ignore) -> None:
+        """First SIGINT/SIGTERM: stop launching and let what is in flight land (``also`` stops
+        whatever else the run does, e.g. its follow-ups). Any later one: the hook decides (the CLI
+        leaves the process at once); if it returns, ``run_scope`` is cancelled. Only the main
+        thread can receive signals; elsewhere this returns at once.
+
+        ``run`` watches while it runs (``handle_signals``); a caller whose run goes on after it
+        (follow-ups) turns that off and watches for the whole of its run instead."""
+        if threading.current_thread() is not threading.main_thread():
+            return
         interrupted = False
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for received in signals:
@@ -303,6 +310,7 @@ class Engine:
                 interrupted = True
                 name = "Ctrl-C" if received == signal.SIGINT else signal.Signals(received).name
                 self.stop("interrupted", f"interrupted ({name})")
+                also()
                 self._interrupted(False)
 
     # -------------------------------------------------------------- one row

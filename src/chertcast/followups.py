@@ -36,18 +36,22 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import anyio
 
 from chertcast import optout
 from chertcast.campaign import Campaign, FollowUpStep
-from chertcast.capacity import CapacityRules, QuietHours, next_allowed, recipient_zones
+from chertcast.capacity import CapacityRules, QuietHours, next_allowed, quiet_ok, recipient_zones
 from chertcast.client import ChertClient, Outcome
 from chertcast.decide import STOP_CODES
+from chertcast.engine import LONG_WAIT_S
 from chertcast.journal import DELIVERED, Journal
-from chertcast.pacing import Clock, TokenBucket
+from chertcast.outlook import capacity_rules, quiet_hours
+from chertcast.pacing import Clock, TokenBucket, remaining
 from chertcast.preflight import KEY_PREFIX, Plan, Recipient
 from chertcast.sync import Syncer, SyncFailed, SyncRunning, parse_time, sync_lock
 
@@ -211,23 +215,65 @@ def step_counts(db: sqlite3.Connection, steps: int) -> list[dict[str, int]]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    at: float  # the first moment it may go
+    by: str | None  # what holds it until then: "quiet hours", "the sending window"; None: nothing
+
+
+def hold(at: float, zones: Sequence[ZoneInfo], quiet: QuietHours | None, rules: CapacityRules | None) -> Hold:
+    """When a follow-up due at ``at`` may go (the sending window and the recipient's quiet hours,
+    ``next_allowed``'s one rule; ``math.inf``: never under these settings) and what holds it until then."""
+    allowed = next_allowed(at, zones, quiet, rules)
+    if allowed is None or allowed == math.inf:
+        return Hold(math.inf, "quiet hours and the sending window never meet")
+    if allowed <= at:
+        return Hold(at, None)
+    by_quiet = quiet is not None and not quiet_ok(zones, at, quiet)
+    return Hold(allowed, "quiet hours" if by_quiet else "the sending window")
+
+
+HELD_AS = {"quiet hours": "held by quiet hours", "the sending window": "waiting for the sending window"}
+
+
 def sequence_status(campaign: Campaign, db: sqlite3.Connection, now: float) -> dict[str, Any]:
     """``status``'s view of the sequence: per step, its rows by state and how many were delivered;
     per recipient whose first touch went out, where their sequence stands (finished, stopped by a
-    reply or an opt-out, due now, due later, waiting for a delivery)."""
+    reply or an opt-out, due now, held by quiet hours or waiting for the sending window (as
+    ``send`` holds them, until ``held_until``), due later, waiting for a delivery)."""
     facts = read_facts(db)
+    quiet, rules = quiet_hours(campaign), capacity_rules(campaign) if campaign.capacity.enabled else None
     where: Counter[str] = Counter()
-    for known in facts.values():
+    held_until = math.inf
+    for key, known in facts.items():
         if 1 not in known.sent:
             continue
         decision = decide(campaign.follow_up, known)
-        if decision.at is not None:
-            where["due now" if decision.at <= now else "due later"] += 1
-        else:
+        if decision.at is None:
             where[
                 decision.why.split(" to be delivered")[0].replace("waiting for step", "awaiting delivery of step")
             ] += 1
-    return {"steps": step_counts(db, campaign.steps), "sequences": dict(sorted(where.items()))}
+        elif decision.at > now:
+            where["due later"] += 1
+        else:
+            held = hold(now, _journal_zones(db, key, quiet), quiet, rules)
+            where[HELD_AS.get(held.by or "", held.by or "due now")] += 1
+            held_until = min(held_until, held.at) if held.by is not None else held_until
+    out: dict[str, Any] = {"steps": step_counts(db, campaign.steps), "sequences": dict(sorted(where.items()))}
+    if held_until < math.inf:
+        out["held_until"] = _iso_minutes(held_until)
+    return out
+
+
+def _journal_zones(db: sqlite3.Connection, key: str, quiet: QuietHours | None) -> tuple[ZoneInfo, ...]:
+    if quiet is None:
+        return ()
+    found = db.execute("SELECT phone, timezone FROM recipients WHERE key = ?", (key,)).fetchone()
+    return recipient_zones(found[0], found[1], quiet) if found is not None and found[0] else ()
+
+
+def _iso_minutes(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def report_columns(db: sqlite3.Connection, steps: int) -> tuple[list[str], dict[str, tuple[str, ...]]]:
@@ -270,7 +316,9 @@ class FollowUpStats:
     status_requests: int = 0
     waiting_reason: str | None = None  # why follow-ups waited this run (replies could not be read)
     next_due_at: float | None = None
-    held_by_quiet_hours: int = 0
+    # the last pass's steps that were due but held (what held them → how many), until held_until
+    held: dict[str, int] = field(default_factory=dict)
+    held_until: float | None = None
     by_step: dict[int, int] = field(default_factory=dict)
 
 
@@ -293,6 +341,7 @@ class FollowUps:
         quiet: QuietHours | None,
         rate: float | None = None,
         bucket: TokenBucket | None = None,
+        notice: Callable[[str], None] | None = None,
     ) -> None:
         self.campaign = campaign
         self.journal = journal
@@ -309,7 +358,11 @@ class FollowUps:
         self.poll_s = min(STATUS_POLL_S, max(0.5, shortest / 2))  # a rehearsal's seconds-long steps
         self.idle_s = 10 * self.poll_s  # first touches still going out, nothing awaited yet
         self.batch_s = min(STATUS_POLL_S, shortest / 100)  # steps falling due this close go in one pass
+        self.notice = notice or (lambda _: None)  # RunHooks.notice: a long wait is said, as the engine says its own
+        self.zone = ZoneInfo(campaign.capacity.timezone)  # the project's zone, for the times in notices
         self.halted = False
+        self._waits: set[anyio.CancelScope] = set()  # waits that halt() cuts short
+        self._next_why = ""  # what the next pass waits for (for the notice of a long wait)
         self._wake = anyio.Event()
         self._first_touches_done = anyio.Event()
         self.bodies = {
@@ -339,12 +392,34 @@ class FollowUps:
                 return self.stats
             now = self.clock.wall()
             until = now + self.idle_s if pending is None else max(now, pending)
+            if done:
+                self._announce(until)
             self._wake = anyio.Event()
             # woken early only while first touches go out (a clock that jumps needs someone to wake it)
-            await self.clock.sleep_until(until, None if done else self._wake)
+            await self._until_halted(partial(self.clock.sleep_until, until, None if done else self._wake))
             if not self.halted:  # woken by a first touch going out: not more often than poll_s
-                await self.clock.sleep_until(min(until, started + self.poll_s))
+                await self._until_halted(partial(self.clock.sleep_until, min(until, started + self.poll_s)))
         return self.stats
+
+    def _announce(self, until: float) -> None:
+        """A long wait is said (``RunHooks.notice``, as the engine says its own): what for and until when."""
+        now = self.clock.wall()
+        if until - now < LONG_WAIT_S or not self._next_why:
+            return
+        when = datetime.fromtimestamp(until, self.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+        self.notice(f"waiting: {self._next_why}; until {when} (in {remaining(until, now):,.0f}s)")
+
+    async def _until_halted(self, wait: Callable[[], Awaitable[object]]) -> None:
+        """A wait (the next pass, a token, a backoff) that ``halt`` cuts short: Ctrl-C is not left
+        waiting for the morning."""
+        with anyio.CancelScope() as scope:
+            self._waits.add(scope)
+            try:
+                if self.halted:
+                    scope.cancel()
+                await wait()
+            finally:
+                self._waits.discard(scope)
 
     def nudge(self) -> None:
         """A first touch went out: look again soon."""
@@ -359,6 +434,8 @@ class FollowUps:
         self.halted = True
         self._wake.set()
         self._first_touches_done.set()
+        for scope in list(self._waits):
+            scope.cancel()
 
     async def one_pass(self) -> float | None:
         """Refresh replies and statuses, send what is due now. Returns when the next check is
@@ -366,34 +443,54 @@ class FollowUps:
         why = await self.refresh()
         self.stats.waiting_reason = why
         if why is not None:
+            self._next_why = f"follow-ups: {why}"
             return None
         await self.poll_statuses()
         facts = self._with_shared_list(read_facts(self.db))
         lines = pinned_lines(self.db)
         now = self.clock.wall()
         due: list[tuple[str, int]] = []
-        next_at: float | None = None
+        nexts: list[tuple[float, str]] = []  # when to look again, and what for
+        held: Counter[str] = Counter()
+        held_until = math.inf
         for key in sorted(self.candidates):
             decision = decide(self.campaign.follow_up, facts.get(key, Facts()))
             if decision.step is None:
                 continue
             if decision.at is None:  # awaiting a delivery: look again later
-                next_at = (
-                    min(next_at or math.inf, now + STATUS_POLL_S) if 1 in facts.get(key, Facts()).sent else next_at
-                )
+                if 1 in facts.get(key, Facts()).sent:
+                    nexts.append((now + STATUS_POLL_S, "deliveries"))
                 continue
             # quiet hours and the window as of the moment it would go: a step that fell due in the
             # evening and is found at night (a late run, a restart) waits for the morning
-            at = self._allowed_from(key, max(decision.at, now))
-            if at <= now:
+            allowed = self._hold(key, max(decision.at, now))
+            if allowed.at <= now:
                 due.append((key, decision.step))
-            else:
-                next_at = min(next_at or math.inf, at + self.batch_s)
-        self.stats.next_due_at = next_at
+            elif allowed.at < math.inf:
+                if decision.at <= now and allowed.by is not None:  # due now, but held
+                    held[allowed.by] += 1
+                    held_until = min(held_until, allowed.at)
+                    nexts.append((allowed.at + self.batch_s, "held"))
+                else:
+                    nexts.append((allowed.at + self.batch_s, f"step {decision.step} falls due"))
+        self.stats.held, self.stats.held_until = dict(held), held_until if held else None
+        next_at = min(nexts, default=None)
+        self.stats.next_due_at = next_at[0] if next_at else None
+        self._next_why = self._waiting_for(next_at, held)
         await self._send_all(due, lines)
         if due:  # their deliveries are the next steps' start
-            next_at = min(next_at or math.inf, self.clock.wall() + self.poll_s)
-        return next_at
+            return min(self.stats.next_due_at or math.inf, self.clock.wall() + self.poll_s)
+        return self.stats.next_due_at
+
+    @staticmethod
+    def _waiting_for(next_at: tuple[float, str] | None, held: Counter[str]) -> str:
+        """What the wait for ``next_at`` is for, in words ('' for a delivery awaited: a short wait)."""
+        if next_at is None or next_at[1] == "deliveries":
+            return ""
+        if next_at[1] == "held":
+            parts = [f"{n:,} follow-up{'' if n == 1 else 's'} due, held by {by}" for by, n in sorted(held.items())]
+            return "; ".join(parts)
+        return next_at[1]
 
     def _with_shared_list(self, facts: dict[str, Facts]) -> dict[str, Facts]:
         """The shared opt-out list, read afresh each pass: a number that opted out through another
@@ -412,18 +509,12 @@ class FollowUps:
                 facts[key] = replace(facts.get(key, Facts()), opted_out=True)
         return facts
 
-    def _allowed_from(self, key: str, at: float) -> float:
+    def _hold(self, key: str, at: float) -> Hold:
         """The first moment from ``at`` the sending window and the recipient's quiet hours allow."""
         recipient = self.bodies.get(1, {}).get(key)
         if (self.quiet is None and self.rules is None) or recipient is None or recipient.phone is None:
-            return at
-        zones = recipient_zones(recipient.phone, recipient.timezone, self.quiet)
-        allowed = next_allowed(at, zones, self.quiet, self.rules)
-        if allowed is None or allowed == math.inf:
-            return math.inf
-        if allowed > at:
-            self.stats.held_by_quiet_hours += 1
-        return max(at, allowed)
+            return Hold(at, None)
+        return hold(at, recipient_zones(recipient.phone, recipient.timezone, self.quiet), self.quiet, self.rules)
 
     async def _send_all(self, due: list[tuple[str, int]], lines: Mapping[str, str]) -> None:
         queue = iter(due)
@@ -459,9 +550,9 @@ class FollowUps:
         payload = self._payload(key, step, line)
         if payload is None:
             return
-        await self.bucket.acquire()
+        await self._until_halted(self.bucket.acquire)
         now = self.clock.wall()
-        if self.halted or self._allowed_from(key, now) > now:
+        if self.halted or self._hold(key, now).at > now:
             return  # quiet hours began while it waited for its turn: a later pass sends it when they end
         with self.journal.transaction():
             self.db.execute(
@@ -471,7 +562,7 @@ class FollowUps:
             )
         for attempt in range(1, self.campaign.send.max_attempts + 1):
             if attempt > 1:
-                await self.bucket.acquire()
+                await self._until_halted(self.bucket.acquire)
             if self.halted:
                 return
             self.stats.requests += 1
@@ -490,9 +581,8 @@ class FollowUps:
                     return  # it may have been delivered: stays 'sending', resent with the same key next run
                 self._fail(key, step, outcome)
                 return
-            await self.clock.sleep(
-                min(self.campaign.send.max_backoff_s, float(outcome.retry_after or 2 ** (attempt - 1)))
-            )
+            backoff = min(self.campaign.send.max_backoff_s, float(outcome.retry_after or 2 ** (attempt - 1)))
+            await self._until_halted(partial(self.clock.sleep, backoff))
 
     def _refused(self, key: str, step: int, why: str) -> None:
         """Chert refused the request outright: the row goes (the step is not failed; the next run
@@ -537,9 +627,9 @@ class FollowUps:
             "AND message_id IS NOT NULL AND delivered_at IS NULL AND COALESCE(status, '') != 'failed'"
         ).fetchall()
         for key, step, message_id in waiting:
+            await self._until_halted(self.bucket.acquire)
             if self.halted:
                 return
-            await self.bucket.acquire()
             self.stats.status_requests += 1
             result = await self.client.get_message(message_id)
             if result.failure is not None or result.data is None:

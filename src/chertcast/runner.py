@@ -333,22 +333,28 @@ async def _run_with_follow_ups(
         quiet=quiet_hours(campaign),
         rate=prepared.rate,
         bucket=engine.bucket,
+        notice=engine.notice,
     )
     follow.append(follow_ups.stats)
-    outcome: list[RunResult] = []
-
     engine.progress = _Nudging(engine.progress, follow_ups)
+    # Ctrl-C must be heard for the whole run, not only while first touches go: one watcher for
+    # both phases stops the engine and the follow-ups alike (the engine's own would end with it).
+    watch, engine.settings.handle_signals = engine.settings.handle_signals, False
 
     async def first_touches() -> None:
-        outcome.append(await engine.run(prepared.to_send))
-        if outcome[0].stop_kind in ("interrupted", "campaign"):
+        result = await engine.run(prepared.to_send)
+        if result.stop_kind in ("interrupted", "campaign"):
             follow_ups.halt()  # Ctrl-C or a campaign-wide problem stops follow-ups too
         follow_ups.first_touches_done()
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(first_touches)
-        await follow_ups.run(wait=options.wait)
-    return outcome[0]
+    async with anyio.create_task_group() as run:
+        if watch:
+            run.start_soon(engine.watch_signals, run.cancel_scope, follow_ups.halt)
+        async with anyio.create_task_group() as group:
+            group.start_soon(first_touches)
+            await follow_ups.run(wait=options.wait)
+        run.cancel_scope.cancel()  # both phases are over: stop watching
+    return engine.result
 
 
 @dataclass
