@@ -101,7 +101,7 @@ def test_json_summary_status_and_report(tmp_path: Path) -> None:
     lines = out.read_text(encoding="utf-8-sig").splitlines()
     assert lines[0] == (
         "row,phone,name,e164_phone,state,message_id,error_code,error_message,note,phone_column,"
-        "delivered_at,read_at,replied_at,reply,opted_out"
+        "delivered_at,read_at,replied_at,reply,opted_out,delivery"
     )
     assert lines[1].startswith("2,(212) 555-0000,Lead 0,+12125550000,sent,")
 

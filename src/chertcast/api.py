@@ -93,6 +93,8 @@ class StatusResult:
     data: dict[str, Any]
     running: runlock.Holder | None = None
     journal_exists: bool = True
+    campaign: Path | None = None  # as given, for the commands the text shows
+    sandbox: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return self.data
@@ -103,7 +105,7 @@ class StatusResult:
                 f"Campaign {self.campaign_id} ({self.journal}): run in progress: {self.running.describe()}; "
                 "no journal written yet"
             ]
-        return present.status_lines(self.data, self.journal)
+        return present.status_lines(self.data, self.journal, self.campaign or "CAMPAIGN", self.sandbox)
 
 
 @dataclass
@@ -235,12 +237,14 @@ def status(
         times = {name: opened.meta(name) for name in present.STATUS_TIMES}
         data = present.status_json(loaded.id, opened.counts(), opened.top_errors(), times)
         data.update(outcome_counts(opened))
+        listed = (loaded.rehearsal() if sandbox else loaded).opt_out_list
+        data["opt_out_list"] = None if listed is None else str(listed)
         moment = time.time() if now is None else now
-        data["capacity"] = capacity_status(loaded, opened, moment)
+        data["capacity"] = present.capacity_json(capacity_status(loaded, opened, moment))
         if loaded.follow_up:
             data["follow_up"] = sequence_status(loaded, opened.connection(), moment)
     data["running"] = holder.as_json() if holder is not None else None
-    return StatusResult(loaded.id, path, data, holder)
+    return StatusResult(loaded.id, path, data, holder, campaign=Path(campaign), sandbox=sandbox)
 
 
 @dataclass

@@ -28,7 +28,6 @@ from chertcast.credentials import locate_secret, read_secret
 from chertcast.engine import RunHooks, RunStats
 from chertcast.errors import ChertcastError, InputError, JournalError
 from chertcast.export import guard_output, write_table
-from chertcast.journal import STATES
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
 from chertcast.runner import Endpoint
@@ -701,9 +700,10 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
 @click.option(
     "--only",
-    type=click.Choice(STATES),
+    type=click.Choice(present.REPORT_ONLY),
     default=None,
-    help="Only rows in this state (e.g. failed: a sheet to fix and rerun).",
+    help="Only rows in this state (e.g. failed: a sheet to fix and rerun), or failed-delivery: "
+    "sent, then not delivered (found by sync).",
 )
 @click.option(
     "--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign)."
