@@ -178,6 +178,7 @@ def test_quiet_hours_past_today_end_the_run_and_keep_rows_pending(tmp_path: Path
 def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Path) -> None:
     import json
     import os
+    import re
     import sys
 
     from tests.helpers import run_cli, run_process, write_contacts
@@ -214,6 +215,12 @@ def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Pa
     assert "Capacity:" in status.output and "Capacity left today: 0" in status.output
     data = json.loads(run_cli("status", campaign, "--json").output)
     assert data["pending"] == 3 and data["capacity"]["sent_today"] == {"pl_a": 1, "pl_b": 1}
+    # every moment in status --json is one ISO form, the next slot too (it was a raw epoch float)
+    moments = [data["capacity"]["next_possible_at"], data["created_at"], data["last_progress_at"]]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", m) for m in moments), moments
+    zone = ZoneInfo(data["capacity"]["timezone"])
+    shown = dt.datetime.fromisoformat(data["capacity"]["next_possible_at"]).astimezone(zone)
+    assert f"next first-touch send possible at {shown.strftime('%Y-%m-%d %H:%M %Z')}" in status.output
 
 
 def test_lines_are_discovered_from_phone_numbers(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -180,6 +181,7 @@ def test_status_and_report_show_outcomes(tmp_path: Path) -> None:
     assert data["replied"] == len({r["phone"] for r in replies}) and data["sent"] == 100
     assert data["replied_share"] == round(data["replied"] / 100, 4)
     assert data["delivered"] + data["failed_after_send"] == 100 and data["read"] > 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", data["last_sync_at"])  # as created_at
     text = run_cli("status", campaign, "--journal", journal).output
     assert "After the send" in text and "opted out" in text
     out = tmp_path / "report.csv"
