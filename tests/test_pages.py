@@ -190,10 +190,11 @@ def test_preview_html_cli_writes_the_page_and_guards_the_file(tmp_path: Path) ->
     )
     assert "Preview of test-campaign" in page.read_text(encoding="utf-8")
     again = run_cli("preview", campaign, "--html", page)
-    assert again.exit_code == 2 and "already exists" in again.output
+    assert again.exit_code == 2 and "already exists; choose another --html file or add --force" in again.output
     assert run_cli("preview", campaign, "--html", page, "--force").exit_code == 0
     contacts = run_cli("preview", campaign, "--html", tmp_path / "contacts.csv")
     assert contacts.exit_code == 2 and "refusing to write over the campaign's contacts" in contacts.output
+    assert "choose another --html file" in contacts.output and "--out" not in contacts.output
     wrong = run_cli("preview", campaign, "--html", tmp_path / "page.txt")
     assert wrong.exit_code == 2 and "must end in .html" in wrong.output
     assert not list(tmp_path.glob(".*partial*"))

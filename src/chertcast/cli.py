@@ -594,16 +594,18 @@ def _notice(text: str) -> None:
     print(f"chertcast: {text}", file=sys.stderr, flush=True)
 
 
-def _interrupted(again: bool) -> None:
-    """Ctrl-C (or SIGTERM) during a send: the first lets messages in flight land, the second leaves now."""
+def _interrupted(again: bool, signal_name: str = "Ctrl-C") -> None:
+    """Ctrl-C (or SIGTERM) during a send: the first lets messages in flight land, the second leaves now.
+
+    ``signal_name``: "Ctrl-C" for SIGINT, else the signal's name; the notice names that one, so a
+    SIGTERM from a service manager is not answered with advice about a keyboard."""
     if again:
         # Every journal transition is already committed, and rows caught in flight stay
         # 'sending' and are resent with the same key: leaving without cleanup loses nothing.
         print("\nchertcast: stopped at once; the journal is consistent. Rerun to resume.", file=sys.stderr, flush=True)
         os._exit(130)
-    print(
-        "\nchertcast: stopping: waiting for messages in flight (Ctrl-C again to quit now)", file=sys.stderr, flush=True
-    )
+    again_hint = "Ctrl-C again to quit now" if signal_name == "Ctrl-C" else f"a second {signal_name} quits now"
+    print(f"\nchertcast: stopping: waiting for messages in flight ({again_hint})", file=sys.stderr, flush=True)
 
 
 def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code: int) -> None:

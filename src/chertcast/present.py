@@ -189,8 +189,13 @@ def calendar_json(campaign: Campaign, outlook: CapacityOutlook | None) -> dict[s
 def plan_summary(plan: Plan, eta: Estimate) -> list[str]:
     """check's summary; ``eta``: ``estimate`` for the rows still to send."""
     counts = plan.counts()
-    errors = sum(1 for i in plan.issues if i.severity == "error")
+    errors = sum(1 for i in plan.issues if i.severity == "error" and i.row is not None)
     warnings = sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate")
+    elsewhere = Counter(i.code for i in plan.issues if i.severity == "error" and i.row is None)
+    outside = ""  # problems in no sheet row (a suppression list's lines) are counted apart from the rows'
+    for code, count in elsewhere.items():
+        _, one, many = _FIX_WORDS.get(code, ("", code.replace("_", " "), code.replace("_", " ") + "s"))
+        outside += f", and {plural(count, one, many)}"
     settings = plan.campaign.send
     lines = [
         f"Campaign {plan.campaign.id}: {contacts_name(plan)}, {plural(len(plan.recipients), 'row')} read",
@@ -198,7 +203,7 @@ def plan_summary(plan: Plan, eta: Estimate) -> list[str]:
         *[f"  suppression list {entry.summary()}" for entry in plan.lists],
         f"  sendable     {counts['sendable']:>7,}",
         f"  errors       {counts['error']:>7,} {'row' if counts['error'] == 1 else 'rows'} "
-        f"({plural(errors, 'problem')})",
+        f"({plural(errors, 'problem')}){outside}",
         f"  warnings     {warnings:>7,}",
         f"  duplicates   {counts['duplicate']:>7,}",
         f"  suppressed   {counts['suppressed']:>7,}",
@@ -427,9 +432,8 @@ def send_header(prepared: Prepared, options: SendOptions) -> list[str]:
             "may have delivered it, so it is resent exactly, with the same key"
         )
     if options.dry_run:
-        lines.append(
-            "Nothing was sent (dry run). To send for real: " + resume_command(prepared.campaign.source, options)
-        )
+        to_do = "To rehearse it on the sandbox" if options.sandbox else "To send for real"
+        lines.append(f"Nothing was sent (dry run). {to_do}: " + resume_command(prepared.campaign.source, options))
     elif not prepared.to_send:
         lines += _nothing_left(prepared, options)
     return lines
