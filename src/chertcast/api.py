@@ -297,7 +297,10 @@ def report(
     encoding: str | None = None,
     force: bool = False,
 ) -> ReportResult:
-    """Write what happened, row by row, with the sheet's own columns, to a CSV or XLSX file."""
+    """Write what happened, row by row, with the sheet's own columns, to a CSV or XLSX file.
+
+    ``only``: a journal state (``failed``: the rows Chert refused), or ``"failed-delivery"``: the
+    rows sent and then, as ``sync`` found, not delivered."""
     loaded = load_campaign(Path(campaign))
     target = Path(out)
     path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))
