@@ -58,6 +58,8 @@ def test_unreadable_list_lines_are_reported_in_text_and_json(tmp_path: Path) -> 
     assert result.exit_code == 1  # not clean: two opt-outs could not be applied
     assert "optouts_mixed.csv: 3 numbers, column 'Phone', 2 lines unreadable (lines 3, 5)" in result.output
     assert "line 3: '07400 123456' is too long for region US; this opt-out is not applied" in result.output
+    # the list's lines are not sheet rows: counted apart from the rows' problems
+    assert "  errors             0 rows (0 problems), and 2 unreadable suppression-list lines\n" in result.output
     data = json.loads(run_cli("check", campaign, "--json").output)
     (entry,) = data["suppression_lists"]
     assert entry["numbers"] == 3

@@ -224,6 +224,7 @@ def test_a_rehearsal_sends_on_the_listed_lines_and_an_unlisted_line_is_named(tmp
 def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Path) -> None:
     import json
     import os
+    import re
     import sys
 
     from tests.helpers import run_cli, run_process, write_contacts
@@ -260,6 +261,12 @@ def test_send_stops_for_the_day_then_status_and_check_show_capacity(tmp_path: Pa
     assert "Capacity:" in status.output and "Capacity left today: 0" in status.output
     data = json.loads(run_cli("status", campaign, "--json").output)
     assert data["pending"] == 3 and data["capacity"]["sent_today"] == {"pl_a": 1, "pl_b": 1}
+    # every moment in status --json is one ISO form, the next slot too (it was a raw epoch float)
+    moments = [data["capacity"]["next_possible_at"], data["created_at"], data["last_progress_at"]]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", m) for m in moments), moments
+    zone = ZoneInfo(data["capacity"]["timezone"])
+    shown = dt.datetime.fromisoformat(data["capacity"]["next_possible_at"]).astimezone(zone)
+    assert f"next first-touch send possible at {shown.strftime('%Y-%m-%d %H:%M %Z')}" in status.output
 
 
 def test_lines_are_discovered_from_phone_numbers(tmp_path: Path) -> None:

@@ -94,6 +94,15 @@ def test_sigterm_is_reported_as_sigterm_and_the_last_line_is_not_waiting(tmp_pat
     assert "Ctrl-C" not in out and "waiting for messages in flight" not in out
 
 
+def test_the_interrupt_notice_names_the_signal_it_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI's hook: a SIGTERM (a service manager, `kill`) is not told to press Ctrl-C."""
+    cli._interrupted(False, "SIGTERM")
+    term = capsys.readouterr().err
+    assert term == "\nchertcast: stopping: waiting for messages in flight (a second SIGTERM quits now)\n"
+    cli._interrupted(False)
+    assert "(Ctrl-C again to quit now)" in capsys.readouterr().err
+
+
 def test_preview_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     path = campaign(tmp_path, 600)
     proc = subprocess.Popen(

@@ -18,6 +18,7 @@ from chertcast.pages import preview_page, report_page
 from chertcast.pages.report import failures, funnel, sends_per_day
 from chertcast.preflight import build_plan
 from chertcast.render import bubbles
+from chertcast.sync import AfterSend
 from tests.helpers import numbers, run_cli, write_campaign
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -117,10 +118,12 @@ def test_funnel_counts_what_the_journal_knows_and_says_the_rest_is_not_synced() 
 
 def test_funnel_fills_the_later_stages_once_the_journal_is_synced() -> None:
     rows = [journal_row("a", "sent"), journal_row("b", "sent"), journal_row("c", "failed"), journal_row("d", "sent")]
-    outcomes = {  # as sync.outcomes_by_key gives them: delivered_at, read_at, replied_at, reply, opted_out
-        "a": ("2026-11-18T10:00:00+00:00", "2026-11-18T10:05:00+00:00", "2026-11-18T11:00:00+00:00", "STOP", "yes"),
-        "b": ("2026-11-18T10:00:00+00:00", "", "", "", ""),
-        "d": ("", "", "2026-11-18T12:00:00+00:00", "I can't stop by", "review"),
+    outcomes = {  # as sync.outcomes_by_key gives them
+        "a": AfterSend(
+            "2026-11-18T10:00:00+00:00", "2026-11-18T10:05:00+00:00", "2026-11-18T11:00:00+00:00", "STOP", "yes"
+        ),
+        "b": AfterSend("2026-11-18T10:00:00+00:00", "", "", "", ""),
+        "d": AfterSend("", "", "2026-11-18T12:00:00+00:00", "I can't stop by", "review"),
     }
     counts = {s.name: s.count for s in funnel(rows, outcomes)}
     # "review" (a reply merely holding a stop word) is not counted as opted out, as in `status`
@@ -158,6 +161,25 @@ def test_failures_group_by_code_with_their_messages() -> None:
     ]
 
 
+def test_failures_count_messages_that_failed_delivery_after_chert_accepted_them() -> None:
+    rows = [journal_row("a", "sent"), journal_row("b", "sent"), journal_row("c", "duplicate"), journal_row("d", "sent")]
+    outcomes = {
+        "a": AfterSend(delivery="failed", delivery_error="Recipient is not reachable on iMessage"),
+        "b": AfterSend(delivery="failed", delivery_error="Recipient is not reachable on iMessage"),
+        "c": AfterSend(delivery="failed"),
+        "d": AfterSend("2026-11-18T10:00:00+00:00", delivery="delivered"),
+    }
+    assert failures(rows) == []  # never synced: nothing known to have failed
+    found = failures(rows, outcomes)
+    assert [(f.label, f.count, f.messages) for f in found] == [
+        (
+            "sent, then failed delivery",
+            3,
+            [("Recipient is not reachable on iMessage", 2), ("(Chert gave no reason)", 1)],
+        )
+    ]
+
+
 def test_preview_html_cli_writes_the_page_and_guards_the_file(tmp_path: Path) -> None:
     campaign = hostile_campaign(tmp_path)
     page = tmp_path / "preview.html"
@@ -168,10 +190,11 @@ def test_preview_html_cli_writes_the_page_and_guards_the_file(tmp_path: Path) ->
     )
     assert "Preview of test-campaign" in page.read_text(encoding="utf-8")
     again = run_cli("preview", campaign, "--html", page)
-    assert again.exit_code == 2 and "already exists" in again.output
+    assert again.exit_code == 2 and "already exists; choose another --html file or add --force" in again.output
     assert run_cli("preview", campaign, "--html", page, "--force").exit_code == 0
     contacts = run_cli("preview", campaign, "--html", tmp_path / "contacts.csv")
     assert contacts.exit_code == 2 and "refusing to write over the campaign's contacts" in contacts.output
+    assert "choose another --html file" in contacts.output and "--out" not in contacts.output
     wrong = run_cli("preview", campaign, "--html", tmp_path / "page.txt")
     assert wrong.exit_code == 2 and "must end in .html" in wrong.output
     assert not list(tmp_path.glob(".*partial*"))

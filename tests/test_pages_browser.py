@@ -233,3 +233,38 @@ def test_report_page_loads_clean_and_matches_the_journal(browser: webdriver.Chro
     assert count(browser, "#table-body tr") == len(pages.plan.recipients) - sendable
     shot = pages.shots / "report.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_report_page_shows_messages_that_failed_delivery_after_sending(
+    browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """After sync: the failures list them and the state filter's "failed delivery" shows just them."""
+    import time
+
+    from chertcast.sandbox import SandboxConfig, SandboxModel
+    from chertcast.sandbox.outcomes import OutcomeConfig
+    from tests.helpers import write_contacts
+
+    campaign = write_campaign(tmp_path, write_contacts(tmp_path / "contacts.csv", 30), extra="[send]\nrate = 1000\n")
+    model = SandboxModel(SandboxConfig(outcomes=OutcomeConfig(seed=5, failed_share=0.3, delay_s=0.1)))
+    with SandboxServer(model) as server:
+        env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        assert run_cli("send", campaign, "--yes", env=env).exit_code == 0
+        model.config.clock = lambda: time.time() + 10_000  # every outcome has happened
+        assert run_cli("sync", campaign, env=env).exit_code == 0
+    page = tmp_path / "report.html"
+    assert run_cli("report", campaign, "--html", page).exit_code == 0
+    with Journal.open_existing(load_campaign(campaign).default_journal, "test-campaign") as journal:
+        failed = journal.connection().execute("SELECT COUNT(*) FROM outcomes WHERE status = 'failed'").fetchone()[0]
+    assert 0 < failed < 30
+    open_page(browser, page)
+    assert_clean(browser)
+    failures = browser.find_elements(By.CSS_SELECTOR, "tr.failure")
+    assert [" ".join(f.text.split()) for f in failures] == [
+        f"sent, then failed delivery {failed} {failed} × Recipient is not reachable on iMessage"
+    ]
+    Select(browser.find_element(By.ID, "state")).select_by_value("failed-delivery")
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#row-table th")]
+    column = f"#table-body tr td:nth-child({headers.index('note') + 1})"
+    notes = [td.text for td in browser.find_elements(By.CSS_SELECTOR, column)]
+    assert notes == ["sent, then failed delivery: Recipient is not reachable on iMessage"] * failed

@@ -192,7 +192,7 @@ def test_report_and_preview_say_which_column_each_number_came_from(tmp_path: Pat
         header = next(reader)
         rows = list(reader)
     expected = ["e164_phone", "state", "message_id", "error_code", "error_message", "note", "phone_column"]
-    outcomes = ["delivered_at", "read_at", "replied_at", "reply", "opted_out"]  # filled by `sync`
+    outcomes = ["delivered_at", "read_at", "replied_at", "reply", "opted_out", "delivery"]  # filled by `sync`
     assert header == ["row", *headers, *expected, *outcomes]  # existing columns kept in order, new ones appended
     source = header.index("phone_column")
     got = {(r[0], r[header.index("e164_phone")], r[header.index("state")], r[source]) for r in rows}

@@ -75,6 +75,16 @@ def test_dry_run_sends_nothing_and_says_how_to_send(tmp_path: Path) -> None:
     assert not (tmp_path / "campaign.journal.sqlite").exists()
 
 
+def test_a_sandbox_dry_run_says_how_to_rehearse_not_how_to_send_for_real(tmp_path: Path) -> None:
+    path = campaign(tmp_path, 5)
+    result = run_cli("send", path, "--sandbox", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"Nothing was sent (dry run). To rehearse it on the sandbox: chertcast send {path} --sandbox\n" in (
+        result.output
+    )
+    assert "for real" not in result.output
+
+
 def test_json_summary_status_and_report(tmp_path: Path) -> None:
     path = campaign(tmp_path, 20)
     with SandboxServer() as server:
@@ -101,7 +111,7 @@ def test_json_summary_status_and_report(tmp_path: Path) -> None:
     lines = out.read_text(encoding="utf-8-sig").splitlines()
     assert lines[0] == (
         "row,phone,name,e164_phone,state,message_id,error_code,error_message,note,phone_column,"
-        "delivered_at,read_at,replied_at,reply,opted_out"
+        "delivered_at,read_at,replied_at,reply,opted_out,delivery"
     )
     assert lines[1].startswith("2,(212) 555-0000,Lead 0,+12125550000,sent,")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -180,12 +181,13 @@ def test_status_and_report_show_outcomes(tmp_path: Path) -> None:
     assert data["replied"] == len({r["phone"] for r in replies}) and data["sent"] == 100
     assert data["replied_share"] == round(data["replied"] / 100, 4)
     assert data["delivered"] + data["failed_after_send"] == 100 and data["read"] > 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", data["last_sync_at"])  # as created_at
     text = run_cli("status", campaign, "--journal", journal).output
     assert "After the send" in text and "opted out" in text
     out = tmp_path / "report.csv"
     assert run_cli("report", campaign, "--journal", journal, "--out", out).exit_code == 0
     rows = list(csv.DictReader(out.open(encoding="utf-8-sig")))
-    assert list(rows[0])[-5:] == ["delivered_at", "read_at", "replied_at", "reply", "opted_out"]
+    assert list(rows[0])[-6:] == ["delivered_at", "read_at", "replied_at", "reply", "opted_out", "delivery"]
     assert list(rows[0])[:5] == ["row", "phone", "name", "e164_phone", "state"]
     by_phone = {r["e164_phone"]: r for r in rows}
     for reply in replies:
@@ -298,3 +300,80 @@ def test_a_rehearsals_opt_outs_stay_out_of_the_real_list(tmp_path: Path) -> None
     assert len(chertcast.check(campaign).plan.sendable) == 12  # the real campaign is untouched
     rehearsal = build_plan(load_campaign(campaign).rehearsal())
     assert len(rehearsal.sendable) == 12 - added and rehearsal.counts()["suppressed"] == added
+
+
+def test_a_message_that_fails_delivery_after_sending_is_visible_everywhere(tmp_path: Path) -> None:
+    """Chert accepted it (journal: sent), sync then found it failed: status, the report's row (a
+    note and the delivery column), `report --only failed-delivery` and the page's failures say so."""
+    failing = OutcomeConfig(seed=5, failed_share=0.3, reply_share=0.0, delay_s=0.2)
+    model = SandboxModel(SandboxConfig(outcomes=failing))
+    with SandboxServer(model) as server:
+        campaign = sent_campaign(tmp_path, 40, model, server)
+        journal = tmp_path / "j.sqlite"
+        env = {"CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        synced = run_cli("sync", campaign, "--journal", journal, env=env)
+    assert synced.exit_code == 0, synced.output
+    failed = {
+        p
+        for (p,) in table(
+            journal, "SELECT r.phone FROM outcomes o JOIN recipients r USING (key) WHERE o.status = 'failed'"
+        )
+    }
+    assert 0 < len(failed) < 40
+    assert table(journal, "SELECT DISTINCT state FROM recipients") == [("sent",)]  # no new journal state
+    count = f"{len(failed):>7,}"
+    assert f"  failed delivery {count}" in synced.output
+    text = run_cli("status", campaign, "--journal", journal).output
+    assert f"  failed delivery {count}" in text
+    assert f"{len(failed)} messages were accepted by Chert, then failed delivery" in text
+    assert f"chertcast report {campaign} --only failed-delivery --out undelivered.csv" in text
+    out = tmp_path / "report.csv"
+    assert run_cli("report", campaign, "--journal", journal, "--out", out).exit_code == 0
+    rows = {r["e164_phone"]: r for r in csv.DictReader(out.open(encoding="utf-8-sig"))}
+    for phone, row in rows.items():
+        assert row["state"] == "sent"
+        if phone in failed:
+            assert row["delivery"] == "failed" and not row["delivered_at"]
+            assert row["note"] == "sent, then failed delivery: Recipient is not reachable on iMessage"
+        else:
+            assert row["delivery"] in ("delivered", "read") and row["note"] == ""
+    only = tmp_path / "undelivered.csv"
+    result = run_cli("report", campaign, "--journal", journal, "--out", only, "--only", "failed-delivery")
+    assert result.exit_code == 0 and result.output == f"wrote {len(failed)} rows to {only}\n"
+    assert {r["e164_phone"] for r in csv.DictReader(only.open(encoding="utf-8-sig"))} == failed
+    refused = tmp_path / "failed.csv"  # `--only failed` stays the rows Chert refused (for --retry-failed)
+    assert run_cli("report", campaign, "--journal", journal, "--out", refused, "--only", "failed").output == (
+        f"wrote 0 rows to {refused}\n"
+    )
+    page = tmp_path / "report.html"
+    assert run_cli("report", campaign, "--journal", journal, "--html", page).exit_code == 0
+    html = page.read_text(encoding="utf-8")
+    assert "No row has failed" not in html
+    assert f"<td>sent, then failed delivery</td><td>{len(failed)}</td>" in html
+    assert f"<div>{len(failed)} × Recipient is not reachable on iMessage</div>" in html
+
+
+def test_sync_without_an_opt_out_list_says_the_opt_outs_stay_in_this_campaign(tmp_path: Path) -> None:
+    everyone_stops = OutcomeConfig(seed=3, reply_share=1.0, opt_out_share=0.5, contains_word_share=0.5, delay_s=0.1)
+    model = SandboxModel(SandboxConfig(outcomes=everyone_stops))
+    with SandboxServer(model) as server:
+        contacts = write_contacts(tmp_path / "contacts.csv", 12)
+        campaign = write_campaign(tmp_path, contacts)  # no opt_out_list
+        env = {"CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": DEFAULT_SECRET}
+        assert run_cli("send", campaign, "--yes", env=env).exit_code == 0
+        model.config.clock = lambda: time.time() + 10_000
+        synced = run_cli("sync", campaign, env=env)
+        data = json.loads(run_cli("sync", campaign, "--json", env=env).output)
+    assert synced.exit_code == 0, synced.output
+    held = data["opted_out"] + data["needs_review"]
+    assert held >= 8 and data["opt_out_list"] is None
+    assert "added to the opt-out list" not in synced.output and "no opt-out list" in synced.output
+    assert "in the opt-out list" not in synced.output  # there is none
+    assert (
+        f"no opt_out_list is configured: these {held} opt-outs are honoured only in this campaign's journal"
+        in synced.output
+    )
+    assert f'Add opt_out_list = "optouts.csv" to {campaign}' in synced.output
+    text = run_cli("status", campaign).output
+    assert f"no opt_out_list is configured: these {held} opt-outs" in text
+    assert json.loads(run_cli("status", campaign, "--json").output)["opt_out_list"] is None

@@ -95,6 +95,8 @@ class StatusResult:
     data: dict[str, Any]
     running: runlock.Holder | None = None
     journal_exists: bool = True
+    campaign: Path | None = None  # as given, for the commands the text shows
+    sandbox: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return self.data
@@ -105,7 +107,7 @@ class StatusResult:
                 f"Campaign {self.campaign_id} ({self.journal}): run in progress: {self.running.describe()}; "
                 "no journal written yet"
             ]
-        return present.status_lines(self.data, self.journal)
+        return present.status_lines(self.data, self.journal, self.campaign or "CAMPAIGN", self.sandbox)
 
 
 @dataclass
@@ -237,12 +239,14 @@ def status(
         times = {name: opened.meta(name) for name in present.STATUS_TIMES}
         data = present.status_json(loaded.id, opened.counts(), opened.top_errors(), times)
         data.update(outcome_counts(opened))
+        listed = (loaded.rehearsal() if sandbox else loaded).opt_out_list
+        data["opt_out_list"] = None if listed is None else str(listed)
         moment = time.time() if now is None else now
-        data["capacity"] = capacity_status(loaded, opened, moment)
+        data["capacity"] = present.capacity_json(capacity_status(loaded, opened, moment))
         if loaded.follow_up:
             data["follow_up"] = sequence_status(loaded, opened.connection(), moment)
     data["running"] = holder.as_json() if holder is not None else None
-    return StatusResult(loaded.id, path, data, holder)
+    return StatusResult(loaded.id, path, data, holder, campaign=Path(campaign), sandbox=sandbox)
 
 
 @dataclass
@@ -295,7 +299,10 @@ def report(
     encoding: str | None = None,
     force: bool = False,
 ) -> ReportResult:
-    """Write what happened, row by row, with the sheet's own columns, to a CSV or XLSX file."""
+    """Write what happened, row by row, with the sheet's own columns, to a CSV or XLSX file.
+
+    ``only``: a journal state (``failed``: the rows Chert refused), or ``"failed-delivery"``: the
+    rows sent and then, as ``sync`` found, not delivered."""
     loaded = load_campaign(Path(campaign))
     target = Path(out)
     path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))

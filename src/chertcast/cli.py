@@ -30,7 +30,6 @@ from chertcast.engine import RunHooks, RunStats
 from chertcast.errors import ChertcastError, InputError, JournalError
 from chertcast.export import guard_output, write_table
 from chertcast.followups import step_recipient
-from chertcast.journal import STATES
 from chertcast.preflight import build_plan
 from chertcast.progress import BarProgress, LineProgress
 from chertcast.runner import Endpoint
@@ -606,16 +605,18 @@ def _notice(text: str) -> None:
     print(f"chertcast: {text}", file=sys.stderr, flush=True)
 
 
-def _interrupted(again: bool) -> None:
-    """Ctrl-C (or SIGTERM) during a send: the first lets messages in flight land, the second leaves now."""
+def _interrupted(again: bool, signal_name: str = "Ctrl-C") -> None:
+    """Ctrl-C (or SIGTERM) during a send: the first lets messages in flight land, the second leaves now.
+
+    ``signal_name``: "Ctrl-C" for SIGINT, else the signal's name; the notice names that one, so a
+    SIGTERM from a service manager is not answered with advice about a keyboard."""
     if again:
         # Every journal transition is already committed, and rows caught in flight stay
         # 'sending' and are resent with the same key: leaving without cleanup loses nothing.
         print("\nchertcast: stopped at once; the journal is consistent. Rerun to resume.", file=sys.stderr, flush=True)
         os._exit(130)
-    print(
-        "\nchertcast: stopping: waiting for messages in flight (Ctrl-C again to quit now)", file=sys.stderr, flush=True
-    )
+    again_hint = "Ctrl-C again to quit now" if signal_name == "Ctrl-C" else f"a second {signal_name} quits now"
+    print(f"\nchertcast: stopping: waiting for messages in flight ({again_hint})", file=sys.stderr, flush=True)
 
 
 def _finish_send(summary: dict[str, Any], as_json: bool, lines: list[str], code: int) -> None:
@@ -712,9 +713,10 @@ def status(campaign: Path, journal: Path | None, sandbox: bool, as_json: bool) -
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="FILE.csv or FILE.xlsx")
 @click.option(
     "--only",
-    type=click.Choice(STATES),
+    type=click.Choice(present.REPORT_ONLY),
     default=None,
-    help="Only rows in this state (e.g. failed: a sheet to fix and rerun).",
+    help="Only rows in this state (e.g. failed: a sheet to fix and rerun), or failed-delivery: "
+    "sent, then not delivered (found by sync).",
 )
 @click.option(
     "--journal", type=click.Path(path_type=Path), default=None, help="Journal file (default: beside the campaign)."

@@ -43,14 +43,15 @@ def neutralise(value: object) -> str | int | float:
     return text
 
 
-def guard_output(path: Path, inputs: Mapping[Path, str], *, force: bool) -> None:
-    """Refuse to write over a campaign input (ever) or over any existing file (unless force)."""
+def guard_output(path: Path, inputs: Mapping[Path, str], *, force: bool, option: str = "--out") -> None:
+    """Refuse to write over a campaign input (ever) or over any existing file (unless force);
+    ``option`` names the option that gave ``path`` (``--out``, ``--html``) in the message."""
     target = path.resolve()
     for source, role in inputs.items():
         if target == source.resolve() or (path.exists() and source.exists() and path.samefile(source)):
-            raise InputError(f"{path}: refusing to write over the campaign's {role}; choose another --out file")
+            raise InputError(f"{path}: refusing to write over the campaign's {role}; choose another {option} file")
     if path.exists() and not force:
-        raise InputError(f"{path}: the file already exists; choose another --out file or add --force to replace it")
+        raise InputError(f"{path}: the file already exists; choose another {option} file or add --force to replace it")
 
 
 def write_table(path: Path, headers: Sequence[str], rows: Iterable[Sequence[object]]) -> int:

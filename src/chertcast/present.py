@@ -9,6 +9,7 @@ cron the ``Invocation`` (the program, the base-URL override, where the secret co
 
 from __future__ import annotations
 
+import math
 import shlex
 import textwrap
 from collections import Counter
@@ -27,6 +28,7 @@ from chertcast.journal import STATES, UNFINISHED, JournalRow
 from chertcast.outlook import CapacityOutlook
 from chertcast.preflight import Issue, Plan, Recipient
 from chertcast.runner import Prepared, SendOptions, SendResult
+from chertcast.sync import OUTCOME_HEADERS, AfterSend
 
 _FIX_WORDS: dict[str, tuple[str, str, str]] = {  # verb, one, many
     "phone_empty": ("fill", "empty phone cell", "empty phone cells"),
@@ -187,8 +189,13 @@ def calendar_json(campaign: Campaign, outlook: CapacityOutlook | None) -> dict[s
 def plan_summary(plan: Plan, eta: Estimate) -> list[str]:
     """check's summary; ``eta``: ``estimate`` for the rows still to send."""
     counts = plan.counts()
-    errors = sum(1 for i in plan.issues if i.severity == "error")
+    errors = sum(1 for i in plan.issues if i.severity == "error" and i.row is not None)
     warnings = sum(1 for i in plan.issues if i.severity == "warning" and i.code != "duplicate")
+    elsewhere = Counter(i.code for i in plan.issues if i.severity == "error" and i.row is None)
+    outside = ""  # problems in no sheet row (a suppression list's lines) are counted apart from the rows'
+    for code, count in elsewhere.items():
+        _, one, many = _FIX_WORDS.get(code, ("", code.replace("_", " "), code.replace("_", " ") + "s"))
+        outside += f", and {plural(count, one, many)}"
     settings = plan.campaign.send
     lines = [
         f"Campaign {plan.campaign.id}: {contacts_name(plan)}, {plural(len(plan.recipients), 'row')} read",
@@ -196,7 +203,7 @@ def plan_summary(plan: Plan, eta: Estimate) -> list[str]:
         *[f"  suppression list {entry.summary()}" for entry in plan.lists],
         f"  sendable     {counts['sendable']:>7,}",
         f"  errors       {counts['error']:>7,} {'row' if counts['error'] == 1 else 'rows'} "
-        f"({plural(errors, 'problem')})",
+        f"({plural(errors, 'problem')}){outside}",
         f"  warnings     {warnings:>7,}",
         f"  duplicates   {counts['duplicate']:>7,}",
         f"  suppressed   {counts['suppressed']:>7,}",
@@ -425,9 +432,8 @@ def send_header(prepared: Prepared, options: SendOptions) -> list[str]:
             "may have delivered it, so it is resent exactly, with the same key"
         )
     if options.dry_run:
-        lines.append(
-            "Nothing was sent (dry run). To send for real: " + resume_command(prepared.campaign.source, options)
-        )
+        to_do = "To rehearse it on the sandbox" if options.sandbox else "To send for real"
+        lines.append(f"Nothing was sent (dry run). {to_do}: " + resume_command(prepared.campaign.source, options))
     elif not prepared.to_send:
         lines += _nothing_left(prepared, options)
     return lines
@@ -591,13 +597,23 @@ def status_json(
     }
 
 
-def _iso(value: str | None) -> str | None:
-    if value is None:
+def _iso(value: str | float | None) -> str | None:
+    """Every moment `status` shows: ISO 8601 in UTC to the second, ``2026-11-28T12:33:54+00:00``."""
+    if value is None or not math.isfinite(float(value)):
         return None
     return datetime.fromtimestamp(float(value), tz=UTC).isoformat(timespec="seconds")
 
 
-def status_lines(data: dict[str, Any], path: Any) -> list[str]:
+def capacity_json(capacity: dict[str, object] | None) -> dict[str, object] | None:
+    """``outlook.capacity_status`` for `status`: the next slot as an ISO moment, like every other time there."""
+    if capacity is None or "next_possible_at" not in capacity:
+        return capacity
+    at = capacity["next_possible_at"]
+    return {**capacity, "next_possible_at": _iso(at) if isinstance(at, int | float) else None}
+
+
+def status_lines(data: dict[str, Any], path: Any, campaign: object = "CAMPAIGN", sandbox: bool = False) -> list[str]:
+    """``path``: the journal; ``campaign`` and ``sandbox``: as given to `status`, for the commands shown."""
     lines = [f"Campaign {data['campaign']} ({path})", f"  total        {data['total']:>7,}"]
     lines += [f"  {state:<12} {data[state]:>7,}" for state in STATES]
     if data.get("unknown"):
@@ -613,13 +629,16 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
     capacity = data.get("capacity")
     if capacity and capacity.get("lines_known"):
         zone = ZoneInfo(str(capacity["timezone"]))
-        when = datetime.fromtimestamp(float(capacity["next_possible_at"]), zone).strftime("%Y-%m-%d %H:%M %Z")
         lines += ["Capacity:", *[f"  {line}" for line in capacity_lines(capacity)]]
-        lines.append(f"  next first-touch send possible at {when}")
+        if capacity.get("next_possible_at"):
+            moment = datetime.fromisoformat(str(capacity["next_possible_at"])).astimezone(zone)
+            lines.append(f"  next first-touch send possible at {moment.strftime('%Y-%m-%d %H:%M %Z')}")
         lines.append(f"  rows held by quiet hours right now: {capacity['held_by_quiet_hours']:,}")
     elif capacity is not None:
         lines.append("Capacity: no sender line known yet (list them in [capacity] lines)")
-    lines += outcome_lines(data)
+    lines += outcome_lines(data, campaign, sandbox)
+    if data.get("last_sync_at") is not None:
+        lines += no_opt_out_list_line(data, campaign)
     lines += follow_up_status_lines(data.get("follow_up"))
     if data["top_errors"]:
         lines.append(
@@ -631,22 +650,60 @@ def status_lines(data: dict[str, Any], path: Any) -> list[str]:
     return lines
 
 
-def outcome_lines(data: dict[str, Any]) -> list[str]:
-    """After the send (filled by `chertcast sync`): delivered, read, replied, opted out."""
+OUTCOME_ROWS = (  # status's lines after the send: (key of the counts, label)
+    ("delivered", "delivered"),
+    ("failed_after_send", "failed delivery"),
+    ("read", "read"),
+    ("replied", "replied"),
+    ("opted_out", "opted out"),
+    ("needs_review", "needs review"),
+)
+NO_LIST = object()  # ``outcome_lines``: the campaign's opt-out list is not known here
+
+
+def outcome_lines(data: dict[str, Any], campaign: object = "CAMPAIGN", sandbox: bool = False) -> list[str]:
+    """After the send (filled by `chertcast sync`): delivered, failed delivery, read, replied, opted out.
+
+    ``data["opt_out_list"]`` (when present): the campaign's list, None when it names none.
+    ``campaign``, ``sandbox``: for the report command shown."""
     if data.get("last_sync_at") is None:
         return ["After the send: not synced yet (run `chertcast sync` to fetch delivery, replies and opt-outs)"]
     lines = [f"After the send (last sync {data['last_sync_at']}; shares of sent):"]
-    for name in ("delivered", "read", "replied", "opted_out", "needs_review"):
+    for name, label in OUTCOME_ROWS:
         share = data.get(f"{name}_share")
         shown = f"{share:.1%}" if isinstance(share, float) else "-"
-        lines.append(f"  {name.replace('_', ' '):<12} {data.get(name, 0):>7,}  {shown:>6}")
+        lines.append(f"  {label:<15} {data.get(name, 0):>7,}  {shown:>6}")
+    failed = data.get("failed_after_send", 0)
+    if failed:
+        lines.append(
+            f"  {plural(failed, 'message was', 'messages were')} accepted by Chert, then failed delivery "
+            f"(the journal keeps them as sent); Chert's reasons: chertcast report {shlex.quote(str(campaign))}"
+            f"{' --sandbox' if sandbox else ''} --only failed-delivery --out undelivered.csv"
+        )
     if data.get("needs_review"):
+        where = (
+            "and listed with review=yes in the opt-out list"
+            if data.get("opt_out_list", NO_LIST) is not None
+            else "and flagged `review` in the report's opted_out column"
+        )
         lines.append(
             f"  {plural(data['needs_review'], 'reply contains', 'replies contain')} an opt-out word inside a "
-            "longer text: suppressed, "
-            "and marked review=yes in the opt-out list for a person to check"
+            f"longer text: suppressed, {where} for a person to check"
         )
     return lines
+
+
+def no_opt_out_list_line(data: dict[str, Any], campaign: object) -> list[str]:
+    """Opt-outs recorded by a campaign that names no opt-out list: they cannot carry over."""
+    held = data.get("opted_out", 0) + data.get("needs_review", 0)
+    if data.get("opt_out_list", NO_LIST) is not None or not held:
+        return []
+    return [
+        f"  no opt_out_list is configured: these {plural(held, 'opt-out')} are honoured only in this "
+        "campaign's journal (its follow-ups stop for them); other campaigns will still message these numbers. "
+        f'Add opt_out_list = "optouts.csv" to {shlex.quote(str(campaign))} (a CSV beside it, shared by '
+        "campaigns) and run sync again: it writes them all"
+    ]
 
 
 def sync_json(campaign_id: str, result: Any) -> dict[str, Any]:
@@ -654,6 +711,7 @@ def sync_json(campaign_id: str, result: Any) -> dict[str, Any]:
     return {
         "campaign": campaign_id,
         "journal": str(result.journal),
+        "opt_out_list": None if result.opt_out_list is None else str(result.opt_out_list),
         "seconds": round(result.seconds, 3),
         "requests": stats.requests,
         "event_pages": stats.event_pages,
@@ -672,12 +730,18 @@ def sync_json(campaign_id: str, result: Any) -> dict[str, Any]:
 
 
 def sync_lines(data: dict[str, Any], campaign: Any, sandbox: bool = False) -> list[str]:
+    listed = (
+        f"added to the opt-out list {data['opt_out_list_added']:,}"
+        if data.get("opt_out_list") is not None
+        else "no opt-out list"
+    )
     lines = [
         f"Synced {data['campaign']} in {data['seconds']:.1f} s: {plural(data['requests'], 'request')} "
         f"({plural(data['status_requests'], 'status lookup')}, {plural(data['event_pages'], 'event page')})",
         f"  new replies {data['replies_new']:,}, new opt-outs {data['opt_outs_new']:,}, "
-        f"new to review {data['needs_review_new']:,}, added to the opt-out list {data['opt_out_list_added']:,}",
-        *outcome_lines(data)[1:],
+        f"new to review {data['needs_review_new']:,}, {listed}",
+        *outcome_lines(data, campaign, sandbox)[1:],
+        *no_opt_out_list_line(data, campaign),
         f"Next: chertcast status {campaign}{' --sandbox' if sandbox else ''}   "
         "(rerun sync any time: it resumes and never counts twice)",
     ]
@@ -704,45 +768,53 @@ REPORT_HEADERS = [
     "error_message",
     "note",
     "phone_column",
-    "delivered_at",
-    "read_at",
-    "replied_at",
-    "reply",
-    "opted_out",
+    *OUTCOME_HEADERS,
 ]
-_NO_OUTCOME = ("", "", "", "", "")
+ONLY_FAILED_DELIVERY = "failed-delivery"  # `report --only`: sent (Chert accepted it), then delivery failed
+REPORT_ONLY = (*STATES, ONLY_FAILED_DELIVERY)
 _UNSETTLED_NOTES = {
     "unknown": "outcome unknown: the next `chertcast send` resends it with the same key, and Chert's answer settles it",
     "sending": "in flight, or outcome unknown if no run is going: the next `chertcast send` settles it",
 }
 
 
+def failed_delivery_note(after: AfterSend) -> str:
+    """The report's note for a message Chert accepted and then could not deliver."""
+    return "sent, then failed delivery" + (f": {after.delivery_error}" if after.delivery_error else "")
+
+
 def report_rows(
     plan: Plan,
     journal_rows: list[JournalRow],
     only: str | None,
-    outcomes: Mapping[str, tuple[Any, ...]] | None = None,
+    outcomes: Mapping[str, AfterSend] | None = None,
     follow_ups: tuple[list[str], Mapping[str, tuple[Any, ...]]] = ([], {}),
 ) -> tuple[list[str], list[list[object]]]:
     """Each sheet row with the outcome of the person on it, joined by key (who they are), never by
     row position; recipients journaled but no longer in the sheet follow, so no delivery drops out.
 
     A number's outcome goes on its sendable row; when no row of it is sendable any more (newly
-    suppressed, say), on its first row. ``only`` keeps the rows in that state. ``outcomes`` (from
-    `sync`) fills delivered_at, read_at, replied_at, reply and opted_out; ``follow_ups`` adds
-    each follow-up step's columns (headers, key → cells).
+    suppressed, say), on its first row. ``only`` keeps the rows in that journal state, or with
+    ``"failed-delivery"`` the rows sent whose delivery then failed (their state stays ``sent``:
+    Chert accepted them). ``outcomes`` (from `sync`) fills the ``OUTCOME_HEADERS`` columns and
+    notes a failed delivery; ``follow_ups`` adds each follow-up step's columns (headers, key → cells).
     """
     step_headers, by_key = follow_ups
     blank = ("",) * len(step_headers)
-    after = {
-        key: (*(outcomes or {}).get(key, _NO_OUTCOME), *by_key.get(key, blank))
-        for key in {*(outcomes or {}), *by_key, *(row.key for row in journal_rows)}
-    }
-    no_outcome = (*_NO_OUTCOME, *blank)
+    synced = outcomes or {}
+    no_outcome = (*AfterSend().cells(), *blank)
     entries = {row.key: row for row in journal_rows if not row.key.startswith("skip:")}
     sendable_keys = {r.key for r in plan.sendable}
     used: set[str] = set()
-    rows: list[tuple[str, list[object]]] = []
+    rows: list[tuple[str, bool, list[object]]] = []
+
+    def after(key: str | None) -> tuple[bool, tuple[object, ...]]:
+        """(failed delivery?, the outcome and follow-up cells) of the recipient with this key."""
+        if key is None:
+            return False, no_outcome
+        seen = synced.get(key, AfterSend())
+        return seen.failed_delivery, (*seen.cells(), *by_key.get(key, blank))
+
     for recipient, cells in zip(plan.recipients, plan.sheet.frame.iter_rows(), strict=True):
         key = recipient.key
         sendable = recipient.status == "sendable"
@@ -752,18 +824,31 @@ def report_rows(
             if entry is not None or sendable:
                 used.add(key)
         state, row_cells = _report_row(recipient, cells, entry)
-        rows.append((state, [*row_cells, *after.get(entry.key if entry else "", no_outcome)]))
+        failed, extra = after(entry.key if entry else None)
+        if failed and entry is not None:
+            row_cells[-2] = _joined(failed_delivery_note(synced[entry.key]), row_cells[-2])
+        rows.append((state, failed, [*row_cells, *extra]))
     width = len(plan.sheet.headers)
     for entry in journal_rows:  # journaled, but no longer in the sheet: keep their history
         if entry.key not in used and not entry.key.startswith("skip:"):
             note = f"not in the sheet any more (was row {entry.row})"
-            extra = after.get(entry.key, no_outcome)
-            rows.append((entry.state, ["", *([""] * width), entry.phone or "", *_outcome(entry), note, "", *extra]))
+            failed, extra = after(entry.key)
+            if failed:
+                note = _joined(failed_delivery_note(synced[entry.key]), note)
+            cells_out = ["", *([""] * width), entry.phone or "", *_outcome(entry), note, "", *extra]
+            rows.append((entry.state, failed, cells_out))
     headers = ["row", *plan.sheet.headers, *REPORT_HEADERS, *step_headers]
-    return headers, [cells for state, cells in rows if only in (None, state)]
+    if only == ONLY_FAILED_DELIVERY:
+        return headers, [cells for _, failed, cells in rows if failed]
+    return headers, [cells for state, _, cells in rows if only in (None, state)]
+
+
+def _joined(first: str, second: object) -> str:
+    return f"{first}; {second}" if second else first
 
 
 def _report_row(recipient: Recipient, cells: tuple[str, ...], entry: JournalRow | None) -> tuple[str, list[object]]:
+    """state, and the row's cells up to phone_column (the note second to last)."""
     phone = recipient.phone or ""
     source = recipient.phone_column or ""
     reason = f"{recipient.status}: {recipient.reason}"

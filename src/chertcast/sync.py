@@ -447,19 +447,55 @@ def outcome_counts(journal: Journal) -> dict[str, Any]:
         counts = dict(zip(counts, (int(v or 0) for v in row), strict=True))
     shares = {f"{name}_share": round(value / sent, 4) if sent else None for name, value in counts.items()}
     last = journal.meta("last_sync_at")
-    return {**counts, **shares, "last_sync_at": iso(float(last)) if last else None}
+    return {**counts, **shares, "last_sync_at": _iso_or_blank(float(last or 0)) or None}
 
 
-def outcomes_by_key(journal: Journal) -> dict[str, tuple[Any, ...]]:
-    """key → (delivered_at, read_at, replied_at, reply, opted_out) for the report."""
+OUTCOME_HEADERS = ("delivered_at", "read_at", "replied_at", "reply", "opted_out", "delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class AfterSend:
+    """What ``sync`` knows of one recipient after the send: the report's outcome columns
+    (``OUTCOME_HEADERS``, in that order) and, when delivery failed, Chert's reason."""
+
+    delivered_at: str = ""
+    read_at: str = ""
+    replied_at: str = ""
+    reply: str = ""
+    opted_out: str = ""  # "yes", "review" or ""
+    delivery: str = ""  # Chert's status at the last lookup: sent, delivered, read, failed; "" never looked up
+    delivery_error: str = ""  # Chert's error_message when delivery failed
+
+    @property
+    def failed_delivery(self) -> bool:
+        """Chert accepted the message (the journal says sent) and then could not deliver it."""
+        return self.delivery == "failed"
+
+    def cells(self) -> tuple[str, ...]:
+        return (self.delivered_at, self.read_at, self.replied_at, self.reply, self.opted_out, self.delivery)
+
+
+def outcomes_by_key(journal: Journal) -> dict[str, AfterSend]:
+    """key → what sync recorded of that recipient, for the report."""
     db = journal.connection()
     if not _has_outcomes(db):
         return {}
-    rows = db.execute("SELECT key, delivered_at, read_at, replied_at, reply, opted_out, needs_review FROM outcomes")
-    out: dict[str, tuple[Any, ...]] = {}
-    for key, delivered, read, replied, reply, opted, review in rows:
+    rows = db.execute(
+        "SELECT key, delivered_at, read_at, replied_at, reply, opted_out, needs_review, status, status_error "
+        "FROM outcomes"
+    )
+    out: dict[str, AfterSend] = {}
+    for key, delivered, read, replied, reply, opted, review, status, error in rows:
         flag = "yes" if opted else "review" if review else ""
-        out[key] = (_iso_or_blank(delivered), _iso_or_blank(read), _iso_or_blank(replied), reply or "", flag)
+        out[key] = AfterSend(
+            _iso_or_blank(delivered),
+            _iso_or_blank(read),
+            _iso_or_blank(replied),
+            reply or "",
+            flag,
+            status or "",
+            (error or "") if status == "failed" else "",
+        )
     return out
 
 
@@ -481,6 +517,7 @@ class SyncResult:
     counts: dict[str, Any]
     seconds: float
     journal: Path
+    opt_out_list: Path | None = None  # the campaign's, None when it names none
 
 
 def run_sync(
@@ -510,7 +547,7 @@ def run_sync(
                 syncer = Syncer(campaign, journal, client, clock=clock, rate=rate, page_size=page_size)
                 stats = await syncer.run()
                 counts = outcome_counts(journal)
-        return SyncResult(stats, counts, time.monotonic() - started, journal_path)
+        return SyncResult(stats, counts, time.monotonic() - started, journal_path, campaign.opt_out_list)
 
     with sync_lock(journal_path):
         return anyio.run(go)

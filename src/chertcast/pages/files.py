@@ -28,7 +28,7 @@ class Written:
 
 def write_preview(campaign: Path, html: Path, *, encoding: str | None = None, force: bool = False) -> Written:
     loaded = load_campaign(campaign)
-    guard_output(html, loaded.inputs(), force=force)
+    guard_output(html, loaded.inputs(), force=force, option="--html")
     plan = build_plan(loaded, encoding=encoding)
     return Written(html, len(plan.recipients), write_page(html, preview_page(plan)))
 
@@ -45,7 +45,7 @@ def write_report(
 ) -> Written:
     loaded = load_campaign(campaign)
     path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))
-    guard_output(html, {**loaded.inputs(), **journal_files(path)}, force=force)
+    guard_output(html, {**loaded.inputs(), **journal_files(path)}, force=force, option="--html")
     plan = build_plan(loaded, encoding=encoding)
     with Journal.open_existing(path, loaded.id) as opened:
         rows = list(opened.rows())

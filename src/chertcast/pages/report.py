@@ -1,16 +1,18 @@
 """The report page: funnel, sends per day per line against capacity, failures, what is to come, every row.
 
 The funnel shows what the journal knows. Stages past "sent" come from what ``chertcast sync``
-recorded (``sync.outcomes_by_key``; ``LATER_STAGES`` gives each stage's place in that tuple); a
+recorded (``sync.outcomes_by_key``; ``LATER_STAGES`` names each stage's field of it); a
 journal never synced says "not synced yet" instead of a number. "Opted out" counts clean
 opt-outs, as ``status`` does; replies flagged for review are counted by ``status`` apart.
+The failures count rows Chert refused and, once synced, messages it accepted and then could
+not deliver (their journal state stays ``sent``).
 """
 
 from __future__ import annotations
 
 import html
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -26,13 +28,15 @@ from chertcast.outlook import CapacityOutlook
 from chertcast.pages.base import no_cycle_collection, render
 from chertcast.preflight import Plan
 from chertcast.present import _error_label, calendar_json, report_rows
+from chertcast.sync import AfterSend
 
-LATER_STAGES = (  # (stage, label, its place in a sync outcome: delivered_at, read_at, replied_at, reply, opted_out)
-    ("delivered", "delivered", 0),
-    ("read", "read", 1),
-    ("replied", "replied", 2),
-    ("opted_out", "opted out", 4),
+LATER_STAGES = (  # (stage, label, its field of a sync outcome, ``sync.AfterSend``)
+    ("delivered", "delivered", "delivered_at"),
+    ("read", "read", "read_at"),
+    ("replied", "replied", "replied_at"),
+    ("opted_out", "opted out", "opted_out"),
 )
+FAILED_DELIVERY = "sent, then failed delivery"  # the failures' label for messages Chert accepted
 PAGE_SIZE = 200
 _CHART_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -56,7 +60,7 @@ def report_page(
     journal_rows: list[JournalRow],
     now: float,
     outlook: CapacityOutlook | None = None,
-    outcomes: Mapping[str, Sequence[object]] | None = None,
+    outcomes: Mapping[str, AfterSend] | None = None,
 ) -> str:
     """``outlook``: the calendar of what is still to come (``chertcast.outlook``, from the
     journal ``journal_rows`` came from), None when capacity planning is off.
@@ -70,9 +74,9 @@ def _page(
     journal_rows: list[JournalRow],
     now: float,
     outlook: CapacityOutlook | None,
-    outcomes: Mapping[str, Sequence[object]] | None,
+    outcomes: Mapping[str, AfterSend] | None,
 ) -> str:
-    headers, rows = report_rows(plan, journal_rows, None, {k: tuple(v) for k, v in (outcomes or {}).items()})
+    headers, rows = report_rows(plan, journal_rows, None, outcomes)
     stages = funnel(journal_rows, outcomes)
     zone = plan.campaign.capacity.timezone
     per_day = sends_per_day(journal_rows, zone)
@@ -91,7 +95,9 @@ def _page(
         per_day_chart=_chart(_per_day_figure(per_day, cap), "chart-per-day") if per_day else None,
         cap=cap,
         zone=zone,
-        failures=failures(journal_rows),
+        failures=failures(journal_rows, outcomes),
+        synced=outcomes is not None,
+        failed_delivery=FAILED_DELIVERY,
         calendar=calendar,
         calendar_chart=_chart(_calendar_figure(calendar["per_day"]), "chart-calendar")
         if calendar and calendar["per_day"]
@@ -108,7 +114,7 @@ def _counts(value: object) -> bool:
     return bool(value) and value != "review"
 
 
-def funnel(journal_rows: list[JournalRow], outcomes: Mapping[str, Sequence[object]] | None = None) -> list[Stage]:
+def funnel(journal_rows: list[JournalRow], outcomes: Mapping[str, AfterSend] | None = None) -> list[Stage]:
     """planned → sent → delivered → read → replied → opted out, each a count of recipients.
 
     ``outcomes`` is what ``sync`` recorded (``sync.outcomes_by_key``); None when the journal was
@@ -118,10 +124,12 @@ def funnel(journal_rows: list[JournalRow], outcomes: Mapping[str, Sequence[objec
         Stage("planned", "planned", len(planned)),
         Stage("sent", "sent", sum(1 for row in planned if row.state in DELIVERED)),
     ]
-    for name, label, index in LATER_STAGES:
+    for name, label, field in LATER_STAGES:
         count = None
         if outcomes is not None:
-            count = sum(1 for row in planned if (seen := outcomes.get(row.key)) is not None and _counts(seen[index]))
+            count = sum(
+                1 for row in planned if (seen := outcomes.get(row.key)) is not None and _counts(getattr(seen, field))
+            )
         stages.append(Stage(name, label, count))
     return stages
 
@@ -140,12 +148,16 @@ def sends_per_day(journal_rows: list[JournalRow], zone: str) -> dict[str, dict[d
     return {line: {day: (c[0], c[1]) for day, c in sorted(days.items())} for line, days in sorted(table.items())}
 
 
-def failures(journal_rows: list[JournalRow]) -> list[Failure]:
-    """Rows that failed (or whose outcome is unknown), grouped by Chert code, HTTP status or network trouble."""
+def failures(journal_rows: list[JournalRow], outcomes: Mapping[str, AfterSend] | None = None) -> list[Failure]:
+    """Rows that failed (or whose outcome is unknown), grouped by Chert code, HTTP status or network
+    trouble; and, from ``sync``'s ``outcomes``, messages Chert accepted and then failed to deliver."""
     grouped: dict[str, Counter[str]] = defaultdict(Counter)
     for row in journal_rows:
         if row.state in ("failed", "unknown") and row.error_message:
             grouped[_error_label(row.error_code, row.error_message)][row.error_message] += 1
+        seen = (outcomes or {}).get(row.key)
+        if row.state in DELIVERED and seen is not None and seen.failed_delivery:
+            grouped[FAILED_DELIVERY][seen.delivery_error or "(Chert gave no reason)"] += 1
     found = [Failure(label, sum(c.values()), c.most_common()) for label, c in grouped.items()]
     return sorted(found, key=lambda f: (-f.count, f.label))
 
