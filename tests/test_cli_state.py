@@ -92,6 +92,7 @@ def test_sigterm_is_reported_as_sigterm_and_the_last_line_is_not_waiting(tmp_pat
     assert proc.returncode == 130, out + err
     assert "Stopped: interrupted (SIGTERM)\n" in out
     assert "Ctrl-C" not in out and "waiting for messages in flight" not in out
+    assert "(a second SIGTERM quits now)" in err and "Ctrl-C" not in err  # the notice names the signal it answers
 
 
 def test_the_interrupt_notice_names_the_signal_it_answers(capsys: pytest.CaptureFixture[str]) -> None:

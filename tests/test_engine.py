@@ -360,13 +360,15 @@ async def test_a_second_signal_cancels_the_run_at_once_when_the_hook_returns(tmp
     the run ends without waiting for the answers in flight, which stay 'sending' for the next run."""
     plan = make_plan(tmp_path, 20)
     model = SandboxModel(SandboxConfig(faults=Faults(latency_ms=3_000)))
-    heard: list[bool] = []
+    heard: list[tuple[bool, str]] = []
     with Journal(tmp_path / "j.sqlite", plan.campaign.id) as journal:
         journal.sync_plan(plan)
         async with httpx.AsyncClient(transport=sandbox_transport(model)) as http:
             client = ChertClient(http, "http://sandbox/api/v1", Secret(DEFAULT_SECRET))
             settings = EngineSettings(rate=100.0, burst=10, concurrency=4)
-            engine = Engine(client, journal, settings, RealClock(), hooks=RunHooks(interrupted=heard.append))
+            engine = Engine(
+                client, journal, settings, RealClock(), hooks=RunHooks(interrupted=lambda *said: heard.append(said))
+            )
             started = time.monotonic()
             async with anyio.create_task_group() as group:
                 group.start_soon(engine.run, plan.sendable)
@@ -376,7 +378,7 @@ async def test_a_second_signal_cancels_the_run_at_once_when_the_hook_returns(tmp
                 os.kill(os.getpid(), signal.SIGINT)
             elapsed = time.monotonic() - started
         counts = journal.counts()
-    assert heard == [False, True] and engine.result.stop_kind == "interrupted"
+    assert heard == [(False, "Ctrl-C"), (True, "Ctrl-C")] and engine.result.stop_kind == "interrupted"
     assert elapsed < 2.0  # the answers in flight (3 s away) were not waited for
     assert counts["sending"] == 4 and counts["pending"] == 16 and model.deliveries() == []
 

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 import chertcast
-from chertcast import Endpoint, Secret, SendOptions, optout
+from chertcast import Endpoint, Secret, SendOptions, optout, present
 from chertcast.followups import step_key
 from chertcast.sandbox import DEFAULT_SECRET, SandboxConfig, SandboxModel, SandboxServer
 from chertcast.sandbox.outcomes import OutcomeConfig
@@ -247,6 +247,7 @@ def test_ctrl_c_while_follow_ups_go_stops_cleanly_and_the_rerun_finishes(tmp_pat
         assert "chertcast: stopping: waiting for messages in flight" in err
         assert "This run: sent 20," in out and "Journal: " in out
         assert "Stopped: interrupted (Ctrl-C)" in out
+        assert "Follow-ups remain. To resume, run: chertcast send " in out  # no first touch left, yet work is
         assert "Traceback" not in err and "chertcast: interrupted" not in err
         stopped_at = len(model.deliveries())
         assert stopped_at < 3 * count  # it did stop: step 3 had not gone to everyone
@@ -336,6 +337,14 @@ def test_follow_ups_held_by_quiet_hours_are_said_so_by_send_status_and_a_waiting
         stats = held.result.follow_ups if held.result is not None else None
         assert stats is not None and stats.by_step == {} and len(model.deliveries()) == 2  # nothing sent
         assert stats.held == {"quiet hours": 2} and stats.held_until == opens
+        assert held.result is not None
+        until = datetime.fromtimestamp(opens, UTC).strftime("%Y-%m-%dT%H:%MZ")
+        said = present.send_summary(held.result, options, present.Invocation())
+        assert f"Follow-ups held: 2 due, held by quiet hours until {until}" in said
+        assert present.send_header(held.prepared, options)[-1] == (
+            "No first touch left to send; looking for follow-ups that are due."  # not "Nothing left to send"
+        )
+        assert held.as_json()["follow_ups"]["held"] == {"quiet hours": 2}
         status = chertcast.status(base, journal=journal).as_json()["follow_up"]
         assert status["sequences"] == {"held by quiet hours": 2}  # as send held them; not "due now"
         assert status["held_until"] == datetime.fromtimestamp(opens, UTC).strftime("%Y-%m-%dT%H:%MZ")

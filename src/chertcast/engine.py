@@ -104,13 +104,14 @@ class RunHooks:
 
     ``notice`` gets a line for people about a long wait. ``interrupted`` is called when SIGINT or
     SIGTERM arrives: ``again=False`` for the first (the run stops launching and lets what is in
-    flight land), ``again=True`` for any later one. If ``interrupted(True)`` returns, the engine
+    flight land), ``again=True`` for any later one, with the signal's name ("Ctrl-C" for SIGINT,
+    else e.g. "SIGTERM"). If ``interrupted(True, …)`` returns, the engine
     cancels the run at once; every journal transition is already committed, and rows caught in
     flight stay 'sending' and are resent with the same key on the next run.
     """
 
     notice: Callable[[str], None] = _ignore
-    interrupted: Callable[[bool], None] = _ignore
+    interrupted: Callable[[bool, str], None] = _ignore
 
 
 @dataclass
@@ -303,15 +304,15 @@ class Engine:
         interrupted = False
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for received in signals:
+                name = "Ctrl-C" if received == signal.SIGINT else signal.Signals(received).name
                 if interrupted:
-                    self._interrupted(True)
+                    self._interrupted(True, name)
                     run_scope.cancel()
                     return
                 interrupted = True
-                name = "Ctrl-C" if received == signal.SIGINT else signal.Signals(received).name
                 self.stop("interrupted", f"interrupted ({name})")
                 also()
-                self._interrupted(False)
+                self._interrupted(False, name)
 
     # -------------------------------------------------------------- one row
 

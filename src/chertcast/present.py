@@ -434,6 +434,8 @@ def send_header(prepared: Prepared, options: SendOptions) -> list[str]:
     if options.dry_run:
         to_do = "To rehearse it on the sandbox" if options.sandbox else "To send for real"
         lines.append(f"Nothing was sent (dry run). {to_do}: " + resume_command(prepared.campaign.source, options))
+    elif not prepared.to_send and prepared.step_plans:
+        lines.append("No first touch left to send; looking for follow-ups that are due.")
     elif not prepared.to_send:
         lines += _nothing_left(prepared, options)
     return lines
@@ -515,6 +517,9 @@ def send_summary(result: SendResult, options: SendOptions, invocation: Invocatio
     elif run.stop_kind == "capacity" and run.next_possible_in_s is not None:
         lines.append(f"Next send possible in about {duration(run.next_possible_in_s)}.")
     remaining = sum(result.counts.get(state, 0) for state in UNFINISHED)
+    follow = result.follow_ups
+    if not remaining and run.stop_kind == "interrupted" and follow is not None:
+        lines.append(f"Follow-ups remain. To resume, run: {resume_command(campaign, options)}")
     if remaining:
         lines.append(
             f"{plural(remaining, 'row')} {'remains' if remaining == 1 else 'remain'}. "
@@ -950,7 +955,8 @@ def follow_up_status_lines(data: Mapping[str, Any] | None) -> list[str]:
             f"failed {step['failed']:,}, in flight {step['sending']:,}, delivered {step['delivered']:,}"
         )
     where = ", ".join(f"{why} {count:,}" for why, count in data["sequences"].items())
-    lines.append(f"  sequences: {where or 'none started'}")
+    held = f" (the first may go at {data['held_until']})" if data.get("held_until") else ""
+    lines.append(f"  sequences: {where or 'none started'}{held}")
     return lines
 
 
@@ -966,6 +972,8 @@ def _follow_up_json(stats: FollowUpStats | None) -> dict[str, Any] | None:
         "by_step": {str(step): n for step, n in sorted(stats.by_step.items())},
         "waiting_reason": stats.waiting_reason,
         "next_due_at": _utc_minutes(stats.next_due_at) if stats.next_due_at is not None else None,
+        "held": dict(stats.held),
+        "held_until": _utc_minutes(stats.held_until) if stats.held_until is not None else None,
     }
 
 
@@ -976,6 +984,9 @@ def _follow_up_lines(stats: FollowUpStats | None) -> list[str]:
     lines = [
         f"Follow-ups this run: {steps} (sent {stats.sent:,}, duplicate {stats.duplicate:,}, failed {stats.failed:,})"
     ]
+    for by, n in sorted(stats.held.items()):
+        until = f" until {_utc_minutes(stats.held_until)}" if stats.held_until is not None else ""
+        lines.append(f"Follow-ups held: {n:,} due, held by {by}{until}")
     if stats.waiting_reason:
         lines.append(f"Follow-ups: {stats.waiting_reason}; first touches were not held back")
     elif stats.next_due_at is not None:
