@@ -102,6 +102,8 @@ def estimate(campaign: Campaign, count: int, rate: float, outlook: CapacityOutlo
     """
     paced = max(0.0, count - campaign.send.burst) / rate
     settings = campaign.capacity
+    if outlook is None and count and campaign.quiet_hours.enabled:  # capacity off: no calendar to count them
+        return Estimate(paced, f"{duration(paced)}, longer for rows quiet hours hold (they wait for their morning)")
     if outlook is None or count == 0:
         return Estimate(paced, duration(paced))
     if not outlook.lines:
