@@ -189,6 +189,12 @@ def test_quiet_hours_past_today_end_the_run_and_keep_rows_pending(tmp_path: Path
     assert result.run.stop_reason == "1 row is held by quiet hours"
     assert result.run.next_possible_at == pytest.approx(at(1, 8))
     assert result.counts["pending"] == 1 and result.counts.get("failed", 0) == 0
+    status = chertcast.status(campaign, journal=tmp_path / "j.sqlite", now=at(0, 22))
+    if "enabled = false" in capacity:  # status says so without capacity planning too
+        assert status.as_json()["held_by_quiet_hours"] == 1
+        assert "Quiet hours: 1 row held right now" in status.lines()
+    else:
+        assert status.as_json()["capacity"]["held_by_quiet_hours"] == 1
 
 
 def test_a_rehearsal_sends_on_the_listed_lines_and_an_unlisted_line_is_named(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from chertcast.errors import CampaignStopped, ChertcastError, ConfigError
 from chertcast.export import guard_output, write_table
 from chertcast.followups import report_columns, sequence_status
 from chertcast.journal import Journal
-from chertcast.outlook import CapacityFacts, CapacityOutlook, capacity_status, outlook, unfinished
+from chertcast.outlook import CapacityFacts, CapacityOutlook, capacity_status, held_now, outlook, unfinished
 from chertcast.pacing import Clock
 from chertcast.preflight import Plan, build_plan
 from chertcast.runner import Endpoint, Prepared, SendOptions, SendResult, execute, journal_path_for, prepare
@@ -243,6 +243,8 @@ def status(
         data["opt_out_list"] = None if listed is None else str(listed)
         moment = time.time() if now is None else now
         data["capacity"] = present.capacity_json(capacity_status(loaded, opened, moment))
+        if not loaded.capacity.enabled:  # quiet hours hold rows without capacity planning too
+            data["held_by_quiet_hours"] = held_now(loaded, opened, moment)
         if loaded.follow_up:
             data["follow_up"] = sequence_status(loaded, opened.connection(), moment)
     data["running"] = holder.as_json() if holder is not None else None

@@ -193,12 +193,17 @@ def capacity_status(campaign: Campaign, journal: Journal, now: float) -> dict[st
     if not facts.lines:
         return {"lines_known": False}
     snapshot = capacity_snapshot(LinePlanner(capacity_rules(campaign), facts.lines, facts.history), now)
+    return {"lines_known": True, **snapshot, "held_by_quiet_hours": held_now(campaign, journal, now) or 0}
+
+
+def held_now(campaign: Campaign, journal: Journal, now: float) -> int | None:
+    """How many unfinished rows quiet hours hold at ``now`` (the row's own zone first); None
+    when quiet hours are off."""
     hours = quiet_hours(campaign)
-    held = 0
-    if hours is not None:
-        waiting = [(r.phone, r.timezone) for r in journal.rows() if r.state in UNFINISHED and r.phone]
-        held = held_by_quiet_hours(waiting, now, hours)
-    return {"lines_known": True, **snapshot, "held_by_quiet_hours": held}
+    if hours is None:
+        return None
+    waiting = [(r.phone, r.timezone) for r in journal.rows() if r.state in UNFINISHED and r.phone]
+    return held_by_quiet_hours(waiting, now, hours)
 
 
 def held_by_quiet_hours(waiting: Sequence[tuple[str, str | None]], now: float, hours: QuietHours) -> int:

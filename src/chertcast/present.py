@@ -643,6 +643,8 @@ def status_lines(data: dict[str, Any], path: Any, campaign: object = "CAMPAIGN",
         lines.append(f"  rows held by quiet hours right now: {capacity['held_by_quiet_hours']:,}")
     elif capacity is not None:
         lines.append("Capacity: no sender line known yet (list them in [capacity] lines)")
+    elif data.get("held_by_quiet_hours") is not None:  # capacity planning off, quiet hours on
+        lines.append(f"Quiet hours: {plural(data['held_by_quiet_hours'], 'row')} held right now")
     lines += outcome_lines(data, campaign, sandbox)
     if data.get("last_sync_at") is not None:
         lines += no_opt_out_list_line(data, campaign)
