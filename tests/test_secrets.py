@@ -151,3 +151,20 @@ def test_send_without_a_secret_creates_no_journal(tmp_path: Path) -> None:
     assert result.returncode == 2 and "CHERT_SIGNING_SECRET is not set" in result.stderr
     assert "~/.config/chertcast/secret (chmod 600)" in result.stderr
     assert not (tmp_path / "campaign.journal.sqlite").exists()
+
+
+def test_a_secret_that_cannot_go_in_a_header_is_refused_in_one_line_without_showing_it(tmp_path: Path) -> None:
+    """A line break in the secret reached httpx, whose error (with the secret in it) went to
+    status, the journal and the report; a curly quote crashed send with exit 70 (new-user
+    walkthrough). Both are refused before anything is written, naming where it came from."""
+    campaign = write_campaign(tmp_path, write_contacts(tmp_path / "contacts.csv", 2))
+    with SandboxServer() as server:
+        for secret in ("LEAKME1234\nX", "\u201cLEAKME1234\u201d", "LEAK ME1234"):
+            env = {**os.environ, "CHERT_BASE_URL": server.base_url, "CHERT_SIGNING_SECRET": secret}
+            for args in (["--yes"], ["--to", "+14155550100"]):
+                result = run_process("send", campaign, *args, env=env)
+                assert result.returncode == 2, result.stdout + result.stderr
+                assert result.stderr.startswith("chertcast: error: CHERT_SIGNING_SECRET: the signing secret holds ")
+                assert result.stderr.count("\n") == 1 and "LEAKME" not in result.stdout + result.stderr
+        assert server.model.stats()["requests"] == 0
+    assert not (tmp_path / "campaign.journal.sqlite").exists()

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
+from chertcast.errors import ConfigError
 from chertcast.signing import sign
 
 # sent / duplicate: delivered. error: an HTTP answer that is not a success (a Chert error with
@@ -38,6 +39,13 @@ class Secret:
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
+        # The secret goes in an HTTP header: a line break, a space or a non-ASCII character (a
+        # curly quote pasted from a document) would fail in httpx with the value in its message.
+        if not value or not all("!" <= char <= "~" for char in value):
+            raise ConfigError(
+                "the signing secret holds a space, a line break or a character that cannot go in an "
+                "HTTP header (such as a curly quote); copy it again from the Chert console"
+            )
         self._value = value
 
     def reveal(self) -> str:

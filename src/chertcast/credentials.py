@@ -59,10 +59,16 @@ def read_secret(campaign: Campaign | None = None) -> Secret:
             f"{SECRET_ENV} is not set: export the signing secret from the Chert console, or for unattended "
             f"runs put it in {DEFAULT_SECRET_FILE} (chmod 600) (or rehearse with --sandbox, which needs none)"
         )
-    if source.kind == "env":
-        return Secret(os.environ[SECRET_ENV].strip())
-    assert source.path is not None
-    return Secret(read_secret_file(source.path, _named_by(source, campaign)))
+    where = SECRET_ENV if source.kind == "env" else str(source.path)
+    try:
+        if source.kind == "env":
+            return Secret(os.environ[SECRET_ENV].strip())
+        assert source.path is not None
+        return Secret(read_secret_file(source.path, _named_by(source, campaign)))
+    except ConfigError as exc:
+        if str(exc).startswith("the signing secret"):  # say where it came from, never what it is
+            raise ConfigError(f"{where}: {exc}") from None
+        raise
 
 
 def _named_by(source: SecretSource, campaign: Campaign | None) -> str:
