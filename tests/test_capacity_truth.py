@@ -383,3 +383,13 @@ def test_spring_forward_window_never_schedules_outside_it() -> None:
 def test_unsendable_is_empty_without_windows() -> None:
     assert unsendable([(2, "+61412345678", None)], None, None, ny(10)) == []
     assert gap_margin(600) == 5.0
+
+
+def test_status_labels_a_never_sendable_row_as_not_sendable_not_a_network_error() -> None:
+    """status printed `1 × network: never sendable: …` (second new-user walkthrough)."""
+    from chertcast.capacity import QuietHours, never_reason, zones_for
+    from chertcast.present import _error_label
+
+    note = never_reason(zones_for("+61412345678"), QuietHours(), WINDOW)
+    assert _error_label(None, note) == "not sendable"
+    assert _error_label(None, "ReadError talking to chert: peer closed") == "network"

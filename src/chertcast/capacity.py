@@ -347,6 +347,9 @@ def next_quiet_ok(zones: Sequence[ZoneInfo], ts: float, hours: QuietHours) -> fl
     return next_allowed(ts, zones, hours)
 
 
+NEVER_SENDABLE = "never sendable: "  # how a row's note begins when quiet hours and the window never meet
+
+
 def never_reason(zones: Sequence[ZoneInfo], hours: QuietHours | None, rules: CapacityRules | None) -> str:
     names = ", ".join(zone.key for zone in zones)
     parts = []
@@ -354,7 +357,7 @@ def never_reason(zones: Sequence[ZoneInfo], hours: QuietHours | None, rules: Cap
         parts.append(f"quiet hours {hours.start:%H:%M}-{_clock_text(hours.end)} in every one of its zones ({names})")
     if rules is not None and rules.window_start is not None:
         parts.append(f"the sending window {rules.window_start:%H:%M}-{_clock_text(rules.window_end)} {rules.timezone}")
-    return "never sendable: " + " and ".join(parts) + " never overlap (set the row's time-zone column to override)"
+    return NEVER_SENDABLE + " and ".join(parts) + " never overlap (set the row's time-zone column to override)"
 
 
 def season_reason(zones: Sequence[ZoneInfo], hours: QuietHours, rules: CapacityRules) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from chertcast.campaign import BASE_URL_ENV, DEFAULT_SECRET_FILE, SECRET_ENV, SECRET_FILE_ENV, Campaign
+from chertcast.capacity import NEVER_SENDABLE
 from chertcast.credentials import SecretSource
 from chertcast.engine import RunResult
 from chertcast.followups import FollowUpStats
@@ -761,6 +762,8 @@ def _error_label(code: int | None, message: str) -> str:
     """A Chert code; else the HTTP status of a non-Chert answer; else the connection's trouble."""
     if code is not None:
         return str(code)
+    if message.startswith(NEVER_SENDABLE):  # chertcast's own note: quiet hours and the window never meet
+        return "not sendable"
     first = message.split(" ", 2)
     if first[0] == "HTTP" and len(first) > 1 and first[1].isdigit():
         return f"HTTP {first[1]}"
