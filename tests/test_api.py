@@ -137,3 +137,14 @@ def test_the_readme_python_example_runs_as_written(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "0 4" and len(model.deliveries()) == 4
     assert (tmp_path / "report.xlsx").exists()
+
+
+def test_report_refuses_an_only_that_is_not_a_state(tmp_path: Path) -> None:
+    """report(only="Failed") wrote a header-only file: a typo read as "nothing failed"."""
+    import pytest
+
+    from chertcast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"report: only='Failed' is not one of pending, sending, .*failed-delivery"):
+        chertcast.report(tmp_path / "campaign.toml", tmp_path / "out.csv", only="Failed")
+    assert not (tmp_path / "out.csv").exists()

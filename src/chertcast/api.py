@@ -305,6 +305,8 @@ def report(
 
     ``only``: a journal state (``failed``: the rows Chert refused), or ``"failed-delivery"``: the
     rows sent and then, as ``sync`` found, not delivered."""
+    if only is not None and only not in present.REPORT_ONLY:  # a typo must not read as "none failed"
+        raise ConfigError(f"report: only={only!r} is not one of {', '.join(present.REPORT_ONLY)}")
     loaded = load_campaign(Path(campaign))
     target = Path(out)
     path = journal_path_for(loaded, SendOptions(journal=journal, sandbox=sandbox))
