@@ -326,7 +326,7 @@ def test_a_message_that_fails_delivery_after_sending_is_visible_everywhere(tmp_p
     text = run_cli("status", campaign, "--journal", journal).output
     assert f"  failed delivery {count}" in text
     assert f"{len(failed)} messages were accepted by Chert, then failed delivery" in text
-    assert f"chertcast report {campaign} --only failed-delivery --out undelivered.csv" in text
+    assert f"chertcast report {campaign} --journal {journal} --only failed-delivery --out undelivered.csv" in text
     out = tmp_path / "report.csv"
     assert run_cli("report", campaign, "--journal", journal, "--out", out).exit_code == 0
     rows = {r["e164_phone"]: r for r in csv.DictReader(out.open(encoding="utf-8-sig"))}
@@ -377,3 +377,14 @@ def test_sync_without_an_opt_out_list_says_the_opt_outs_stay_in_this_campaign(tm
     text = run_cli("status", campaign).output
     assert f"no opt_out_list is configured: these {held} opt-outs" in text
     assert json.loads(run_cli("status", campaign, "--json").output)["opt_out_list"] is None
+
+
+def test_commands_suggested_after_a_sync_keep_the_journal_the_user_named() -> None:
+    """`sync --journal j.db` suggested `chertcast report c.toml --only failed-delivery …` without
+    --journal, which then failed with "no journal yet" (second new-user walkthrough)."""
+    from chertcast import present
+
+    data = {"last_sync_at": "2026-11-28T12:00:00+00:00", "failed_after_send": 2, "sent": 10}
+    shown = "\n".join(present.outcome_lines(data, "c.toml", False, Path("t/j.db")))
+    assert "chertcast report c.toml --journal t/j.db --only failed-delivery --out undelivered.csv" in shown
+    assert present.journal_args(None, True) == " --sandbox" and present.journal_args(None, False) == ""

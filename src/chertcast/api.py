@@ -97,6 +97,7 @@ class StatusResult:
     journal_exists: bool = True
     campaign: Path | None = None  # as given, for the commands the text shows
     sandbox: bool = False
+    journal_given: Path | None = None  # --journal as given, likewise
 
     def as_json(self) -> dict[str, Any]:
         return self.data
@@ -107,7 +108,8 @@ class StatusResult:
                 f"Campaign {self.campaign_id} ({self.journal}): run in progress: {self.running.describe()}; "
                 "no journal written yet"
             ]
-        return present.status_lines(self.data, self.journal, self.campaign or "CAMPAIGN", self.sandbox)
+        campaign = self.campaign or "CAMPAIGN"
+        return present.status_lines(self.data, self.journal, campaign, self.sandbox, self.journal_given)
 
 
 @dataclass
@@ -248,7 +250,7 @@ def status(
         if loaded.follow_up:
             data["follow_up"] = sequence_status(loaded, opened.connection(), moment)
     data["running"] = holder.as_json() if holder is not None else None
-    return StatusResult(loaded.id, path, data, holder, campaign=Path(campaign), sandbox=sandbox)
+    return StatusResult(loaded.id, path, data, holder, campaign=Path(campaign), sandbox=sandbox, journal_given=journal)
 
 
 @dataclass

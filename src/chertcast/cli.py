@@ -664,7 +664,7 @@ def sync_command(
     if as_json:
         click.echo(json.dumps(data))
         return
-    for line in present.sync_lines(data, campaign, sandbox):
+    for line in present.sync_lines(data, campaign, sandbox, journal):
         click.echo(line)
 
 

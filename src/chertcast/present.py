@@ -620,7 +620,16 @@ def capacity_json(capacity: dict[str, object] | None) -> dict[str, object] | Non
     return {**capacity, "next_possible_at": _iso(at) if isinstance(at, int | float) else None}
 
 
-def status_lines(data: dict[str, Any], path: Any, campaign: object = "CAMPAIGN", sandbox: bool = False) -> list[str]:
+def journal_args(journal: Path | None, sandbox: bool) -> str:
+    """The options that chose the journal, for a command shown to the user (as they gave them)."""
+    if journal is not None:
+        return " --journal " + shlex.quote(str(journal))
+    return " --sandbox" if sandbox else ""
+
+
+def status_lines(
+    data: dict[str, Any], path: Any, campaign: object = "CAMPAIGN", sandbox: bool = False, journal: Path | None = None
+) -> list[str]:
     """``path``: the journal; ``campaign`` and ``sandbox``: as given to `status`, for the commands shown."""
     lines = [f"Campaign {data['campaign']} ({path})", f"  total        {data['total']:>7,}"]
     lines += [f"  {state:<12} {data[state]:>7,}" for state in STATES]
@@ -646,7 +655,7 @@ def status_lines(data: dict[str, Any], path: Any, campaign: object = "CAMPAIGN",
         lines.append("Capacity: no sender line known yet (list them in [capacity] lines)")
     elif data.get("held_by_quiet_hours") is not None:  # capacity planning off, quiet hours on
         lines.append(f"Quiet hours: {plural(data['held_by_quiet_hours'], 'row')} held right now")
-    lines += outcome_lines(data, campaign, sandbox)
+    lines += outcome_lines(data, campaign, sandbox, journal)
     if data.get("last_sync_at") is not None:
         lines += no_opt_out_list_line(data, campaign)
     lines += follow_up_status_lines(data.get("follow_up"))
@@ -671,7 +680,9 @@ OUTCOME_ROWS = (  # status's lines after the send: (key of the counts, label)
 NO_LIST = object()  # ``outcome_lines``: the campaign's opt-out list is not known here
 
 
-def outcome_lines(data: dict[str, Any], campaign: object = "CAMPAIGN", sandbox: bool = False) -> list[str]:
+def outcome_lines(
+    data: dict[str, Any], campaign: object = "CAMPAIGN", sandbox: bool = False, journal: Path | None = None
+) -> list[str]:
     """After the send (filled by `chertcast sync`): delivered, failed delivery, read, replied, opted out.
 
     ``data["opt_out_list"]`` (when present): the campaign's list, None when it names none.
@@ -688,7 +699,7 @@ def outcome_lines(data: dict[str, Any], campaign: object = "CAMPAIGN", sandbox: 
         lines.append(
             f"  {plural(failed, 'message was', 'messages were')} accepted by Chert, then failed delivery "
             f"(the journal keeps them as sent); Chert's reasons: chertcast report {shlex.quote(str(campaign))}"
-            f"{' --sandbox' if sandbox else ''} --only failed-delivery --out undelivered.csv"
+            f"{journal_args(journal, sandbox)} --only failed-delivery --out undelivered.csv"
         )
     if data.get("needs_review"):
         where = (
@@ -739,7 +750,7 @@ def sync_json(campaign_id: str, result: Any) -> dict[str, Any]:
     }
 
 
-def sync_lines(data: dict[str, Any], campaign: Any, sandbox: bool = False) -> list[str]:
+def sync_lines(data: dict[str, Any], campaign: Any, sandbox: bool = False, journal: Path | None = None) -> list[str]:
     listed = (
         f"added to the opt-out list {data['opt_out_list_added']:,}"
         if data.get("opt_out_list") is not None
@@ -750,9 +761,9 @@ def sync_lines(data: dict[str, Any], campaign: Any, sandbox: bool = False) -> li
         f"({plural(data['status_requests'], 'status lookup')}, {plural(data['event_pages'], 'event page')})",
         f"  new replies {data['replies_new']:,}, new opt-outs {data['opt_outs_new']:,}, "
         f"new to review {data['needs_review_new']:,}, {listed}",
-        *outcome_lines(data, campaign, sandbox)[1:],
+        *outcome_lines(data, campaign, sandbox, journal)[1:],
         *no_opt_out_list_line(data, campaign),
-        f"Next: chertcast status {campaign}{' --sandbox' if sandbox else ''}   "
+        f"Next: chertcast status {campaign}{journal_args(journal, sandbox)}   "
         "(rerun sync any time: it resumes and never counts twice)",
     ]
     return lines
