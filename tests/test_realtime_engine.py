@@ -302,3 +302,25 @@ def test_run_ends_the_moment_the_last_answer_lands(tmp_path: Path) -> None:
 
     in_virtual_time(scenario)
     assert ended == [pytest.approx(1.234, abs=1e-6)]
+
+
+def test_cut_waits_end_at_once_and_later_ones_never_start() -> None:
+    """pacing.Cuttable: the engine's stop() and the follow-ups' halt() share it."""
+    from chertcast.pacing import Cuttable
+
+    async def scenario() -> None:
+        waits, done = Cuttable(), []
+
+        async def long_wait() -> None:
+            await waits.wait(lambda: anyio.sleep(3_600))
+            done.append(anyio.current_time())
+
+        started = anyio.current_time()
+        async with anyio.create_task_group() as group:
+            group.start_soon(long_wait)
+            await anyio.sleep(1)
+            waits.cut()
+        await waits.wait(lambda: anyio.sleep(3_600))  # after the cut: returns at once
+        assert done == [started + 1] and anyio.current_time() == started + 1
+
+    in_virtual_time(scenario)

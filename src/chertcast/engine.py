@@ -37,7 +37,7 @@ from chertcast.decide import (
 )
 from chertcast.journal import Journal
 from chertcast.outgoing import Outgoing
-from chertcast.pacing import Clock, InFlight, TokenBucket, remaining
+from chertcast.pacing import Clock, Cuttable, InFlight, TokenBucket, remaining
 from chertcast.preflight import AttachmentRef, Recipient
 from chertcast.schedule import Done, Never, Rows, Scheduler, Wait, launch, step
 
@@ -157,7 +157,7 @@ class Engine:
         self._rows = Rows()
         self._result = RunResult(self.stats)
         self._stopping = anyio.Event()
-        self._waits: set[anyio.CancelScope] = set()
+        self._waits = Cuttable()  # waits that stop() cuts short
 
     # ----------------------------------------------------------------- stop
 
@@ -174,8 +174,7 @@ class Engine:
             self._result.stop_kind, self._result.stop_reason = kind, reason
             self._result.next_possible_in_s = next_in
             self._stopping.set()
-            for scope in list(self._waits):
-                scope.cancel()
+            self._waits.cut()
 
     # ------------------------------------------------------------------ run
 
@@ -266,14 +265,7 @@ class Engine:
 
     async def _interruptible(self, wait: Callable[[], Awaitable[object]]) -> None:
         """Run a wait (token, backoff, slot) that ``stop()`` cuts short."""
-        with anyio.CancelScope() as scope:
-            self._waits.add(scope)
-            try:
-                if self.stopping:
-                    scope.cancel()
-                await wait()
-            finally:
-                self._waits.discard(scope)
+        await self._waits.wait(wait)
 
     async def _drain(self) -> None:
         """Wait until every send in flight has landed; once stopping, for at most ``grace_s``."""

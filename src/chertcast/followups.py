@@ -51,7 +51,7 @@ from chertcast.decide import STOP_CODES
 from chertcast.engine import LONG_WAIT_S
 from chertcast.journal import DELIVERED, Journal
 from chertcast.outlook import capacity_rules, quiet_hours
-from chertcast.pacing import Clock, TokenBucket, remaining
+from chertcast.pacing import Clock, Cuttable, TokenBucket, remaining
 from chertcast.preflight import KEY_PREFIX, Plan, Recipient
 from chertcast.sync import Syncer, SyncFailed, SyncRunning, parse_time, sync_lock
 
@@ -361,7 +361,7 @@ class FollowUps:
         self.notice = notice or (lambda _: None)  # RunHooks.notice: a long wait is said, as the engine says its own
         self.zone = ZoneInfo(campaign.capacity.timezone)  # the project's zone, for the times in notices
         self.halted = False
-        self._waits: set[anyio.CancelScope] = set()  # waits that halt() cuts short
+        self._waits = Cuttable()  # waits that halt() cuts short
         self._next_why = ""  # what the next pass waits for (for the notice of a long wait)
         self._wake = anyio.Event()
         self._first_touches_done = anyio.Event()
@@ -412,14 +412,7 @@ class FollowUps:
     async def _until_halted(self, wait: Callable[[], Awaitable[object]]) -> None:
         """A wait (the next pass, a token, a backoff) that ``halt`` cuts short: Ctrl-C is not left
         waiting for the morning."""
-        with anyio.CancelScope() as scope:
-            self._waits.add(scope)
-            try:
-                if self.halted:
-                    scope.cancel()
-                await wait()
-            finally:
-                self._waits.discard(scope)
+        await self._waits.wait(wait)
 
     def nudge(self) -> None:
         """A first touch went out: look again soon."""
@@ -434,8 +427,7 @@ class FollowUps:
         self.halted = True
         self._wake.set()
         self._first_touches_done.set()
-        for scope in list(self._waits):
-            scope.cancel()
+        self._waits.cut()
 
     async def one_pass(self) -> float | None:
         """Refresh replies and statuses, send what is due now. Returns when the next check is

@@ -13,6 +13,7 @@ The bucket holds at most ``burst`` tokens and refills at ``rate`` per second, so
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
@@ -107,6 +108,31 @@ class FakeClock:
             return
         self.time += remaining(deadline, self.time)
         await anyio.lowlevel.checkpoint()
+
+
+class Cuttable:
+    """Waits that one call cuts short, for good: a stopped run (Ctrl-C, a campaign stop) does not
+    sit out a token, a backoff or the night. ``cut()`` cancels every wait in progress and makes
+    any later one return at once."""
+
+    def __init__(self) -> None:
+        self._scopes: set[anyio.CancelScope] = set()
+        self.is_cut = False
+
+    async def wait(self, wait: Callable[[], Awaitable[object]]) -> None:
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                if self.is_cut:
+                    scope.cancel()
+                await wait()
+            finally:
+                self._scopes.discard(scope)
+
+    def cut(self) -> None:
+        self.is_cut = True
+        for scope in list(self._scopes):
+            scope.cancel()
 
 
 class InFlight:
