@@ -393,3 +393,22 @@ def test_status_labels_a_never_sendable_row_as_not_sendable_not_a_network_error(
     note = never_reason(zones_for("+61412345678"), QuietHours(), WINDOW)
     assert _error_label(None, note) == "not sendable"
     assert _error_label(None, "ReadError talking to chert: peer closed") == "network"
+
+
+def test_check_names_rows_quiet_hours_never_allow_with_capacity_planning_off(tmp_path: Path) -> None:
+    """Quiet hours apply with capacity off, so `check` must say which rows they never allow:
+    it said "capacity planning is off" and exited 0 while `send` stopped on them (second
+    new-user walkthrough)."""
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("phone,name,tz\n(212) 555-0100,NY,\n+61412345678,Oz,\n")
+    extra = (
+        '[columns]\ntimezone = "tz"\n[capacity]\nenabled = false\n'
+        '[quiet_hours]\nstart = "09:00"\nend = "10:00"\n'  # 09-10 in New York and in Sydney never meet
+    )
+    campaign = write_campaign(tmp_path, contacts, extra=extra, planned=True)
+    checked = run_cli("check", campaign)
+    assert checked.exit_code == 1
+    assert "unsendable: 1 row can never be sent" in checked.output and "row 3 (+61412345678)" in checked.output
+    assert "calendar: capacity planning is off" in checked.output
+    data = json.loads(run_cli("check", campaign, "--json").output)
+    assert [u["row"] for u in data["unsendable"]] == [3] and data["calendar"] is None

@@ -26,12 +26,21 @@ import anyio
 
 from chertcast import present, runlock
 from chertcast.campaign import Campaign, journal_files, load_campaign
+from chertcast.capacity import Unsendable
 from chertcast.engine import RunHooks
 from chertcast.errors import CampaignStopped, ChertcastError, ConfigError
 from chertcast.export import guard_output, write_table
 from chertcast.followups import report_columns, sequence_status
 from chertcast.journal import Journal
-from chertcast.outlook import CapacityFacts, CapacityOutlook, capacity_status, held_now, outlook, unfinished
+from chertcast.outlook import (
+    CapacityFacts,
+    CapacityOutlook,
+    capacity_status,
+    held_now,
+    outlook,
+    quiet_hours_never,
+    unfinished,
+)
 from chertcast.pacing import Clock
 from chertcast.preflight import Plan, build_plan
 from chertcast.runner import Endpoint, Prepared, SendOptions, SendResult, execute, journal_path_for, prepare
@@ -51,6 +60,7 @@ class CheckResult:
     steps: dict[int, Plan] = field(default_factory=dict)  # follow-up steps 2, 3, … checked alike
     to_send: int = 0
     outlook: CapacityOutlook | None = None  # None: capacity planning off
+    unplanned: list[Unsendable] = field(default_factory=list)  # capacity off: rows quiet hours never allow
 
     @property
     def eta(self) -> present.Estimate:
@@ -62,11 +72,13 @@ class CheckResult:
         """0: every row can be sent; 1: some rows have problems, in the first touch or a follow-up step,
         or can never be sent (quiet hours and the sending window never meet for them) (a campaign
         that cannot run at all raises ChertcastError instead: exit 2 on the command line)."""
-        never = 1 if self.outlook is not None and self.outlook.never else 0
+        never = 1 if (self.outlook is not None and self.outlook.never) or self.unplanned else 0
         return max([self.plan.exit_code(), never, *(step.exit_code() for step in self.steps.values())])
 
     def as_json(self) -> dict[str, Any]:
         data = present.check_json(self.plan, self.eta, self.outlook)
+        if self.unplanned:  # capacity planning off: no calendar to hold them, so they are listed here
+            data["unsendable"] = [{"row": u.row, "phone": u.phone, "reason": u.reason} for u in self.unplanned]
         if self.steps:
             data["follow_up"] = present.sequence_json(self.plan, self.steps, self.now, self.outlook, self.eta)
         return data
@@ -129,7 +141,8 @@ def check(campaign: Path | str, *, encoding: str | None = None, now: float | Non
     steps = {n: _step_plan(loaded, n, encoding) for n in range(2, loaded.steps + 1)}
     moment = time.time() if now is None else now
     if not loaded.capacity.enabled:  # paced only: every sendable row counted, no journal read
-        return CheckResult(plan, moment, steps, len(plan.sendable), None)
+        never = quiet_hours_never(loaded, plan.sendable, moment)
+        return CheckResult(plan, moment, steps, len(plan.sendable), None, never)
     path = loaded.default_journal
     with Journal.open_existing(path, loaded.id) if path.exists() else contextlib.nullcontext() as journal:
         waiting = unfinished(plan, journal)

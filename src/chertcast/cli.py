@@ -299,7 +299,10 @@ def check(campaign: Path, encoding: str | None, as_json: bool) -> None:
         click.echo(json.dumps(checked.as_json(), ensure_ascii=False))
     else:
         plan, eta = checked.plan, checked.eta
-        for line in [*present.plan_summary(plan, eta), *present.calendar_lines(plan.campaign, checked.outlook)]:
+        for line in [
+            *present.plan_summary(plan, eta),
+            *present.calendar_lines(plan.campaign, checked.outlook, checked.unplanned),
+        ]:
             click.echo(line)
         for line in present.sequence_lines(plan, checked.steps, checked.now, checked.outlook, eta):
             click.echo(line)

@@ -144,6 +144,15 @@ def outlook(
     return CapacityOutlook(lines, count, counted, never, calendar, sampled)
 
 
+def quiet_hours_never(campaign: Campaign, waiting: Sequence[Recipient], now: float) -> list[Unsendable]:
+    """With capacity planning off: the rows whose quiet hours never open (in every one of their
+    zones at once), which send holds for ever; none when quiet hours are off."""
+    hours = quiet_hours(campaign)
+    if hours is None:
+        return []
+    return unsendable(((r.row, r.phone or "", r.timezone) for r in waiting if r.phone), hours, None, now)
+
+
 def unfinished(plan: Plan, journal: Journal | None) -> list[Recipient]:
     """The plan's sendable rows that ``journal`` (None: none yet) has not finished."""
     states = journal.states() if journal is not None else {}

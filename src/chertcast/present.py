@@ -13,7 +13,7 @@ import math
 import shlex
 import textwrap
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from chertcast.campaign import BASE_URL_ENV, DEFAULT_SECRET_FILE, SECRET_ENV, SECRET_FILE_ENV, Campaign
-from chertcast.capacity import NEVER_SENDABLE
+from chertcast.capacity import NEVER_SENDABLE, Unsendable
 from chertcast.credentials import SecretSource
 from chertcast.engine import RunResult
 from chertcast.followups import FollowUpStats
@@ -137,20 +137,15 @@ def estimate(campaign: Campaign, count: int, rate: float, outlook: CapacityOutlo
 UNSENDABLE_SHOWN = 20
 
 
-def calendar_lines(campaign: Campaign, outlook: CapacityOutlook | None) -> list[str]:
-    """check's calendar: rows that can never be sent (named), then the sending days the rest need."""
+def calendar_lines(
+    campaign: Campaign, outlook: CapacityOutlook | None, unplanned: Sequence[Unsendable] = ()
+) -> list[str]:
+    """check's calendar: rows that can never be sent (named), then the sending days the rest need.
+    ``unplanned``: with capacity planning off, the rows quiet hours alone never allow."""
     settings = campaign.capacity
     if outlook is None:
-        return ["  calendar: capacity planning is off ([capacity] enabled = false)"]
-    lines = []
-    if outlook.unsendable:
-        lines.append(
-            f"  unsendable: {plural(len(outlook.unsendable), 'row')} can never "
-            "be sent under the current sending window and quiet hours (they stay pending):"
-        )
-        lines += [f"    row {u.row} ({u.phone}): {u.reason}" for u in outlook.unsendable[:UNSENDABLE_SHOWN]]
-        if len(outlook.unsendable) > UNSENDABLE_SHOWN:
-            lines.append(f"    … and {len(outlook.unsendable) - UNSENDABLE_SHOWN:,} more")
+        return [*_unsendable_lines(unplanned), "  calendar: capacity planning is off ([capacity] enabled = false)"]
+    lines = _unsendable_lines(outlook.unsendable)
     if not outlook.lines:
         lines.append(
             "  calendar: sender lines are discovered when sending; list them in [capacity] lines for an estimate"
@@ -170,6 +165,19 @@ def calendar_lines(campaign: Campaign, outlook: CapacityOutlook | None) -> list[
             f"  warning: the plan needs {days} sending days, beyond the "
             f"{settings.horizon_days}-day horizon ([capacity] horizon_days): add lines or split the campaign"
         )
+    return lines
+
+
+def _unsendable_lines(rows: Sequence[Unsendable]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        f"  unsendable: {plural(len(rows), 'row')} can never "
+        "be sent under the current sending window and quiet hours (they stay pending):"
+    ]
+    lines += [f"    row {u.row} ({u.phone}): {u.reason}" for u in rows[:UNSENDABLE_SHOWN]]
+    if len(rows) > UNSENDABLE_SHOWN:
+        lines.append(f"    … and {len(rows) - UNSENDABLE_SHOWN:,} more")
     return lines
 
 
