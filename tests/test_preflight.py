@@ -128,6 +128,7 @@ def test_campaign_file_errors_name_the_key(tmp_path: Path, extra: str, message: 
         ('[capacity]\nline = ["pl_a"]\n', "capacity.line: unknown key (did you mean `lines`?)"),
         ("[send]\nMax-Attempts = 3\n", "send.Max-Attempts: unknown key (did you mean `max_attempts`?)"),
         ("[sends]\nrate = 5\n", "sends: unknown key (did you mean `send`?)"),
+        ("rate = 5\n", "rate: unknown key (it belongs in [send])"),  # a key one table too high
         ('opt_out = "optouts.csv"\n', "opt_out: unknown key (did you mean `opt_out_list`?)"),
         ('[quiet_hours]\nstrat = "08:00"\n', "quiet_hours.strat: unknown key (did you mean `start`?)"),
         (

@@ -476,8 +476,12 @@ def _did_you_mean(model: type[BaseModel], loc: Sequence[int | str]) -> str:
     if not loc or not isinstance(loc[-1], str):
         return ""
     known = _known_keys(model, loc[:-1])
-    close = difflib.get_close_matches(loc[-1].casefold().replace("-", "_"), known, n=1)
-    return f" (did you mean `{close[0]}`?)" if close else ""
+    key = loc[-1].casefold().replace("-", "_")
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f" (did you mean `{close[0]}`?)"
+    tables = [t for t in known if key in _known_keys(model, [*loc[:-1], t])]  # a key one table too high
+    return f" (it belongs in [{tables[0]}])" if len(tables) == 1 else ""
 
 
 def _known_keys(model: type[BaseModel], path: Sequence[int | str]) -> list[str]:
