@@ -100,7 +100,7 @@ def test_bad_input(case: str, tmp_path: Path, server: SandboxServer, journal: Pa
 
 
 def test_invalid_toml_and_id_with_spaces(tmp_path: Path) -> None:
-    for name, needle in (("invalid.toml", "invalid TOML"), ("spaces_id.toml", "id: String should match pattern")):
+    for name, needle in (("invalid.toml", "invalid TOML"), ("spaces_id.toml", "id: use lowercase letters, digits and")):
         shutil.copy(BAD / name, tmp_path / name)
         result = run_process("check", tmp_path / name)
         assert result.returncode == 2

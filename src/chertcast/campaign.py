@@ -455,6 +455,14 @@ def load_campaign(path: Path | str) -> Campaign:
         raise ConfigError(f"{source}: {format_validation(exc)}") from None
 
 
+_PATTERN_WORDS = {
+    r"^[a-z0-9][a-z0-9-]*$": "use lowercase letters, digits and '-', starting with a letter or digit (spring-2026)",
+    r"^([01][0-9]|2[0-3]):[0-5][0-9]$": "write a time as HH:MM on the 24-hour clock (e.g. 08:00)",
+    r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$": "write a time as HH:MM on the 24-hour clock, or 24:00 (e.g. 21:00)",
+    r"^[A-Z]{2}$": "write a two-letter country code in capitals (e.g. US, GB)",
+}
+
+
 def format_validation(exc: ValidationError, model: type[BaseModel] = Campaign) -> str:
     problems = []
     for error in exc.errors():
@@ -467,6 +475,8 @@ def format_validation(exc: ValidationError, model: type[BaseModel] = Campaign) -
         key = ".".join(str(part) for part in loc) or "(file)"
         if error["type"] == "value_error":  # our own validators' words, without pydantic's "Value error, "
             message = str(error.get("ctx", {}).get("error", message))
+        if error["type"] == "string_pattern_mismatch":  # a regex is not an explanation
+            message = _PATTERN_WORDS.get(str(error.get("ctx", {}).get("pattern")), message)
         problems.append(f"{key}: {message}")
     return "; ".join(problems)
 
