@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -230,16 +232,24 @@ def _has_table(journal: Path, name: str) -> bool:
 DELIVERED_SOON = OutcomeConfig(seed=1, reply_share=0.0, delay_s=0.05, failed_share=0)
 
 
+@contextmanager
+def _sequence_send(
+    tmp_path: Path, count: int
+) -> Iterator[tuple[SandboxModel, SandboxServer, Path, Path, subprocess.Popen[str]]]:
+    """A three-step campaign of ``count`` rows, and `send --wait` of it running against a sandbox."""
+    model = SandboxModel(SandboxConfig(outcomes=DELIVERED_SOON))
+    with SandboxServer(model) as server:
+        campaign = three_step_campaign(tmp_path, count)
+        journal = tmp_path / "j.sqlite"
+        yield model, server, campaign, journal, _send_wait(campaign, journal, server)
+
+
 def test_ctrl_c_while_follow_ups_go_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
     """Found by a new-user walkthrough: Ctrl-C once the first touches were done (the follow-up
     phase of `send --wait`) left with a bare `chertcast: interrupted`, no summary, sometimes a
     traceback: the signal was watched only while the first touches went."""
     count = 20
-    model = SandboxModel(SandboxConfig(outcomes=DELIVERED_SOON))
-    with SandboxServer(model) as server:
-        campaign = three_step_campaign(tmp_path, count)
-        journal = tmp_path / "j.sqlite"
-        process = _send_wait(campaign, journal, server)
+    with _sequence_send(tmp_path, count) as (model, server, campaign, journal, process):
         _wait_for(lambda: len(model.deliveries()) > count)  # a step 2 went: the first touches are done
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
@@ -261,11 +271,7 @@ def test_a_second_ctrl_c_leaves_follow_ups_in_flight_sending_and_the_rerun_resen
     tmp_path: Path,
 ) -> None:
     count = 20
-    model = SandboxModel(SandboxConfig(outcomes=DELIVERED_SOON))
-    with SandboxServer(model) as server:
-        campaign = three_step_campaign(tmp_path, count)
-        journal = tmp_path / "j.sqlite"
-        process = _send_wait(campaign, journal, server)
+    with _sequence_send(tmp_path, count) as (model, server, campaign, journal, process):
         delivered = "SELECT COUNT(*) FROM outcomes WHERE delivered_at IS NOT NULL"
         _wait_for(
             lambda: journal.exists() and _has_table(journal, "outcomes") and table(journal, delivered) == [(count,)]
