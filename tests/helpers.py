@@ -71,6 +71,17 @@ def run_process(
     )
 
 
+def start_process(*args: Any, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`chertcast ARGS` running in its own process (to signal it, or to watch it while it runs)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "chertcast", *[str(a) for a in args]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 AREAS = ("212", "415", "646", "312", "617", "206", "303", "512")
 
 

@@ -22,7 +22,7 @@ from chertcast.engine import RunStats
 from chertcast.outlook import held_by_quiet_hours
 from chertcast.progress import LineProgress
 from chertcast.sandbox import DEFAULT_SECRET, SandboxServer
-from tests.helpers import run_cli, run_process, write_campaign, write_contacts
+from tests.helpers import run_cli, run_process, start_process, write_campaign, write_contacts
 
 
 def env_for(server: SandboxServer, secret: str = DEFAULT_SECRET) -> dict[str, str]:
@@ -76,13 +76,7 @@ def test_cron_line_is_absolute_has_yes_and_never_wait(tmp_path: Path, monkeypatc
 def test_sigterm_is_reported_as_sigterm_and_the_last_line_is_not_waiting(tmp_path: Path) -> None:
     path = campaign(tmp_path, 300, extra="[send]\nrate = 50\nburst = 5\nconcurrency = 4\n")
     with SandboxServer() as server:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chertcast", "send", str(path), "--yes"],
-            env=env_for(server),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_process("send", path, "--yes", env=env_for(server))
         deadline = time.monotonic() + 30
         while len(server.model.deliveries()) < 10:
             assert time.monotonic() < deadline

@@ -26,7 +26,7 @@ from chertcast import Endpoint, Secret, SendOptions, optout, present
 from chertcast.followups import step_key
 from chertcast.sandbox import DEFAULT_SECRET, SandboxConfig, SandboxModel, SandboxServer
 from chertcast.sandbox.outcomes import OutcomeConfig
-from tests.helpers import run_cli, write_campaign, write_contacts
+from tests.helpers import run_cli, start_process, write_campaign, write_contacts
 
 STEPS = """
 [[follow_up]]
@@ -220,9 +220,9 @@ def _wait_for(predicate: Any, timeout: float = 30) -> None:
 
 
 def _send_wait(campaign: Path, journal: Path, server: SandboxServer) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "chertcast", "send", str(campaign), "--yes", "--wait", "--journal", str(journal)]
-    env = {**os.environ, **env_for(server)}
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_process(
+        "send", campaign, "--yes", "--wait", "--journal", journal, env={**os.environ, **env_for(server)}
+    )
 
 
 def _has_table(journal: Path, name: str) -> bool:

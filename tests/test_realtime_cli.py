@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -17,7 +16,7 @@ from benchmarks.common import ExternalSandbox, sandbox
 
 from chertcast.journal import Journal
 from chertcast.runlock import running
-from tests.helpers import run_process, write_campaign, write_contacts
+from tests.helpers import run_process, start_process, write_campaign, write_contacts
 
 GAP_S = 1.5
 CAP = 3
@@ -54,13 +53,7 @@ def journal_counts(tmp_path: Path) -> dict[str, int]:
 
 
 def start_send(campaign: Path, server: ExternalSandbox) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "chertcast", "send", str(campaign), "--yes"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=server.env(),
-    )
+    return start_process("send", campaign, "--yes", env=server.env())
 
 
 def wait_for(condition: Any, what: str, timeout: float = 30) -> None:

@@ -19,6 +19,7 @@ from tests.helpers import (
     numbers,
     run_cli,
     run_process,
+    start_process,
     write_campaign,
     write_contacts,
 )
@@ -279,13 +280,7 @@ def test_sigkill_mid_run_then_resume_is_exactly_once(tmp_path: Path) -> None:
 def test_ctrl_c_stops_cleanly_then_resume_finishes(tmp_path: Path) -> None:
     path = campaign(tmp_path, 300, extra="[send]\nrate = 50\nburst = 5\nconcurrency = 4\n")
     with SandboxServer() as server:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chertcast", "send", str(path), "--yes"],
-            env=env_for(server),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_process("send", path, "--yes", env=env_for(server))
         _wait_for(lambda: len(server.model.deliveries()) >= 20)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
@@ -308,13 +303,7 @@ def test_second_ctrl_c_leaves_at_once_and_the_rerun_sends_exactly_once(tmp_path:
     path = campaign(tmp_path, 40, extra="[send]\nrate = 50\nburst = 5\nconcurrency = 4\n")
     model = SandboxModel(SandboxConfig(faults=Faults(latency_ms=2_000)))
     with SandboxServer(model) as server:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chertcast", "send", str(path), "--yes"],
-            env=env_for(server),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_process("send", path, "--yes", env=env_for(server))
         _wait_for(lambda: len(model.deliveries()) >= 4)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)  # the next four requests are still on their way
